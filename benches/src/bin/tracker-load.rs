@@ -1,0 +1,2 @@
+//! Tracker load generator.
+fn main() {}

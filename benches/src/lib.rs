@@ -1,0 +1,1 @@
+//! Shoal benchmarks support library.

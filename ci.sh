@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian packages) and runs the whole test suite.
+# Usage: ./ci.sh            (as root, or with sudo available)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need=()
+for pair in redis-server:redis-server nginx:nginx-light ffmpeg:ffmpeg; do
+  bin=${pair%%:*}; pkg=${pair#*:}
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+echo "==> cargo test --workspace"
+cargo test --workspace --locked

@@ -1,0 +1,2 @@
+//! Shoal edge proxy binary.
+fn main() {}

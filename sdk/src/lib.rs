@@ -1,0 +1,2 @@
+//! Shoal SDK.
+#![warn(missing_docs)]
