@@ -1,0 +1,458 @@
+//! The peer server: serves the node's cached segments and its `haves` stream to neighbours.
+
+use super::{PeerError, Route};
+use crate::cache::{CacheEvent, CacheEventKind, SegmentCache};
+use bytes::Bytes;
+use dashmap::DashSet;
+use futures::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Body, Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::counter::Counter;
+use shoal_proto::{HaveMsg, SegmentKey, SwarmId, MAX_HAVE_LINE};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+type RespBody = BoxBody<Bytes, Infallible>;
+
+/// Largest request head (HTTP/1.1 buffer, HTTP/2 header list) a client may send.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Largest chunk written per rate-limiter wait; small enough that concurrent uploads share
+/// the cap fairly, large enough that waits stay cheap.
+const MAX_UPLOAD_CHUNK: usize = 16 * 1024;
+/// Streams one client may open at once on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+/// Seconds a busy server asks the downloader to wait (`retry-after`).
+const BUSY_RETRY_AFTER_SECS: u32 = 1;
+
+/// How the peer server behaves. Every limit protects the node from its neighbours.
+#[derive(Debug, Clone)]
+pub struct PeerServerConfig {
+    /// Total upload rate to all neighbours, in bytes per second; `None` is unlimited.
+    pub upload_limit_bytes_per_sec: Option<u64>,
+    /// Segment uploads in flight at once; one more gets 503 with `retry-after` at once.
+    pub max_concurrent_uploads: usize,
+    /// Open connections at once; connections beyond it are closed as soon as accepted.
+    pub max_connections: usize,
+    /// Bytes of segment bodies sent to peers (counted as they are handed to the connection).
+    pub uploaded: Counter,
+    /// How often an idle connection is pinged (HTTP/2) so dead peers are noticed.
+    pub keep_alive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keep_alive_timeout: Duration,
+    /// How long an HTTP/1.1 client may take to send its request head.
+    pub header_read_timeout: Duration,
+    /// How long [`PeerServer::shutdown`] lets in-flight uploads finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for PeerServerConfig {
+    fn default() -> Self {
+        Self {
+            upload_limit_bytes_per_sec: None,
+            max_concurrent_uploads: 8,
+            max_connections: 64,
+            uploaded: Counter::default(),
+            keep_alive_interval: Duration::from_secs(15),
+            keep_alive_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// State every request handler shares.
+struct Shared {
+    cache: SegmentCache,
+    swarms: Arc<DashSet<SwarmId>>,
+    uploads: Arc<Semaphore>,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    chunk: usize,
+    uploaded: Counter,
+    /// Turns true on shutdown; ends the otherwise endless `haves` streams.
+    closing: watch::Receiver<bool>,
+}
+
+/// A running peer server. Stops gracefully with [`PeerServer::shutdown`]; dropping it stops
+/// accepting too, and lets open connections finish in the background.
+#[derive(Debug)]
+pub struct PeerServer {
+    local_addr: SocketAddr,
+    closing: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl PeerServer {
+    /// Binds `addr` and starts serving `cache` for the swarms in `swarms` (the node adds and
+    /// removes swarms there as it joins and leaves them).
+    pub async fn bind(
+        addr: SocketAddr,
+        cache: SegmentCache,
+        swarms: Arc<DashSet<SwarmId>>,
+        config: PeerServerConfig,
+    ) -> Result<PeerServer, PeerError> {
+        let listener = TcpListener::bind(addr).await.map_err(PeerError::Bind)?;
+        let local_addr = listener.local_addr().map_err(PeerError::Bind)?;
+        let (closing, closing_rx) = watch::channel(false);
+        let (limiter, chunk) = match config.upload_limit_bytes_per_sec {
+            Some(rate) => {
+                let (quota, chunk) = upload_quota(rate);
+                (Some(Arc::new(RateLimiter::direct(quota))), chunk)
+            }
+            None => (None, usize::MAX),
+        };
+        let shared = Arc::new(Shared {
+            cache,
+            swarms,
+            uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads)),
+            limiter,
+            chunk,
+            uploaded: config.uploaded.clone(),
+            closing: closing_rx.clone(),
+        });
+        let task = tokio::spawn(accept_loop(listener, shared, config, closing_rx));
+        Ok(PeerServer {
+            local_addr,
+            closing,
+            task,
+        })
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, ends `haves` streams, and waits (up to the configured grace) for
+    /// in-flight uploads to finish.
+    pub async fn shutdown(self) {
+        let _ = self.closing.send(true);
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "peer server task failed");
+        }
+    }
+}
+
+/// The token bucket for `rate` bytes/s and the chunk size that fits its burst.
+fn upload_quota(rate: u64) -> (Quota, usize) {
+    let rate = NonZeroU32::new(u32::try_from(rate).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+    // A burst of ~1/8 s keeps the cap tight while small caps still get whole chunks.
+    let chunk = (rate.get() as usize / 8).clamp(1, MAX_UPLOAD_CHUNK);
+    let burst = NonZeroU32::new(chunk as u32).unwrap_or(NonZeroU32::MIN);
+    (Quota::per_second(rate).allow_burst(burst), chunk)
+}
+
+fn http_builder(config: &PeerServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .max_buf_size(MAX_HEADER_BYTES)
+        .header_read_timeout(config.header_read_timeout)
+        .timer(TokioTimer::new());
+    b.http2()
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .keep_alive_interval(config.keep_alive_interval)
+        .keep_alive_timeout(config.keep_alive_timeout)
+        .timer(TokioTimer::new());
+    b
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    config: PeerServerConfig,
+    mut closing: watch::Receiver<bool>,
+) {
+    let builder = http_builder(&config);
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            // A dropped `PeerServer` closes the channel: stop as on shutdown.
+            _ = closing.wait_for(|c| *c) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "peer server accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::debug!(%remote, "peer connection refused: at the connection cap");
+            continue;
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%remote, error = %e, "set_nodelay failed");
+        }
+        serve_connection(&builder, &graceful, tcp, Arc::clone(&shared), permit, remote);
+    }
+    drop(listener);
+    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("peer server shutdown grace elapsed with uploads in flight");
+    }
+}
+
+/// Serves one accepted connection on its own task. The transport is the plain TCP stream
+/// today; a TLS layer wraps `tcp` here before it is handed to hyper.
+fn serve_connection(
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    tcp: TcpStream,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+    remote: SocketAddr,
+) {
+    let service = hyper::service::service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(handle(&shared, req)) }
+    });
+    let conn = builder
+        .serve_connection(TokioIo::new(tcp), service)
+        .into_owned();
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%remote, error = %e, "peer connection ended with an error");
+        }
+        drop(permit);
+    });
+}
+
+fn status(code: StatusCode, message: &'static str) -> Response<RespBody> {
+    let mut r = Response::new(Full::new(Bytes::from_static(message.as_bytes())).boxed());
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn handle(shared: &Shared, req: Request<Incoming>) -> Response<RespBody> {
+    if req.method() != Method::GET {
+        let mut r = status(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return r;
+    }
+    // The body is never read; refusing it keeps a client from parking data on us.
+    if !req.body().is_end_stream() {
+        return status(StatusCode::BAD_REQUEST, "request bodies are not accepted\n");
+    }
+    let route = match Route::parse(req.uri().path()) {
+        Ok(r) => r,
+        Err(code) => return status(code, "no such resource\n"),
+    };
+    match route {
+        Route::Haves(swarm) => {
+            if !shared.swarms.contains(&swarm) {
+                return status(StatusCode::NOT_FOUND, "not in this swarm\n");
+            }
+            haves_response(shared, swarm)
+        }
+        Route::Segment(swarm, key) => {
+            if !shared.swarms.contains(&swarm) {
+                return status(StatusCode::NOT_FOUND, "not in this swarm\n");
+            }
+            let Some(bytes) = shared.cache.get(&swarm, &key) else {
+                return status(StatusCode::NOT_FOUND, "segment not held\n");
+            };
+            let Ok(permit) = Arc::clone(&shared.uploads).try_acquire_owned() else {
+                let mut r = status(StatusCode::SERVICE_UNAVAILABLE, "upload slots full\n");
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_SECS));
+                return r;
+            };
+            segment_response(shared, bytes, permit)
+        }
+    }
+}
+
+/// Sends `bytes` chunk by chunk, waiting for the shared token bucket before each chunk.
+/// The upload slot is held until the last chunk is handed over or the client goes away.
+fn segment_response(
+    shared: &Shared,
+    bytes: Bytes,
+    permit: OwnedSemaphorePermit,
+) -> Response<RespBody> {
+    let len = bytes.len();
+    struct Upload {
+        rest: Bytes,
+        chunk: usize,
+        limiter: Option<Arc<DefaultDirectRateLimiter>>,
+        uploaded: Counter,
+        _permit: OwnedSemaphorePermit,
+    }
+    let upload = Upload {
+        rest: bytes,
+        chunk: shared.chunk,
+        limiter: shared.limiter.clone(),
+        uploaded: shared.uploaded.clone(),
+        _permit: permit,
+    };
+    let stream = futures::stream::unfold(upload, |mut up| async move {
+        if up.rest.is_empty() {
+            return None; // drops the permit before the end of stream is sent
+        }
+        let piece = up.rest.split_to(up.chunk.min(up.rest.len()));
+        if let Some(limiter) = &up.limiter {
+            let n = NonZeroU32::new(piece.len() as u32).unwrap_or(NonZeroU32::MIN);
+            // Chunks never exceed the burst, so the bucket can always serve them.
+            if let Err(e) = limiter.until_n_ready(n).await {
+                tracing::error!(error = %e, "upload chunk exceeds the rate limiter's burst");
+            }
+        }
+        up.uploaded.inc_by(piece.len() as u64);
+        Some((Ok::<_, Infallible>(Frame::data(piece)), up))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r
+}
+
+fn ndjson_line(msg: &HaveMsg) -> Bytes {
+    // These types always serialize; an empty line would be refused by the reader anyway.
+    let mut v = serde_json::to_vec(msg).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+/// The snapshot as lines: one `snapshot` line as large as the line limit allows, then `have`
+/// lines for the keys that did not fit.
+fn snapshot_lines(keys: Vec<SegmentKey>) -> Vec<Bytes> {
+    // JSON escaping can at most double a printable-ASCII key (`"` and `\`), plus quotes and a
+    // comma; leave room for the envelope.
+    let budget = MAX_HAVE_LINE - 64;
+    let mut size = 0;
+    let split = keys
+        .iter()
+        .position(|k| {
+            size += 2 * k.as_str().len() + 3;
+            size > budget
+        })
+        .unwrap_or(keys.len());
+    let mut keys = keys;
+    let rest = keys.split_off(split);
+    let mut lines = vec![ndjson_line(&HaveMsg::Snapshot { segments: keys })];
+    lines.extend(
+        rest.into_iter()
+            .map(|segment| ndjson_line(&HaveMsg::Have { segment })),
+    );
+    lines
+}
+
+fn haves_response(shared: &Shared, swarm: SwarmId) -> Response<RespBody> {
+    struct Haves {
+        swarm: SwarmId,
+        cache: SegmentCache,
+        events: broadcast::Receiver<CacheEvent>,
+        closing: watch::Receiver<bool>,
+        pending: std::vec::IntoIter<Bytes>,
+    }
+    // Subscribe before taking the snapshot so no change falls between the two.
+    let events = shared.cache.subscribe();
+    let pending = snapshot_lines(shared.cache.keys(&swarm)).into_iter();
+    let state = Haves {
+        swarm,
+        cache: shared.cache.clone(),
+        events,
+        closing: shared.closing.clone(),
+        pending,
+    };
+    let stream = futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(line) = st.pending.next() {
+                return Some((line, st));
+            }
+            let event = tokio::select! {
+                _ = st.closing.wait_for(|c| *c) => return None,
+                event = st.events.recv() => event,
+            };
+            match event {
+                Ok(e) if e.swarm == st.swarm => {
+                    let msg = match e.kind {
+                        CacheEventKind::Have => HaveMsg::Have { segment: e.key },
+                        CacheEventKind::Lost => HaveMsg::Lost { segment: e.key },
+                    };
+                    return Some((ndjson_line(&msg), st));
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(swarm = %st.swarm, missed = n, "haves subscriber lagged; resending snapshot");
+                    st.pending = snapshot_lines(st.cache.keys(&st.swarm)).into_iter();
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .map(|line| Ok::<_, Infallible>(Frame::data(line)));
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_too_long_for_one_line_is_completed_by_have_lines() {
+        let keys: Vec<SegmentKey> = (0..2000)
+            .map(|i| SegmentKey::new(format!("{i:0>500}")).unwrap())
+            .collect();
+        let lines = snapshot_lines(keys.clone());
+        assert!(lines.len() > 1);
+        let mut seen = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            assert!(line.len() <= MAX_HAVE_LINE);
+            match HaveMsg::parse_line(line.strip_suffix(b"\n").unwrap()).unwrap() {
+                HaveMsg::Snapshot { segments } if i == 0 => seen.extend(segments),
+                HaveMsg::Have { segment } if i > 0 => seen.push(segment),
+                other => panic!("unexpected line {i}: {other:?}"),
+            }
+        }
+        assert_eq!(seen, keys);
+    }
+
+    #[test]
+    fn empty_snapshot_is_one_line() {
+        let lines = snapshot_lines(Vec::new());
+        assert_eq!(&lines[0][..], b"{\"t\":\"snapshot\",\"segments\":[]}\n");
+        assert_eq!(lines.len(), 1);
+    }
+
+    #[test]
+    fn upload_chunks_fit_the_burst() {
+        for rate in [1, 7, 100, 256 * 1024, 10_000_000, u64::MAX] {
+            let (quota, chunk) = upload_quota(rate);
+            assert!(chunk >= 1 && chunk as u32 <= quota.burst_size().get(), "{rate}");
+        }
+    }
+}
