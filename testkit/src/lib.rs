@@ -1,14 +1,99 @@
 //! Real servers for tests, each on an ephemeral loopback port, stopped when dropped.
 //!
-//! Every helper starts the real program (installed by `.ci/run`), waits until it answers,
-//! and kills it on drop. A missing program is a clear error that names the package to install.
+//! Every helper starts the real program (installed by `./ci.sh`), waits until it answers,
+//! and kills and reaps it on drop. A missing program is a clear error that names the Debian
+//! package to install. Everything is written into temporary directories, never into the
+//! repository.
+//!
+//! | helper | what |
+//! |---|---|
+//! | [`RedisServer`] | `redis-server` without persistence |
+//! | [`Nginx`] | nginx as the origin CDN, with HLS/DASH MIME types and a parseable access log |
+//! | [`LiveHls`] | an ffmpeg live HLS encoder (TS or fMP4) writing into a folder nginx serves |
+//! | [`encode_vod_ladder`] | a cached two-rendition VOD ladder (fMP4 + TS) and a byte-range rendition |
+//! | [`FfmpegPlayer`] | ffmpeg as a player that downloads a stream and reports its errors |
+//! | [`RecordingRelay`] | an HTTP relay that records a SHA-256 of every response body it forwards |
 
-use anyhow::{bail, Context, Result};
-use std::io::{Read, Write};
+mod ffmpeg;
+mod live;
+mod nginx;
+mod player;
+mod redis;
+mod relay;
+mod vod;
+
+pub use live::{LiveHls, LiveHlsOpts, SegmentFormat};
+pub use nginx::{AccessLogEntry, Nginx};
+pub use player::{FfmpegPlayer, PlayerOpts, PlayerOutcome};
+pub use redis::RedisServer;
+pub use relay::{Record, RecordingRelay};
+pub use vod::{encode_vod_ladder, VodLadder};
+
+use sha2::{Digest, Sha256};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What went wrong while starting, driving or reading a test server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A program the helper runs is not installed.
+    #[error("`{program}` not found: install the Debian package `{package}` (./ci.sh does)")]
+    MissingProgram {
+        /// The executable's name.
+        program: String,
+        /// The Debian package that provides it.
+        package: String,
+    },
+    /// A file, socket or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What the helper was doing.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server, encoder or player did not reach the awaited state in time.
+    #[error("timed out after {timeout:?} waiting for {what}; log:\n{log}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long the helper waited.
+        timeout: Duration,
+        /// The tail of the program's own log, to see why.
+        log: String,
+    },
+    /// A program exited while it should still run, or exited with a failure.
+    #[error("{what} exited with {status}; its log:\n{log}")]
+    Exited {
+        /// Which program.
+        what: String,
+        /// How it exited.
+        status: ExitStatus,
+        /// The tail of its log.
+        log: String,
+    },
+    /// A log or playlist did not have the expected form, or an argument made no sense.
+    #[error("{what}: {detail}")]
+    Invalid {
+        /// What was read or asked for.
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Wraps an `io::Error` with what the helper was doing.
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -19,7 +104,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Finds `program` on PATH or in the usual sbin folders, or says which package provides it.
-pub fn which(program: &str, package: &str) -> Result<std::path::PathBuf> {
+pub fn which(program: &str, package: &str) -> Result<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     for dir in path
         .split(':')
@@ -30,7 +115,10 @@ pub fn which(program: &str, package: &str) -> Result<std::path::PathBuf> {
             return Ok(p);
         }
     }
-    bail!("`{program}` not found: install the Debian package `{package}` (bash .ci/run does)")
+    Err(Error::MissingProgram {
+        program: program.into(),
+        package: package.into(),
+    })
 }
 
 /// Waits until `addr` accepts TCP connections, or fails after `timeout`.
@@ -42,7 +130,11 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    bail!("nothing listened on {addr} within {timeout:?}")
+    Err(Error::Timeout {
+        what: format!("a listener on {addr}"),
+        timeout,
+        log: String::new(),
+    })
 }
 
 /// A child process killed (and reaped) on drop.
@@ -56,64 +148,32 @@ impl Drop for ChildGuard {
     }
 }
 
-/// A real `redis-server` on an ephemeral loopback port, with no persistence.
-#[derive(Debug)]
-pub struct RedisServer {
-    /// `redis://127.0.0.1:PORT`
-    pub url: String,
-    /// Its address.
-    pub addr: SocketAddr,
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
-impl RedisServer {
-    /// Starts redis-server and waits until it answers PING.
-    pub fn start() -> Result<Self> {
-        let bin = which("redis-server", "redis-server")?;
-        let dir = tempfile::tempdir()?;
-        let port = free_port();
-        let child = Command::new(bin)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting redis-server")?;
-        let child = ChildGuard(child);
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        wait_for_port(addr, Duration::from_secs(10))?;
-        // Wait for PING, not just the socket: redis accepts before it has loaded.
-        let start = Instant::now();
-        loop {
-            let mut s = TcpStream::connect(addr)?;
-            s.set_read_timeout(Some(Duration::from_secs(1)))?;
-            s.write_all(b"PING\r\n")?;
-            let mut buf = [0u8; 16];
-            let n = s.read(&mut buf).unwrap_or(0);
-            if buf[..n].starts_with(b"+PONG") {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!("redis-server on {addr} did not answer PING");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Self {
-            url: format!("redis://{addr}"),
-            addr,
-            _child: child,
-            _dir: dir,
-        })
-    }
+/// Lower-case hex SHA-256 of a file's contents, or of `range` (start, inclusive end) of it.
+pub fn sha256_file(path: &Path, range: Option<(u64, u64)>) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(io_err(format!("reading {}", path.display())))?;
+    let slice = match range {
+        None => &bytes[..],
+        Some((start, end)) => usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(end).ok())
+            .and_then(|(s, e)| bytes.get(s..=e))
+            .ok_or_else(|| Error::Invalid {
+                what: format!("range {start}-{end} of {}", path.display()),
+                detail: format!("the file has {} bytes", bytes.len()),
+            })?,
+    };
+    Ok(sha256_hex(slice))
+}
+
+/// The file a static origin serves for a request path (`/a/b.ts?x=1` -> `root/a/b.ts`).
+///
+/// The query is dropped; the path is not percent-decoded (test content uses plain names).
+pub fn origin_file_for(root: &Path, path: &str) -> PathBuf {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    root.join(path.trim_start_matches('/'))
 }
