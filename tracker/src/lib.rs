@@ -1,1 +1,172 @@
-//! Shoal tracker.
+//! Shoal tracker: groups peers into swarms, hands out neighbours, sums peers' byte reports into
+//! fleet-wide metrics. `docs/tracker.md` says how to run it, `docs/protocol.md` what it speaks.
+//!
+//! [`spawn`] runs a tracker inside the calling process (tests, benchmarks, other binaries);
+//! the `shoal-tracker` binary is a thin `main` around it.
+
+pub mod api;
+pub mod config;
+pub mod metrics;
+pub mod store;
+
+use crate::api::AppState;
+use crate::config::{Config, ConfigError, StoreSpec};
+use crate::metrics::Metrics;
+use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+use axum::serve::ListenerExt;
+use shoal_proto::SwarmPolicy;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Why a tracker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound (in use, or not this host's).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store could not be opened (Redis unreachable, bad URL).
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The server failed while running.
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A tracker serving on a socket until [`RunningTracker::shutdown`] or drop.
+#[derive(Debug)]
+pub struct RunningTracker {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    sweeper: JoinHandle<()>,
+}
+
+impl RunningTracker {
+    /// The address it listens on (the real port when the config asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL, e.g. `http://127.0.0.1:7070` (loopback when listening on all addresses).
+    pub fn url(&self) -> String {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, then returns.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.sweeper.abort();
+        match self.server.take() {
+            Some(server) => match server.await {
+                Ok(result) => result.map_err(Error::Serve),
+                Err(e) if e.is_cancelled() => Ok(()),
+                Err(e) => Err(Error::Serve(std::io::Error::other(e))),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningTracker {
+    fn drop(&mut self) {
+        // Graceful in the background: in-flight requests still finish.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.sweeper.abort();
+    }
+}
+
+/// Opens the configured store and serves the API on `config.listen` until shut down.
+pub async fn spawn(config: Config) -> Result<RunningTracker, Error> {
+    config.check()?;
+    let store: Arc<dyn Store> = match &config.store {
+        StoreSpec::Memory => Arc::new(MemoryStore::new(config.announce_interval)),
+        StoreSpec::Redis(url) => {
+            Arc::new(RedisStore::connect(url, config.announce_interval).await?)
+        }
+    };
+    spawn_with_store(config, store).await
+}
+
+/// Like [`spawn`], with a store the caller built (e.g. one shared by two in-process trackers).
+pub async fn spawn_with_store(
+    config: Config,
+    store: Arc<dyn Store>,
+) -> Result<RunningTracker, Error> {
+    config.check()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        interval_secs: config.interval_secs(),
+        policy: SwarmPolicy {
+            p2p: config.p2p,
+            upload_limit_bps: None,
+        },
+    });
+    let sweeper = tokio::spawn(sweep_forever(store, metrics, config.announce_interval));
+    let (stop, stopped) = oneshot::channel::<()>();
+    // Small request/response pairs: send each at once rather than wait for Nagle.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = tokio::spawn(async move {
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, store = %config.store, interval = ?config.announce_interval, "tracker listening");
+    Ok(RunningTracker {
+        addr,
+        stop: Some(stop),
+        server: Some(server),
+        sweeper,
+    })
+}
+
+/// Drops expired peers a few times per interval, so gauges are right soon after expiry.
+async fn sweep_forever(store: Arc<dyn Store>, metrics: Arc<Metrics>, interval: Duration) {
+    let mut tick = tokio::time::interval((interval / 4).max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.sweep().await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics.expired(n);
+                tracing::debug!(expired = n, "swept silent peers");
+            }
+            Err(e) => tracing::warn!(error = %e, "sweep failed; retrying next tick"),
+        }
+    }
+}

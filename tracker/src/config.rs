@@ -1,0 +1,369 @@
+//! Configuration: defaults, overridden by a TOML file, overridden by `SHOAL_TRACKER_*` env vars,
+//! overridden by flags.
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Shortest announce interval: the wire carries whole seconds.
+pub const MIN_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest announce interval (one hour): past that, dead peers linger for hours.
+pub const MAX_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Everything a tracker instance needs to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address and port the HTTP API (announce, leave, metrics, healthz) listens on.
+    pub listen: SocketAddr,
+    /// Where swarms live: `memory` (this process only, nothing to install) or
+    /// `redis://HOST:PORT` (shared by every tracker instance pointed at the same Redis).
+    pub store: StoreSpec,
+    /// Origins (`host` or `host:port`) the digest service may fetch segments from.
+    pub origins: Vec<String>,
+    /// How often peers must announce, e.g. "20s"; a peer silent for two intervals expires.
+    #[serde(with = "humantime_serde")]
+    pub announce_interval: Duration,
+    /// Whether swarms allow peers to exchange segments; when false, peers use the origin only.
+    pub p2p: bool,
+    /// Log line format: "text" for people, "json" for log collectors.
+    pub log_format: LogFormat,
+}
+
+/// One line of documentation per config key, in file order, for `--print-config`.
+const FIELD_DOCS: &[(&str, &str)] = &[
+    (
+        "listen",
+        "Address and port the HTTP API (announce, leave, metrics, healthz) listens on.",
+    ),
+    (
+        "store",
+        "Where swarms live: \"memory\" (this process only) or \"redis://HOST:PORT\" (shared by instances).",
+    ),
+    (
+        "origins",
+        "Origins (\"host\" or \"host:port\") the digest service may fetch segments from.",
+    ),
+    (
+        "announce_interval",
+        "How often peers must announce, e.g. \"20s\"; a peer silent for two intervals expires.",
+    ),
+    (
+        "p2p",
+        "Whether swarms allow peers to exchange segments; when false, peers use the origin only.",
+    ),
+    (
+        "log_format",
+        "Log line format: \"text\" for people, \"json\" for log collectors.",
+    ),
+];
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
+            store: StoreSpec::Memory,
+            origins: Vec::new(),
+            announce_interval: Duration::from_secs(20),
+            p2p: true,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML config file; keys it leaves out keep their defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text; keys it leaves out keep their defaults.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::new(),
+            source: Box::new(source),
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Rejects values the tracker cannot run with.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.announce_interval < MIN_ANNOUNCE_INTERVAL
+            || self.announce_interval > MAX_ANNOUNCE_INTERVAL
+        {
+            return Err(ConfigError::Interval(self.announce_interval));
+        }
+        Ok(())
+    }
+
+    /// The announce interval in whole seconds, as the wire carries it.
+    pub fn interval_secs(&self) -> u32 {
+        u32::try_from(self.announce_interval.as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// The config as a TOML file with a comment above every key (what `--print-config` shows).
+    pub fn to_documented_toml(&self) -> String {
+        let table = toml::Table::try_from(self).unwrap_or_default();
+        let mut out = String::from("# shoal-tracker configuration. Every key is optional.\n");
+        for (key, doc) in FIELD_DOCS {
+            if let Some(value) = table.get(*key) {
+                out.push_str(&format!("\n# {doc}\n{key} = {value}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Which store holds swarm membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum StoreSpec {
+    /// In this process's memory.
+    Memory,
+    /// In the Redis server at this URL (`redis://HOST:PORT[/DB]`).
+    Redis(String),
+}
+
+impl FromStr for StoreSpec {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "memory" {
+            Ok(Self::Memory)
+        } else if s.starts_with("redis://") || s.starts_with("rediss://") {
+            Ok(Self::Redis(s.to_owned()))
+        } else {
+            Err(ConfigError::Store(s.to_owned()))
+        }
+    }
+}
+
+impl TryFrom<String> for StoreSpec {
+    type Error = ConfigError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<StoreSpec> for String {
+    fn from(s: StoreSpec) -> Self {
+        s.to_string()
+    }
+}
+
+impl fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory"),
+            Self::Redis(url) => f.write_str(url),
+        }
+    }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this config.
+    #[error("config file {path:?} is invalid: {source}")]
+    Parse {
+        /// The file (empty when parsing text).
+        path: PathBuf,
+        /// What the parser said (names the key).
+        source: Box<toml::de::Error>,
+    },
+    /// The store is neither `memory` nor a Redis URL.
+    #[error("store {0:?} is not understood: use \"memory\" or \"redis://HOST:PORT\"")]
+    Store(String),
+    /// The announce interval is out of range.
+    #[error("announce interval {0:?} is out of range: use 1s..=1h")]
+    Interval(Duration),
+}
+
+/// Command line of `shoal-tracker`. Every flag can also come from the environment variable
+/// named beside it, or from the TOML file given with `--config`; flags win over the
+/// environment, which wins over the file, which wins over the defaults.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal-tracker",
+    version,
+    about = "Shoal tracker: groups peers watching the same video into swarms, hands each peer \
+             neighbours to fetch segments from, and sums everyone's byte reports into \
+             Prometheus metrics.",
+    long_about = None,
+    after_help = "Examples:\n  shoal-tracker                                   # memory store on 0.0.0.0:7070\n  \
+                  shoal-tracker --store redis://127.0.0.1:6379    # share swarms with other instances\n  \
+                  shoal-tracker --print-config > tracker.toml     # a config file to edit"
+)]
+pub struct Cli {
+    /// TOML config file; see --print-config for every key and its default.
+    #[arg(long, env = "SHOAL_TRACKER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address and port to listen on [default: 0.0.0.0:7070].
+    #[arg(long, env = "SHOAL_TRACKER_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Where swarms live: "memory" or "redis://HOST:PORT" to share them between instances
+    /// [default: memory].
+    #[arg(
+        long,
+        env = "SHOAL_TRACKER_STORE",
+        value_name = "memory|redis://HOST:PORT"
+    )]
+    pub store: Option<StoreSpec>,
+    /// Origins the digest service may fetch segments from, comma-separated.
+    #[arg(
+        long = "origin",
+        env = "SHOAL_TRACKER_ORIGIN",
+        value_name = "HOST[,HOST...]",
+        value_delimiter = ','
+    )]
+    pub origins: Option<Vec<String>>,
+    /// How often peers announce, e.g. 20s or 1m; silent for two intervals expires [default: 20s].
+    #[arg(long, env = "SHOAL_TRACKER_ANNOUNCE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub announce_interval: Option<Duration>,
+    /// Allow peer-to-peer exchange in swarms (false: origin only) [default: true].
+    #[arg(long, env = "SHOAL_TRACKER_P2P", value_name = "true|false")]
+    pub p2p: Option<bool>,
+    /// Log format [default: text]. Set the level with RUST_LOG, e.g. RUST_LOG=debug.
+    #[arg(long, env = "SHOAL_TRACKER_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Print the effective configuration as a commented TOML file and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl Cli {
+    /// The effective configuration: defaults, then the file, then env vars and flags.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = self.store {
+            c.store = v;
+        }
+        if let Some(v) = self.origins {
+            c.origins = v.into_iter().filter(|o| !o.is_empty()).collect();
+        }
+        if let Some(v) = self.announce_interval {
+            c.announce_interval = v;
+        }
+        if let Some(v) = self.p2p {
+            c.p2p = v;
+        }
+        if let Some(v) = self.log_format {
+            c.log_format = v;
+        }
+        c.check()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_config_round_trips() {
+        let c = Config {
+            listen: "127.0.0.1:9999".parse().unwrap(),
+            store: StoreSpec::Redis("redis://10.0.0.1:6379".into()),
+            origins: vec!["cdn.example.com".into(), "127.0.0.1:8000".into()],
+            announce_interval: Duration::from_secs(90),
+            p2p: false,
+            log_format: LogFormat::Json,
+        };
+        let text = c.to_documented_toml();
+        assert_eq!(Config::from_toml(&text).unwrap(), c);
+        assert_eq!(
+            Config::from_toml(&Config::default().to_documented_toml()).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let table = toml::Table::try_from(Config::default()).unwrap();
+        for key in table.keys() {
+            assert!(
+                FIELD_DOCS.iter().any(|(k, _)| k == key),
+                "{key} has no entry in FIELD_DOCS"
+            );
+        }
+        let text = Config::default().to_documented_toml();
+        assert!(text.contains("# How often peers must announce"));
+        assert!(text.contains("announce_interval = \"20s\""));
+    }
+
+    #[test]
+    fn flags_override_file_and_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1000\"\nannounce_interval = \"5s\"\np2p = false\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "shoal-tracker",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:2000",
+            "--origin",
+            "a.example,b.example:8443",
+        ])
+        .unwrap();
+        let c = cli.into_config().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:2000".parse().unwrap());
+        assert_eq!(c.announce_interval, Duration::from_secs(5));
+        assert!(!c.p2p);
+        assert_eq!(c.origins, ["a.example", "b.example:8443"]);
+        assert_eq!(c.store, StoreSpec::Memory);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        let e = Config::from_toml("listne = \"1.2.3.4:5\"").unwrap_err();
+        assert!(e.to_string().contains("listne"), "{e}");
+        let e = Config::from_toml("store = \"postgres://x\"").unwrap_err();
+        assert!(e.to_string().contains("redis://"), "{e}");
+        let e = Config::from_toml("announce_interval = \"10ms\"").unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        assert!(Cli::try_parse_from(["shoal-tracker", "--announce-interval", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! The tracker's Prometheus metrics (names are a contract: dashboards read them).
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use shoal_proto::ByteCounters;
+use std::fmt::Write;
+
+/// How an announce ended; the `result` label of `shoal_tracker_announces_total`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum AnnounceResult {
+    /// Accepted.
+    Ok,
+    /// Refused as malformed or out of bounds (400, 413, 415).
+    Invalid,
+    /// Wrong `peer_key` (403).
+    Forbidden,
+    /// Peer id in use in another swarm (409).
+    Conflict,
+    /// The store failed (503).
+    Error,
+}
+
+const RESULTS: [AnnounceResult; 5] = [
+    AnnounceResult::Ok,
+    AnnounceResult::Invalid,
+    AnnounceResult::Forbidden,
+    AnnounceResult::Conflict,
+    AnnounceResult::Error,
+];
+
+const SOURCES: [ByteSource; 3] = [ByteSource::P2p, ByteSource::Cdn, ByteSource::Upload];
+
+impl AnnounceResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Invalid => "invalid",
+            Self::Forbidden => "forbidden",
+            Self::Conflict => "conflict",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl EncodeLabelValue for AnnounceResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// Where reported bytes went; the `source` label of `shoal_tracker_reported_bytes_total`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum ByteSource {
+    /// Delivered to players from peers.
+    P2p,
+    /// Delivered to players from the CDN.
+    Cdn,
+    /// Uploaded to other peers.
+    Upload,
+}
+
+impl EncodeLabelValue for ByteSource {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Self::P2p => "p2p",
+            Self::Cdn => "cdn",
+            Self::Upload => "upload",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: AnnounceResult,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: ByteSource,
+}
+
+/// Every metric the tracker exports, registered in one registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    peers: Gauge,
+    swarms: Gauge,
+    /// One handle per `result`, in `AnnounceResult` order: no label lookup per announce.
+    announces: [Counter; 5],
+    /// `p2p`, `cdn`, `upload`.
+    reported_bytes: [Counter; 3],
+    announce_duration: Histogram,
+    leaves: Counter,
+    expired_peers: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let peers = Gauge::default();
+        let swarms = Gauge::default();
+        let announces = Family::<ResultLabel, Counter>::default();
+        let reported_bytes = Family::<SourceLabel, Counter>::default();
+        // 50 µs .. ~1.6 s, twice as wide per bucket: fine below a millisecond where we aim.
+        let announce_duration = Histogram::new((0..16).map(|i| 0.000_05 * f64::from(1u32 << i)));
+        let leaves = Counter::default();
+        let expired_peers = Counter::default();
+        registry.register(
+            "shoal_tracker_peers",
+            "Live peers (announced within two intervals)",
+            peers.clone(),
+        );
+        registry.register(
+            "shoal_tracker_swarms",
+            "Swarms with at least one live peer",
+            swarms.clone(),
+        );
+        registry.register(
+            "shoal_tracker_announces",
+            "Announces answered, by result",
+            announces.clone(),
+        );
+        registry.register(
+            "shoal_tracker_reported_bytes",
+            "Sum of the byte counters peers reported, by where the bytes came from or went",
+            reported_bytes.clone(),
+        );
+        registry.register(
+            "shoal_tracker_announce_duration_seconds",
+            "Time to answer an announce, from request body to response",
+            announce_duration.clone(),
+        );
+        registry.register(
+            "shoal_tracker_leaves",
+            "Peers that left with a valid leave",
+            leaves.clone(),
+        );
+        registry.register(
+            "shoal_tracker_expired_peers",
+            "Peers dropped because they stopped announcing",
+            expired_peers.clone(),
+        );
+        // Creating every label value up front also makes dashboards see zeros, not gaps.
+        let announces =
+            RESULTS.map(|result| announces.get_or_create(&ResultLabel { result }).clone());
+        let reported_bytes = SOURCES.map(|source| {
+            reported_bytes
+                .get_or_create(&SourceLabel { source })
+                .clone()
+        });
+        Self {
+            registry,
+            peers,
+            swarms,
+            announces,
+            reported_bytes,
+            announce_duration,
+            leaves,
+            expired_peers,
+        }
+    }
+
+    /// Counts one announce and how long it took.
+    pub fn announce(&self, result: AnnounceResult, seconds: f64) {
+        self.announces[result as usize].inc();
+        self.announce_duration.observe(seconds);
+    }
+
+    /// Adds an authorised peer's report to the fleet sums.
+    pub fn report(&self, counters: &ByteCounters) {
+        for (counter, bytes) in
+            self.reported_bytes
+                .iter()
+                .zip([counters.p2p, counters.cdn, counters.upload])
+        {
+            if bytes > 0 {
+                counter.inc_by(bytes);
+            }
+        }
+    }
+
+    /// Counts one leave.
+    pub fn leave(&self) {
+        self.leaves.inc();
+    }
+
+    /// Counts peers dropped by a sweep.
+    pub fn expired(&self, peers: u64) {
+        self.expired_peers.inc_by(peers);
+    }
+
+    /// Sets the live peer and swarm gauges.
+    pub fn set_counts(&self, peers: u64, swarms: u64) {
+        self.peers.set(i64::try_from(peers).unwrap_or(i64::MAX));
+        self.swarms.set(i64::try_from(swarms).unwrap_or(i64::MAX));
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,340 @@
+//! The in-memory store: one process, nothing to install.
+//!
+//! Layout, chosen to keep a live peer under ~200 bytes: swarms in a `DashMap` keyed by swarm id,
+//! each holding an `IndexMap` of its members (so a random neighbour is one random index, with
+//! no copy of the swarm), plus a map from a peer id's hash to its swarm id's hash that enforces
+//! one swarm per peer id. Lock order: a swarm's shard, then an owner's shard, never the reverse.
+
+use super::{pack_info, unpack_info, Counts, Joined, Store, StoreError, StoreFuture};
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use indexmap::IndexMap;
+use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour, PeerId};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Swarms and their members in this process's memory.
+#[derive(Debug)]
+pub struct MemoryStore {
+    /// A peer silent for longer than this (two intervals) is dead, in milliseconds.
+    ttl_ms: u64,
+    /// Zero of the millisecond clock members are stamped with.
+    epoch: Instant,
+    swarms: DashMap<Box<str>, Swarm>,
+    /// Hash of a live peer id -> hash of the swarm id it belongs to. Hashes, not ids, to save
+    /// memory; a 64-bit collision between two live peer ids would only make one of them see a
+    /// spurious 409, and the keyed hasher makes that unpredictable to an attacker.
+    owners: DashMap<u64, u64>,
+    hasher: RandomState,
+    peers: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Swarm {
+    members: IndexMap<Box<str>, Member>,
+}
+
+#[derive(Debug)]
+struct Member {
+    /// Fingerprint and addresses, packed by `pack_info`.
+    info: Box<str>,
+    key: u128,
+    last_seen_ms: u64,
+}
+
+impl MemoryStore {
+    /// A store where peers silent for more than `2 * interval` expire.
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            ttl_ms: u64::try_from(interval.as_millis().saturating_mul(2)).unwrap_or(u64::MAX),
+            epoch: Instant::now(),
+            swarms: DashMap::new(),
+            owners: DashMap::new(),
+            hasher: RandomState::new(),
+            peers: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn live(&self, m: &Member, now_ms: u64) -> bool {
+        now_ms.saturating_sub(m.last_seen_ms) <= self.ttl_ms
+    }
+
+    fn announce_at(&self, req: &AnnounceRequest, now_ms: u64) -> Result<Joined, StoreError> {
+        let peer = req.peer_id.as_str();
+        let swarm_id = req.swarm_id.as_str();
+        let ph = self.hasher.hash_one(peer);
+        let sh = self.hasher.hash_one(swarm_id);
+        // Cheap check first so that a conflicting request does not create a swarm.
+        if self.owners.get(&ph).is_some_and(|o| *o != sh) {
+            return Err(StoreError::Conflict);
+        }
+        let presented = req
+            .peer_key
+            .as_deref()
+            .and_then(|k| u128::from_str_radix(k, 16).ok());
+        let mut swarm = match self.swarms.get_mut(swarm_id) {
+            Some(s) => s,
+            None => self.swarms.entry(swarm_id.into()).or_default(),
+        };
+        let info = pack_info(&req.fingerprint, &req.addrs);
+        let live = swarm.members.get(peer).map(|m| self.live(m, now_ms));
+        let key = match live {
+            Some(true) => {
+                let m = swarm.members.get_mut(peer).ok_or(StoreError::NotMember)?;
+                if presented != Some(m.key) {
+                    return Err(StoreError::KeyMismatch);
+                }
+                m.last_seen_ms = now_ms;
+                if *m.info != *info {
+                    m.info = info.into();
+                }
+                m.key
+            }
+            // Expired but not swept yet: the id is free again, like after a sweep.
+            Some(false) => {
+                let key = rand::random::<u128>();
+                if let Some(m) = swarm.members.get_mut(peer) {
+                    *m = Member {
+                        info: info.into(),
+                        key,
+                        last_seen_ms: now_ms,
+                    };
+                }
+                key
+            }
+            None => {
+                match self.owners.entry(ph) {
+                    Entry::Occupied(o) if *o.get() != sh => {
+                        let empty = swarm.members.is_empty();
+                        drop(o);
+                        drop(swarm);
+                        if empty {
+                            self.swarms.remove_if(swarm_id, |_, s| s.members.is_empty());
+                        }
+                        return Err(StoreError::Conflict);
+                    }
+                    Entry::Occupied(_) => {}
+                    Entry::Vacant(v) => {
+                        v.insert(sh);
+                    }
+                }
+                let key = rand::random::<u128>();
+                swarm.members.insert(
+                    peer.into(),
+                    Member {
+                        info: info.into(),
+                        key,
+                        last_seen_ms: now_ms,
+                    },
+                );
+                self.peers.fetch_add(1, Ordering::Relaxed);
+                key
+            }
+        };
+        let neighbours = self.sample(&swarm, peer, req.numwant as usize, now_ms);
+        Ok(Joined {
+            peer_key: format!("{key:032x}"),
+            neighbours,
+        })
+    }
+
+    /// Up to `want` random live members other than `me`, without copying the swarm.
+    fn sample(&self, swarm: &Swarm, me: &str, want: usize, now_ms: u64) -> Vec<Neighbour> {
+        let Some(me_at) = swarm.members.get_index_of(me) else {
+            return Vec::new();
+        };
+        let others = swarm.members.len() - 1;
+        let amount = want.min(others);
+        let mut rng = rand::rng();
+        rand::seq::index::sample(&mut rng, others, amount)
+            .into_iter()
+            .filter_map(|i| {
+                let at = if i >= me_at { i + 1 } else { i };
+                let (id, m) = swarm.members.get_index(at)?;
+                if !self.live(m, now_ms) {
+                    return None;
+                }
+                let (fingerprint, addrs) = unpack_info(&m.info);
+                Some(Neighbour {
+                    peer_id: PeerId::new(id.to_string()).ok()?,
+                    addrs,
+                    fingerprint,
+                })
+            })
+            .collect()
+    }
+
+    fn leave_now(&self, req: &LeaveRequest, now_ms: u64) -> Result<(), StoreError> {
+        let peer = req.peer_id.as_str();
+        let swarm_id = req.swarm_id.as_str();
+        let mut swarm = self.swarms.get_mut(swarm_id).ok_or(StoreError::NotMember)?;
+        let m = swarm
+            .members
+            .get(peer)
+            .filter(|m| self.live(m, now_ms))
+            .ok_or(StoreError::NotMember)?;
+        if u128::from_str_radix(&req.peer_key, 16).ok() != Some(m.key) {
+            return Err(StoreError::KeyMismatch);
+        }
+        swarm.members.swap_remove(peer);
+        let sh = self.hasher.hash_one(swarm_id);
+        self.owners
+            .remove_if(&self.hasher.hash_one(peer), |_, s| *s == sh);
+        self.peers.fetch_sub(1, Ordering::Relaxed);
+        let empty = swarm.members.is_empty();
+        drop(swarm);
+        if empty {
+            self.swarms.remove_if(swarm_id, |_, s| s.members.is_empty());
+        }
+        Ok(())
+    }
+
+    fn sweep_at(&self, now_ms: u64) -> u64 {
+        let mut expired = 0u64;
+        self.swarms.retain(|swarm_id, swarm| {
+            let sh = self.hasher.hash_one(&**swarm_id);
+            swarm.members.retain(|peer, m| {
+                if self.live(m, now_ms) {
+                    return true;
+                }
+                self.owners
+                    .remove_if(&self.hasher.hash_one(&**peer), |_, s| *s == sh);
+                expired += 1;
+                false
+            });
+            // Give memory back after a crowd left, without thrashing on small changes.
+            if swarm.members.capacity() > 64 && swarm.members.len() < swarm.members.capacity() / 4 {
+                swarm.members.shrink_to_fit();
+            }
+            !swarm.members.is_empty()
+        });
+        self.peers.fetch_sub(expired, Ordering::Relaxed);
+        expired
+    }
+}
+
+impl Store for MemoryStore {
+    fn announce<'a>(&'a self, req: &'a AnnounceRequest) -> StoreFuture<'a, Joined> {
+        Box::pin(std::future::ready(self.announce_at(req, self.now_ms())))
+    }
+
+    fn leave<'a>(&'a self, req: &'a LeaveRequest) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(self.leave_now(req, self.now_ms())))
+    }
+
+    fn sweep(&self) -> StoreFuture<'_, u64> {
+        Box::pin(std::future::ready(Ok(self.sweep_at(self.now_ms()))))
+    }
+
+    fn counts(&self) -> StoreFuture<'_, Counts> {
+        Box::pin(std::future::ready(Ok(Counts {
+            peers: self.peers.load(Ordering::Relaxed),
+            swarms: self.swarms.len() as u64,
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::{ByteCounters, SwarmId, PROTOCOL_VERSION};
+
+    fn announce(peer: &str, swarm: &str, key: Option<&str>, numwant: u32) -> AnnounceRequest {
+        AnnounceRequest {
+            proto: PROTOCOL_VERSION,
+            peer_id: PeerId::new(peer).unwrap(),
+            swarm_id: SwarmId::new(swarm).unwrap(),
+            addrs: vec![format!("10.0.0.1:{}", peer.len())],
+            fingerprint: "ab".into(),
+            counters: ByteCounters::default(),
+            numwant,
+            client_version: "test".into(),
+            peer_key: key.map(str::to_owned),
+            token: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_peers_expire_after_two_intervals_and_their_swarm_goes() {
+        let store = MemoryStore::new(Duration::from_secs(10));
+        let a = store.announce(&announce("a", "s", None, 5)).await.unwrap();
+        store.announce(&announce("b", "s", None, 5)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(15)).await;
+        // a refreshes, b stays silent.
+        store
+            .announce(&announce("a", "s", Some(&a.peer_key), 5))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(
+            store.sweep().await.unwrap(),
+            1,
+            "b was silent for 21s > 20s"
+        );
+        let c = store.counts().await.unwrap();
+        assert_eq!((c.peers, c.swarms), (1, 1));
+        // a last announced at 15s; now is 21s.
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert_eq!(
+            store.sweep().await.unwrap(),
+            0,
+            "a was silent for exactly 20s"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(store.sweep().await.unwrap(), 1);
+        assert_eq!(store.counts().await.unwrap(), Counts::default());
+        // The id is free again, in any swarm.
+        store
+            .announce(&announce("a", "other", None, 5))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_peer_is_never_a_neighbour_even_before_the_sweep() {
+        let store = MemoryStore::new(Duration::from_secs(1));
+        store
+            .announce(&announce("old", "s", None, 5))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_millis(2001)).await;
+        let j = store
+            .announce(&announce("new", "s", None, 5))
+            .await
+            .unwrap();
+        assert!(j.neighbours.is_empty(), "{:?}", j.neighbours);
+    }
+
+    #[tokio::test]
+    async fn sampling_spreads_over_a_large_swarm() {
+        let store = MemoryStore::new(Duration::from_secs(20));
+        let mut keys = Vec::new();
+        for i in 0..1000 {
+            let j = store
+                .announce(&announce(&format!("p{i}"), "big", None, 0))
+                .await
+                .unwrap();
+            keys.push(j.peer_key);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, key) in keys.iter().enumerate().take(50) {
+            let j = store
+                .announce(&announce(&format!("p{i}"), "big", Some(key), 20))
+                .await
+                .unwrap();
+            assert_eq!(j.neighbours.len(), 20);
+            for n in j.neighbours {
+                assert_ne!(n.peer_id.as_str(), format!("p{i}"));
+                seen.insert(n.peer_id);
+            }
+        }
+        // 50 asks of 20 out of 999: "first N" would give 20 distinct, random gives ~630.
+        assert!(seen.len() > 300, "only {} distinct neighbours", seen.len());
+    }
+}
