@@ -212,7 +212,9 @@ impl Rendition {
 /// `-f lavfi` test pattern and tone inputs; `realtime` paces them like a live camera.
 pub(crate) fn test_source_args(r: &Rendition, realtime: bool, seconds: Option<u32>) -> Vec<String> {
     let mut args = Vec::new();
-    let duration = seconds.map(|s| format!(":duration={s}")).unwrap_or_default();
+    let duration = seconds
+        .map(|s| format!(":duration={s}"))
+        .unwrap_or_default();
     for input in [
         format!(
             "testsrc2=size={}x{}:rate={}{duration}",

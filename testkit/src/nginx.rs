@@ -130,11 +130,13 @@ impl Nginx {
         timeout: Duration,
     ) -> Result<Vec<AccessLogEntry>> {
         let check = || Ok(Some(self.requests()?).filter(|r| r.len() >= n));
-        poll_async(timeout, check).await?.ok_or_else(|| Error::Timeout {
-            what: format!("nginx to log {n} requests"),
-            timeout,
-            log: self.error_log(),
-        })
+        poll_async(timeout, check)
+            .await?
+            .ok_or_else(|| Error::Timeout {
+                what: format!("nginx to log {n} requests"),
+                timeout,
+                log: self.error_log(),
+            })
     }
 
     /// Total response body bytes nginx has sent: the real origin egress.
@@ -150,7 +152,8 @@ impl Nginx {
 
 /// Tab-separated so that no field can be confused with the next (nginx escapes control
 /// characters in variables).
-const LOG_FORMAT: &str = "$request_method\\t$request_uri\\t$status\\t$body_bytes_sent\\t$http_range";
+const LOG_FORMAT: &str =
+    "$request_method\\t$request_uri\\t$status\\t$body_bytes_sent\\t$http_range";
 
 fn parse_log_line(line: &str) -> Result<AccessLogEntry> {
     let bad = |detail: &str| Error::Invalid {
@@ -239,10 +242,7 @@ mod tests {
         assert_eq!(e.status, 206);
         assert_eq!(e.body_bytes, 100);
         assert_eq!(e.range.as_deref(), Some("bytes=0-99"));
-        assert_eq!(
-            parse_log_line("GET\t/\t404\t0\t-").unwrap().range,
-            None
-        );
+        assert_eq!(parse_log_line("GET\t/\t404\t0\t-").unwrap().range, None);
         assert!(parse_log_line("GET /x 200").is_err());
     }
 }

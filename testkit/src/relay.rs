@@ -1,8 +1,8 @@
 //! A forwarding HTTP relay that records what the client really received.
 
-use crate::{io_err, Result};
+use crate::{io_err, sha256_file, Error, Result};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
-use hyper::header::RANGE;
+use hyper::header::{HeaderMap, CONTENT_RANGE, RANGE};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
@@ -27,12 +28,36 @@ pub struct Record {
     pub range: Option<String>,
     /// Response status (502 when the upstream could not be reached).
     pub status: u16,
+    /// The response's `Content-Range` header, if any (`bytes START-END/TOTAL`).
+    pub content_range: Option<String>,
     /// Body bytes forwarded to the client.
     pub body_len: u64,
     /// Lower-case hex SHA-256 of those bytes.
     pub sha256: String,
     /// Whether the whole body went through (false when either side broke off).
     pub complete: bool,
+}
+
+impl Record {
+    /// Whether the body is byte-identical to `file`, or to the part of it that the
+    /// `Content-Range` of a 206 names. Fails on a range it cannot read.
+    pub fn matches_file(&self, file: &Path) -> Result<bool> {
+        let range = match (self.status, self.content_range.as_deref()) {
+            (206, Some(cr)) => Some(parse_content_range(cr).ok_or_else(|| Error::Invalid {
+                what: format!("Content-Range {cr:?}"),
+                detail: "expected `bytes START-END/TOTAL`".into(),
+            })?),
+            _ => None,
+        };
+        Ok(sha256_file(file, range)? == self.sha256)
+    }
+}
+
+/// `bytes START-END/TOTAL` -> (START, END).
+fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+    let (range, _total) = v.strip_prefix("bytes ")?.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    Some((start.parse().ok()?, end.parse().ok()?))
 }
 
 /// An HTTP/1.1 relay on an ephemeral loopback port that forwards every request unchanged to
@@ -129,9 +154,8 @@ async fn serve(
         };
         let (client, records) = (client.clone(), Arc::clone(&records));
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                forward(req, client.clone(), upstream, Arc::clone(&records))
-            });
+            let service =
+                service_fn(move |req| forward(req, client.clone(), upstream, Arc::clone(&records)));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -151,12 +175,9 @@ async fn forward(
         .map_or_else(|| "/".to_string(), |p| p.to_string());
     let pending = Record {
         method: req.method().to_string(),
-        range: req
-            .headers()
-            .get(RANGE)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from),
+        range: header(req.headers(), RANGE),
         status: StatusCode::BAD_GATEWAY.as_u16(),
+        content_range: None,
         uri,
         body_len: 0,
         sha256: String::new(),
@@ -175,6 +196,7 @@ async fn forward(
             let (parts, body) = resp.into_parts();
             let pending = Record {
                 status: parts.status.as_u16(),
+                content_range: header(&parts.headers, CONTENT_RANGE),
                 ..pending
             };
             Response::from_parts(parts, RecordingBody::new(Some(body), pending, records))
@@ -185,6 +207,13 @@ async fn forward(
             resp
         }
     })
+}
+
+fn header(headers: &HeaderMap, name: hyper::header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
 }
 
 /// The upstream body, hashed as it streams through; records itself when it ends or drops.

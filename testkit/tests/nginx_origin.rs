@@ -63,7 +63,9 @@ async fn nginx_serves_media_types_ranges_and_logs_egress() -> anyhow::Result<()>
         ("/live/b.ts", 206, 1000)
     );
     assert_eq!(ranged.range.as_deref(), Some("bytes=100-1099"));
-    assert!(log.iter().any(|e| e.uri == "/live/nope.ts" && e.status == 404));
+    assert!(log
+        .iter()
+        .any(|e| e.uri == "/live/nope.ts" && e.status == 404));
     let served: u64 = log
         .iter()
         .filter(|e| e.status == 200)
