@@ -39,20 +39,39 @@ async fn snapshot_then_live_have_and_lost_lines() {
     // Another swarm's segments are not announced on this stream.
     node.cache.insert(&swarm("other"), &key("x"), payload(10));
     node.cache.insert(&live, &key("seg/3"), payload(1000));
-    assert_eq!(next(&mut haves).await, HaveMsg::Have { segment: key("seg/3") });
+    assert_eq!(
+        next(&mut haves).await,
+        HaveMsg::Have {
+            segment: key("seg/3")
+        }
+    );
 
     // A fourth segment evicts the least recently used one, seg/1 ("x" is tiny).
     node.cache.get(&live, &key("seg/2"));
     node.cache.insert(&live, &key("seg/4"), payload(1000));
-    assert_eq!(next(&mut haves).await, HaveMsg::Have { segment: key("seg/4") });
-    assert_eq!(next(&mut haves).await, HaveMsg::Lost { segment: key("seg/1") });
+    assert_eq!(
+        next(&mut haves).await,
+        HaveMsg::Have {
+            segment: key("seg/4")
+        }
+    );
+    assert_eq!(
+        next(&mut haves).await,
+        HaveMsg::Lost {
+            segment: key("seg/1")
+        }
+    );
 }
 
 #[tokio::test]
 async fn haves_of_a_swarm_the_node_is_not_in_is_404() {
     let node = start_node(1 << 20, &["live"], PeerServerConfig::default()).await;
     node.cache.insert(&swarm("secret"), &key("1"), payload(10));
-    let err = client().haves(node.addr, &swarm("secret")).await.err().unwrap();
+    let err = client()
+        .haves(node.addr, &swarm("secret"))
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, PeerError::NotFound), "{err:?}");
 }
 
@@ -69,7 +88,10 @@ async fn snapshot_too_long_for_one_line_arrives_whole() {
         HaveMsg::Snapshot { segments } => segments,
         other => panic!("first line must be the snapshot, got {other:?}"),
     };
-    assert!(seen.len() < keys.len(), "this snapshot should not fit one line");
+    assert!(
+        seen.len() < keys.len(),
+        "this snapshot should not fit one line"
+    );
     while seen.len() < keys.len() {
         match next(&mut haves).await {
             HaveMsg::Have { segment } => seen.push(segment),
@@ -89,7 +111,9 @@ async fn shutdown_ends_haves_streams() {
     timeout(HANG_GUARD, node.server.shutdown())
         .await
         .expect("shutdown must not wait on endless haves streams");
-    let end = timeout(HANG_GUARD, haves.next()).await.expect("stream must end");
+    let end = timeout(HANG_GUARD, haves.next())
+        .await
+        .expect("stream must end");
     assert!(
         matches!(end, None | Some(Err(PeerError::Transport(_)))),
         "{end:?}"

@@ -16,7 +16,8 @@ async fn fetch_returns_exactly_the_cached_bytes() {
     let node = start_node(16 << 20, &["cdn.example.com/live/720p.m3u8"], config).await;
     let s = swarm("cdn.example.com/live/720p.m3u8");
     let body = payload(3 * 1024 * 1024 + 17);
-    node.cache.insert(&s, &key("720p/seg-00042.ts"), body.clone());
+    node.cache
+        .insert(&s, &key("720p/seg-00042.ts"), body.clone());
 
     let t = client()
         .fetch(node.addr, &s, &key("720p/seg-00042.ts"), STALL)
@@ -29,7 +30,12 @@ async fn fetch_returns_exactly_the_cached_bytes() {
 
 #[tokio::test]
 async fn ids_with_slashes_colons_and_percent_round_trip() {
-    let node = start_node(1 << 20, &["https://cdn.example.com:8443/a/b.m3u8#audio:en"], PeerServerConfig::default()).await;
+    let node = start_node(
+        1 << 20,
+        &["https://cdn.example.com:8443/a/b.m3u8#audio:en"],
+        PeerServerConfig::default(),
+    )
+    .await;
     let s = swarm("https://cdn.example.com:8443/a/b.m3u8#audio:en");
     let client = client();
     let keys = [
@@ -53,7 +59,10 @@ async fn missing_segment_is_404() {
     let node = start_node(1 << 20, &["live"], PeerServerConfig::default()).await;
     let s = swarm("live");
     node.cache.insert(&s, &key("1"), payload(10));
-    let err = client().fetch(node.addr, &s, &key("2"), STALL).await.unwrap_err();
+    let err = client()
+        .fetch(node.addr, &s, &key("2"), STALL)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PeerError::NotFound), "{err:?}");
     assert!(err.is_retryable() && !err.is_misbehaviour());
 }
@@ -66,13 +75,25 @@ async fn segments_of_swarms_the_node_is_not_in_are_404() {
     node.cache.insert(&live, &key("1"), payload(10));
     let client = client();
 
-    let err = client.fetch(node.addr, &other, &key("1"), STALL).await.unwrap_err();
+    let err = client
+        .fetch(node.addr, &other, &key("1"), STALL)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PeerError::NotFound), "{err:?}");
 
-    client.fetch(node.addr, &live, &key("1"), STALL).await.unwrap();
+    client
+        .fetch(node.addr, &live, &key("1"), STALL)
+        .await
+        .unwrap();
     node.swarms.remove(&live);
-    let err = client.fetch(node.addr, &live, &key("1"), STALL).await.unwrap_err();
-    assert!(matches!(err, PeerError::NotFound), "after leaving the swarm: {err:?}");
+    let err = client
+        .fetch(node.addr, &live, &key("1"), STALL)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PeerError::NotFound),
+        "after leaving the swarm: {err:?}"
+    );
 }
 
 #[tokio::test]

@@ -21,7 +21,10 @@ async fn upload_rate_is_capped() {
     node.cache.insert(&s, &key("1"), payload(1024 * 1024));
 
     let start = Instant::now();
-    let t = client().fetch(node.addr, &s, &key("1"), STALL).await.unwrap();
+    let t = client()
+        .fetch(node.addr, &s, &key("1"), STALL)
+        .await
+        .unwrap();
     assert_eq!(t.bytes.len(), 1024 * 1024);
     // 1 MiB at 256 KiB/s is ~4 s; unthrottled it takes milliseconds.
     assert!(

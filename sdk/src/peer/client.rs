@@ -225,9 +225,7 @@ fn line_error(e: LinesCodecError) -> PeerError {
         // The codec reports bytes that are not UTF-8 as InvalidData; anything else is the
         // connection failing underneath.
         LinesCodecError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            PeerError::MalformedHave(shoal_proto::HaveParseError::Json(
-                serde_json::Error::io(e),
-            ))
+            PeerError::MalformedHave(shoal_proto::HaveParseError::Json(serde_json::Error::io(e)))
         }
         LinesCodecError::Io(e) => PeerError::Transport(e.into()),
     }

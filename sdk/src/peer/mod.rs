@@ -72,7 +72,9 @@ impl Route {
         if path.len() > MAX_PATH_LEN {
             return Err(StatusCode::URI_TOO_LONG);
         }
-        let rest = path.strip_prefix(PATH_PREFIX).ok_or(StatusCode::NOT_FOUND)?;
+        let rest = path
+            .strip_prefix(PATH_PREFIX)
+            .ok_or(StatusCode::NOT_FOUND)?;
         let parts: Vec<&str> = rest.split('/').collect();
         match parts.as_slice() {
             [swarm, "haves"] => Ok(Route::Haves(decode(swarm, SwarmId::new)?)),

@@ -198,7 +198,14 @@ async fn accept_loop(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%remote, error = %e, "set_nodelay failed");
         }
-        serve_connection(&builder, &graceful, tcp, Arc::clone(&shared), permit, remote);
+        serve_connection(
+            &builder,
+            &graceful,
+            tcp,
+            Arc::clone(&shared),
+            permit,
+            remote,
+        );
     }
     drop(listener);
     if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
@@ -276,8 +283,10 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<RespBody> {
             };
             let Ok(permit) = Arc::clone(&shared.uploads).try_acquire_owned() else {
                 let mut r = status(StatusCode::SERVICE_UNAVAILABLE, "upload slots full\n");
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_SECS));
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(BUSY_RETRY_AFTER_SECS),
+                );
                 return r;
             };
             segment_response(shared, bytes, permit)
@@ -452,7 +461,10 @@ mod tests {
     fn upload_chunks_fit_the_burst() {
         for rate in [1, 7, 100, 256 * 1024, 10_000_000, u64::MAX] {
             let (quota, chunk) = upload_quota(rate);
-            assert!(chunk >= 1 && chunk as u32 <= quota.burst_size().get(), "{rate}");
+            assert!(
+                chunk >= 1 && chunk as u32 <= quota.burst_size().get(),
+                "{rate}"
+            );
         }
     }
 }
