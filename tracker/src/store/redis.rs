@@ -21,15 +21,15 @@ const PEERS_KEY: &str = "shoal:stats:peers";
 const SWARMS_KEY: &str = "shoal:stats:swarms";
 
 /// Claims or refreshes a peer id. KEYS: owner. ARGV: swarm, presented key, fresh key, ttl ms.
-/// Returns {0} conflict, {1} key mismatch, {2, key} refreshed, {3, key} claimed.
+/// Returns {0, ''} conflict, {1, ''} key mismatch, {2, key} refreshed, {3, key} claimed.
 const OWNER_ANNOUNCE: &str = r"
 local v = redis.call('GET', KEYS[1])
 if v then
   local nl = string.find(v, '\n', 1, true)
   if not nl then return redis.error_reply('shoal: malformed owner record') end
-  if string.sub(v, 1, nl - 1) ~= ARGV[1] then return {0} end
+  if string.sub(v, 1, nl - 1) ~= ARGV[1] then return {0, ''} end
   local key = string.sub(v, nl + 1)
-  if key ~= ARGV[2] then return {1} end
+  if key ~= ARGV[2] then return {1, ''} end
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return {2, key}
 end
@@ -82,11 +82,11 @@ end
 return out
 ";
 
-/// Removes a member. KEYS: members, infos. ARGV: peer id.
+/// Removes a member. KEYS: members, infos. ARGV: peer id. Returns how many members remain.
 const SWARM_LEAVE: &str = r"
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-return 1
+return redis.call('ZCARD', KEYS[1])
 ";
 
 /// Swarms in a Redis server shared by every tracker instance that points at it.
@@ -169,7 +169,7 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let ttl_ms = self.ttl_ms();
         let swarm = req.swarm_id.as_str();
-        let (code, key): (i64, Option<String>) = self
+        let (code, key): (i64, String) = self
             .owner_announce
             .key(owner_key(&req.peer_id))
             .arg(swarm)
@@ -181,7 +181,7 @@ impl RedisStore {
         let peer_key = match (code, key) {
             (0, _) => return Err(StoreError::Conflict),
             (1, _) => return Err(StoreError::KeyMismatch),
-            (2 | 3, Some(key)) => key,
+            (2 | 3, key) if !key.is_empty() => key,
             (code, _) => return Err(StoreError::Corrupt(format!("owner script said {code}"))),
         };
         let [members, infos] = swarm_keys(swarm);
@@ -245,15 +245,22 @@ impl RedisStore {
         invocation.key(&infos).arg(req.peer_id.as_str());
         let mut pipe = ::redis::pipe();
         pipe.invoke_script(&invocation)
-            .ignore()
             .zrem(PEERS_KEY, req.peer_id.as_str())
             .ignore();
-        match pipe.exec_async(&mut conn).await {
+        let (remaining,): (u64,) = match pipe.query_async(&mut conn).await {
             Err(e) if is_noscript(&e) => {
                 self.load_scripts().await?;
-                pipe.exec_async(&mut conn).await?
+                pipe.query_async(&mut conn).await?
             }
             other => other?,
+        };
+        if remaining == 0 {
+            // A peer joining right now re-adds the swarm on its next announce.
+            let _: () = ::redis::cmd("ZREM")
+                .arg(SWARMS_KEY)
+                .arg(swarm)
+                .query_async(&mut conn)
+                .await?;
         }
         Ok(())
     }
