@@ -15,6 +15,10 @@ done
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   $SUDO apt-get update -qq
+  # Releases without nginx-light: plain nginx serves as well.
+  if ! apt-cache show nginx-light >/dev/null 2>&1; then
+    need=("${need[@]/#nginx-light/nginx}")
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 

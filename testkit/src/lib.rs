@@ -177,3 +177,34 @@ pub fn origin_file_for(root: &Path, path: &str) -> PathBuf {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     root.join(path.trim_start_matches('/'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_program_names_its_package() {
+        let err = which("shoal-no-such-program", "shoal-some-package").unwrap_err();
+        assert!(matches!(err, Error::MissingProgram { .. }));
+        assert!(err.to_string().contains("`shoal-some-package`"), "{err}");
+    }
+
+    #[test]
+    fn origin_file_for_drops_the_query() {
+        let root = Path::new("/srv");
+        assert_eq!(
+            origin_file_for(root, "/live/a.ts?t=1"),
+            Path::new("/srv/live/a.ts")
+        );
+    }
+
+    #[test]
+    fn sha256_file_hashes_inclusive_ranges_and_rejects_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"0123456789").unwrap();
+        assert_eq!(sha256_file(&f, None).unwrap(), sha256_hex(b"0123456789"));
+        assert_eq!(sha256_file(&f, Some((2, 4))).unwrap(), sha256_hex(b"234"));
+        assert!(sha256_file(&f, Some((5, 10))).is_err());
+    }
+}

@@ -1,8 +1,8 @@
 //! nginx as the origin CDN.
 
-use crate::ffmpeg::poll_async;
-use crate::{free_port, io_err, wait_for_port, which, ChildGuard, Error, Result};
-use std::net::SocketAddr;
+use crate::ffmpeg::{poll_async, poll_blocking};
+use crate::{free_port, io_err, which, ChildGuard, Error, Result};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -43,11 +43,23 @@ impl Nginx {
         let root = root
             .canonicalize()
             .map_err(io_err(format!("resolving {}", root.display())))?;
+        // The port is free when picked but another process may take it before nginx binds.
+        let mut attempts = 3;
+        loop {
+            attempts -= 1;
+            match Self::start_on(&bin, &root, free_port()) {
+                Err(Error::Exited { log, .. })
+                    if attempts > 0 && log.contains("Address already in use") => {}
+                started => return started,
+            }
+        }
+    }
+
+    fn start_on(bin: &Path, root: &Path, port: u16) -> Result<Self> {
         let dir = tempfile::tempdir().map_err(io_err("creating a temp dir"))?;
-        let port = free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, config(dir.path(), &root, addr)?)
+        std::fs::write(&conf, config(dir.path(), root, addr)?)
             .map_err(io_err("writing nginx.conf"))?;
         let child = Command::new(bin)
             .arg("-p")
@@ -63,27 +75,38 @@ impl Nginx {
             .map_err(io_err("starting nginx"))?;
         let mut nginx = Self {
             addr,
-            root,
+            root: root.to_path_buf(),
             child: ChildGuard(child),
             dir,
         };
         let timeout = Duration::from_secs(10);
-        if let Err(e) = wait_for_port(addr, timeout) {
-            // Most likely a config or port problem: say what nginx said.
-            let log = nginx.error_log();
-            return Err(match nginx.child.0.try_wait() {
-                Ok(Some(status)) => Error::Exited {
+        let ready = poll_blocking(timeout, || {
+            if let Some(status) = nginx
+                .child
+                .0
+                .try_wait()
+                .map_err(io_err("waiting for nginx"))?
+            {
+                return Err(Error::Exited {
                     what: "nginx".into(),
                     status,
-                    log,
-                },
-                _ => match e {
-                    Error::Timeout { what, timeout, .. } => Error::Timeout { what, timeout, log },
-                    e => e,
-                },
-            });
+                    log: nginx.error_log(),
+                });
+            }
+            Ok(
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                    .is_ok()
+                    .then_some(()),
+            )
+        })?;
+        match ready {
+            Some(()) => Ok(nginx),
+            None => Err(Error::Timeout {
+                what: format!("nginx to listen on {addr}"),
+                timeout,
+                log: nginx.error_log(),
+            }),
         }
-        Ok(nginx)
     }
 
     /// `127.0.0.1:PORT`, the origin host as the edge proxy's path-preserving URLs name it.

@@ -1,6 +1,6 @@
 //! A forwarding HTTP relay that records what the client really received.
 
-use crate::{io_err, sha256_file, Error, Result};
+use crate::{io_err, sha256_hex, Error, Result};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, CONTENT_RANGE, RANGE};
 use hyper::service::service_fn;
@@ -39,25 +39,32 @@ pub struct Record {
 }
 
 impl Record {
-    /// Whether the body is byte-identical to `file`, or to the part of it that the
-    /// `Content-Range` of a 206 names. Fails on a range it cannot read.
+    /// Whether the body is byte-identical to `file`, or, for a 206, to the part of it that
+    /// the `Content-Range` names (and the file has the length it states). Fails if the file
+    /// cannot be read or a 206 lacks a readable `Content-Range`.
     pub fn matches_file(&self, file: &Path) -> Result<bool> {
-        let range = match (self.status, self.content_range.as_deref()) {
-            (206, Some(cr)) => Some(parse_content_range(cr).ok_or_else(|| Error::Invalid {
-                what: format!("Content-Range {cr:?}"),
-                detail: "expected `bytes START-END/TOTAL`".into(),
-            })?),
-            _ => None,
-        };
-        Ok(sha256_file(file, range)? == self.sha256)
+        let bytes = std::fs::read(file).map_err(io_err(format!("reading {}", file.display())))?;
+        if self.status != 206 {
+            return Ok(sha256_hex(&bytes) == self.sha256);
+        }
+        let cr = self.content_range.as_deref().unwrap_or_default();
+        let (start, end, total) = parse_content_range(cr).ok_or_else(|| Error::Invalid {
+            what: format!("Content-Range {cr:?} of {}", self.uri),
+            detail: "expected `bytes START-END/TOTAL`".into(),
+        })?;
+        let part = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(end).ok())
+            .and_then(|(s, e)| bytes.get(s..=e));
+        Ok(bytes.len() as u64 == total && part.is_some_and(|p| sha256_hex(p) == self.sha256))
     }
 }
 
-/// `bytes START-END/TOTAL` -> (START, END).
-fn parse_content_range(v: &str) -> Option<(u64, u64)> {
-    let (range, _total) = v.strip_prefix("bytes ")?.split_once('/')?;
+/// `bytes START-END/TOTAL` -> (START, END, TOTAL).
+fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let (range, total) = v.strip_prefix("bytes ")?.split_once('/')?;
     let (start, end) = range.split_once('-')?;
-    Some((start.parse().ok()?, end.parse().ok()?))
+    Some((start.parse().ok()?, end.parse().ok()?, total.parse().ok()?))
 }
 
 /// An HTTP/1.1 relay on an ephemeral loopback port that forwards every request unchanged to
