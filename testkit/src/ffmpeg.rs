@@ -108,6 +108,10 @@ impl FfmpegProcess {
         String::from_utf8_lossy(&log).into_owned()
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
     pub(crate) fn what(&self) -> &str {
         &self.what
     }

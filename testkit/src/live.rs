@@ -129,6 +129,11 @@ impl LiveHls {
         Ok(Self { dir, opts, ffmpeg })
     }
 
+    /// The encoder's process id (to pause it with SIGSTOP, say).
+    pub fn pid(&self) -> u32 {
+        self.ffmpeg.pid()
+    }
+
     /// The options it was started with.
     pub fn opts(&self) -> LiveHlsOpts {
         self.opts

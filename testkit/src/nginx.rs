@@ -109,6 +109,11 @@ impl Nginx {
         }
     }
 
+    /// nginx's process id (to pause it with SIGSTOP, say).
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
     /// `127.0.0.1:PORT`, the origin host as the edge proxy's path-preserving URLs name it.
     pub fn host_port(&self) -> String {
         self.addr.to_string()

@@ -119,6 +119,11 @@ impl FfmpegPlayer {
         })
     }
 
+    /// The player's process id.
+    pub fn pid(&self) -> u32 {
+        self.ffmpeg.pid()
+    }
+
     /// Waits until the player exits (yielding to the async runtime in between); kills it
     /// and fails after `timeout`.
     pub async fn wait(&mut self, timeout: Duration) -> Result<PlayerOutcome> {

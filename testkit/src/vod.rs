@@ -33,9 +33,11 @@ const TS: Rendition = Rendition {
 /// - `vod/fmp4/stream.m3u8`: 426x240, fMP4 `.m4s` segments and `EXT-X-MAP:URI="init.mp4"`;
 /// - `vod/ts/stream.m3u8`: 320x180, MPEG-TS `.ts` segments;
 /// - `vod/single/stream.m3u8`: 320x180 in one `stream.ts`, segments as `EXT-X-BYTERANGE`s
-///   (not in the master playlist).
+///   (not in the master playlist);
+/// - `vod/dash/manifest.mpd`: the 320x180 content as static DASH, video and audio adaptation
+///   sets, `SegmentTemplate` with `$Number$` (`init-<id>.m4s`, `chunk-<id>-<number>.m4s`).
 ///
-/// All `-hls_playlist_type vod`, 20 s long in 2 s segments.
+/// HLS playlists are `-hls_playlist_type vod`; all is 20 s long in 2 s segments.
 #[derive(Debug, Clone)]
 pub struct VodLadder {
     /// `<out_dir>/vod`.
@@ -55,6 +57,8 @@ impl VodLadder {
     pub const TS: &'static str = "/vod/ts/stream.m3u8";
     /// URL path of the single-file, byte-range rendition's playlist.
     pub const SINGLE_FILE: &'static str = "/vod/single/stream.m3u8";
+    /// URL path of the DASH manifest.
+    pub const DASH: &'static str = "/vod/dash/manifest.mpd";
 }
 
 /// Puts the VOD ladder into `<out_dir>/vod/` (a copy, so a test may alter its files).
@@ -120,6 +124,27 @@ fn ffmpeg_args() -> Vec<String> {
         &["-hls_flags", "independent_segments+single_file"],
         "single/stream.m3u8",
     ));
+    args.extend(TS.encoder_args());
+    args.extend(
+        [
+            "-f",
+            "dash",
+            "-seg_duration",
+            &SEGMENT_SECS.to_string(),
+            "-use_template",
+            "1",
+            "-use_timeline",
+            "0",
+            "-init_seg_name",
+            "init-$RepresentationID$.m4s",
+            "-media_seg_name",
+            "chunk-$RepresentationID$-$Number%05d$.m4s",
+            "-adaptation_sets",
+            "id=0,streams=v id=1,streams=a",
+            "dash/manifest.mpd",
+        ]
+        .map(String::from),
+    );
     args
 }
 
@@ -135,7 +160,7 @@ fn cached_encode() -> Result<PathBuf> {
         .prefix("shoal-testkit-vod-encoding-")
         .tempdir()
         .map_err(io_err("creating a temp dir"))?;
-    for sub in ["fmp4", "ts", "single"] {
+    for sub in ["fmp4", "ts", "single", "dash"] {
         std::fs::create_dir(tmp.path().join(sub)).map_err(io_err("creating a temp dir"))?;
     }
     run_to_end("VOD ladder encoder", tmp.path(), &args)?;

@@ -64,6 +64,29 @@ fn vod_ladder_has_both_renditions_and_a_master() -> anyhow::Result<()> {
 }
 
 #[test]
+fn vod_ladder_has_a_dash_manifest_with_its_segments() -> anyhow::Result<()> {
+    let out = tempfile::tempdir()?;
+    let ladder = encode_vod_ladder(out.path())?;
+    let mpd = playlist(&ladder, VodLadder::DASH);
+    assert!(mpd.contains("type=\"static\"") && mpd.contains("mediaPresentationDuration"));
+    assert!(mpd.contains("contentType=\"video\"") && mpd.contains("contentType=\"audio\""));
+    assert!(
+        mpd.contains("media=\"chunk-$RepresentationID$-$Number%05d$.m4s\""),
+        "{mpd}"
+    );
+    let dash = ladder.dir.join("dash");
+    let segments = ladder.duration.as_secs() / ladder.segment_duration.as_secs();
+    for id in 0..2 {
+        assert!(dash.join(format!("init-{id}.m4s")).is_file());
+        for n in 1..=segments {
+            let seg = dash.join(format!("chunk-{id}-{n:05}.m4s"));
+            assert!(seg.is_file(), "{}", seg.display());
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn each_copy_of_the_ladder_is_independent() -> anyhow::Result<()> {
     let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let la = encode_vod_ladder(a.path())?;
