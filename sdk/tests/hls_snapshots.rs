@@ -4,7 +4,7 @@
 
 mod hls_support;
 
-use hls_support::{assert_only_uris_changed, mapper, summary, uris, url, PROXY};
+use hls_support::{assert_only_uris_changed, mapper, reached, same_target, summary, uris, url};
 use shoal::manifest::hls::{self, Playlist};
 use std::path::{Path, PathBuf};
 use url::Url;
@@ -55,34 +55,6 @@ fn rewrites_and_models_match_snapshots() {
             insta::assert_snapshot!(format!("{name}.model"), summary(&playlist));
         });
     }
-}
-
-/// The origin URL a player's request for `u` reaches: through the proxy when `u` is a proxy
-/// URL, directly otherwise.
-fn reached(u: &Url) -> Url {
-    if u.as_str().starts_with(PROXY) {
-        let target = &u[url::Position::BeforePath..url::Position::AfterQuery];
-        mapper()
-            .to_origin(target)
-            .unwrap_or_else(|e| panic!("{u}: {e}"))
-    } else {
-        u.clone()
-    }
-}
-
-/// Compares what the player reaches with what the origin playlist meant; the scheme is the
-/// proxy's to choose per origin, so `http://127.0.0.1:8000` keeps http and the rest is https.
-fn same_target(reached: &Url, meant: &Url) {
-    let strip = |u: &Url| {
-        let mut u = u.clone();
-        u.set_fragment(None);
-        u[url::Position::BeforeHost..].to_owned()
-    };
-    assert_eq!(
-        strip(reached),
-        strip(meant),
-        "reached {reached}, meant {meant}"
-    );
 }
 
 fn all_urls(p: &Playlist) -> Vec<Url> {

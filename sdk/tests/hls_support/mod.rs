@@ -183,3 +183,31 @@ pub fn uris(text: &str) -> Vec<String> {
     }
     out
 }
+
+/// The origin URL a player's request for `u` reaches: through the proxy when `u` is a proxy
+/// URL, directly otherwise.
+pub fn reached(u: &Url) -> Url {
+    if u.as_str().starts_with(PROXY) {
+        let target = &u[url::Position::BeforePath..url::Position::AfterQuery];
+        mapper()
+            .to_origin(target)
+            .unwrap_or_else(|e| panic!("{u}: {e}"))
+    } else {
+        u.clone()
+    }
+}
+
+/// Compares what the player reaches with what the origin playlist meant; the scheme is the
+/// proxy's to choose per origin, so `http://127.0.0.1:8000` keeps http and the rest is https.
+pub fn same_target(reached: &Url, meant: &Url) {
+    let strip = |u: &Url| {
+        let mut u = u.clone();
+        u.set_fragment(None);
+        u[url::Position::BeforeHost..].to_owned()
+    };
+    assert_eq!(
+        strip(reached),
+        strip(meant),
+        "reached {reached}, meant {meant}"
+    );
+}
