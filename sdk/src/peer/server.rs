@@ -2,7 +2,7 @@
 
 use super::{PeerError, Route};
 use crate::cache::{CacheEvent, CacheEventKind, SegmentCache};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dashmap::DashSet;
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -30,8 +30,14 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Largest chunk written per rate-limiter wait; small enough that concurrent uploads share
 /// the cap fairly, large enough that waits stay cheap.
 const MAX_UPLOAD_CHUNK: usize = 16 * 1024;
+/// Smallest chunk written per rate-limiter wait.
+const MIN_UPLOAD_CHUNK: usize = 1024;
 /// Streams one client may open at once on one connection.
 const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+/// Lines due at once are sent together up to about this many bytes per DATA frame: a burst of
+/// one tiny frame per line would trip HTTP/2 peers' small-frame flood protection (h2 answers
+/// it with GOAWAY `ENHANCE_YOUR_CALM`, killing the whole connection).
+const HAVES_FRAME_BYTES: usize = 64 * 1024;
 /// Seconds a busy server asks the downloader to wait (`retry-after`).
 const BUSY_RETRY_AFTER_SECS: u32 = 1;
 
@@ -146,8 +152,9 @@ impl PeerServer {
 /// The token bucket for `rate` bytes/s and the chunk size that fits its burst.
 fn upload_quota(rate: u64) -> (Quota, usize) {
     let rate = NonZeroU32::new(u32::try_from(rate).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-    // A burst of ~1/8 s keeps the cap tight while small caps still get whole chunks.
-    let chunk = (rate.get() as usize / 8).clamp(1, MAX_UPLOAD_CHUNK);
+    // A burst of ~1/8 s keeps the cap tight. The floor keeps DATA frames from being so small
+    // that the downloader's HTTP/2 flood protection fires (absurdly low caps burst a little).
+    let chunk = (rate.get() as usize / 8).clamp(MIN_UPLOAD_CHUNK, MAX_UPLOAD_CHUNK);
     let burst = NonZeroU32::new(chunk as u32).unwrap_or(NonZeroU32::MIN);
     (Quota::per_second(rate).allow_burst(burst), chunk)
 }
@@ -351,14 +358,14 @@ fn ndjson_line(msg: &HaveMsg) -> Bytes {
 /// The snapshot as lines: one `snapshot` line as large as the line limit allows, then `have`
 /// lines for the keys that did not fit.
 fn snapshot_lines(keys: Vec<SegmentKey>) -> Vec<Bytes> {
-    // JSON escaping can at most double a printable-ASCII key (`"` and `\`), plus quotes and a
-    // comma; leave room for the envelope.
+    // Room for the envelope `{"t":"snapshot","segments":[]}` and the newline.
     let budget = MAX_HAVE_LINE - 64;
     let mut size = 0;
     let split = keys
         .iter()
         .position(|k| {
-            size += 2 * k.as_str().len() + 3;
+            // The key as a JSON string, plus its comma.
+            size += serde_json::to_string(k.as_str()).map_or(usize::MAX / 2, |j| j.len()) + 1;
             size > budget
         })
         .unwrap_or(keys.len());
@@ -372,14 +379,79 @@ fn snapshot_lines(keys: Vec<SegmentKey>) -> Vec<Bytes> {
     lines
 }
 
-fn haves_response(shared: &Shared, swarm: SwarmId) -> Response<RespBody> {
-    struct Haves {
-        swarm: SwarmId,
-        cache: SegmentCache,
-        events: broadcast::Receiver<CacheEvent>,
-        closing: watch::Receiver<bool>,
-        pending: std::vec::IntoIter<Bytes>,
+/// State of one `haves` stream.
+struct Haves {
+    swarm: SwarmId,
+    cache: SegmentCache,
+    events: broadcast::Receiver<CacheEvent>,
+    closing: watch::Receiver<bool>,
+    /// Lines due before any further event (the snapshot).
+    pending: std::vec::IntoIter<Bytes>,
+    /// The cache is gone: send what is due, then end.
+    done: bool,
+}
+
+impl Haves {
+    fn resync(&mut self, missed: u64) {
+        tracing::debug!(swarm = %self.swarm, missed, "haves subscriber lagged; resending snapshot");
+        self.pending = snapshot_lines(self.cache.keys(&self.swarm)).into_iter();
     }
+
+    fn push_event(&self, e: CacheEvent, out: &mut BytesMut) {
+        if e.swarm != self.swarm {
+            return;
+        }
+        let msg = match e.kind {
+            CacheEventKind::Have => HaveMsg::Have { segment: e.key },
+            CacheEventKind::Lost => HaveMsg::Lost { segment: e.key },
+        };
+        out.extend_from_slice(&ndjson_line(&msg));
+    }
+
+    /// Appends every line already due, up to about one frame's worth, without waiting.
+    fn drain_due(&mut self, out: &mut BytesMut) {
+        while out.len() < HAVES_FRAME_BYTES {
+            if let Some(line) = self.pending.next() {
+                out.extend_from_slice(&line);
+                continue;
+            }
+            match self.events.try_recv() {
+                Ok(e) => self.push_event(e, out),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => self.resync(n),
+                Err(broadcast::error::TryRecvError::Empty) => return,
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    self.done = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The next chunk of the stream: everything due now, or, if nothing is, the next change.
+    async fn next_chunk(mut self) -> Option<(Bytes, Self)> {
+        let mut out = BytesMut::new();
+        loop {
+            self.drain_due(&mut out);
+            if !out.is_empty() {
+                return Some((out.freeze(), self));
+            }
+            if self.done {
+                return None;
+            }
+            let event = tokio::select! {
+                _ = self.closing.wait_for(|c| *c) => return None,
+                event = self.events.recv() => event,
+            };
+            match event {
+                Ok(e) => self.push_event(e, &mut out),
+                Err(broadcast::error::RecvError::Lagged(n)) => self.resync(n),
+                Err(broadcast::error::RecvError::Closed) => self.done = true,
+            }
+        }
+    }
+}
+
+fn haves_response(shared: &Shared, swarm: SwarmId) -> Response<RespBody> {
     // Subscribe before taking the snapshot so no change falls between the two.
     let events = shared.cache.subscribe();
     let pending = snapshot_lines(shared.cache.keys(&swarm)).into_iter();
@@ -389,34 +461,10 @@ fn haves_response(shared: &Shared, swarm: SwarmId) -> Response<RespBody> {
         events,
         closing: shared.closing.clone(),
         pending,
+        done: false,
     };
-    let stream = futures::stream::unfold(state, |mut st| async move {
-        loop {
-            if let Some(line) = st.pending.next() {
-                return Some((line, st));
-            }
-            let event = tokio::select! {
-                _ = st.closing.wait_for(|c| *c) => return None,
-                event = st.events.recv() => event,
-            };
-            match event {
-                Ok(e) if e.swarm == st.swarm => {
-                    let msg = match e.kind {
-                        CacheEventKind::Have => HaveMsg::Have { segment: e.key },
-                        CacheEventKind::Lost => HaveMsg::Lost { segment: e.key },
-                    };
-                    return Some((ndjson_line(&msg), st));
-                }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::debug!(swarm = %st.swarm, missed = n, "haves subscriber lagged; resending snapshot");
-                    st.pending = snapshot_lines(st.cache.keys(&st.swarm)).into_iter();
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
-    .map(|line| Ok::<_, Infallible>(Frame::data(line)));
+    let stream = futures::stream::unfold(state, Haves::next_chunk)
+        .map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
     let h = r.headers_mut();
     h.insert(
