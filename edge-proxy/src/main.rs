@@ -1,2 +1,170 @@
-//! Shoal edge proxy binary.
-fn main() {}
+//! `shoal-edge`: the Shoal edge proxy. Runs beside a player on the same device; the player
+//! opens `http://127.0.0.1:8080/<origin-host>/<path>` and gets every segment from peers when
+//! they have it in time, from the origin CDN otherwise.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use shoal::config::Rate;
+use shoal::{Node, NodeConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Shoal edge proxy: peer-assisted delivery of HLS video for a local player.
+///
+/// Point the player at http://LISTEN/<origin-host>/<path-of-manifest>. Manifests are rewritten
+/// so every segment request comes back here; each segment is fetched from peers in the same
+/// swarm when one has it in time, else from the origin. Only origins given with --origin are
+/// ever fetched.
+///
+/// Every flag can also be set with an environment variable SHOAL_EDGE_<FLAG> (e.g.
+/// SHOAL_EDGE_TRACKER) or in the TOML file given with --config (keys are the flag names with
+/// '_' for '-'; see --print-config). Flags beat environment, which beats the file.
+///
+/// Endpoints on LISTEN: /<origin-host>/<path> for players, /metrics (Prometheus), /healthz.
+#[derive(Debug, Parser)]
+#[command(name = "shoal-edge", version, about, long_about, verbatim_doc_comment)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "SHOAL_EDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML (defaults merged with file, env and flags) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Player front address (players, /metrics, /healthz). [default: 127.0.0.1:8080]
+    #[arg(long, env = "SHOAL_EDGE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Peer server address; port 0 picks a free port. [default: 0.0.0.0:0]
+    #[arg(long, env = "SHOAL_EDGE_PEER_LISTEN")]
+    peer_listen: Option<SocketAddr>,
+    /// host:port other peers connect to, if not the bound address (NAT, containers).
+    #[arg(long, env = "SHOAL_EDGE_PEER_ADVERTISE")]
+    peer_advertise: Option<String>,
+    /// Tracker base URL, e.g. http://tracker.example.com:7070. Without it: CDN only.
+    #[arg(long, env = "SHOAL_EDGE_TRACKER")]
+    tracker: Option<String>,
+    /// Tracker access token signed by the content provider.
+    #[arg(long, env = "SHOAL_EDGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Origins allowed, comma-separated HOST or HOST:PORT. Everything else gets 403.
+    #[arg(long, env = "SHOAL_EDGE_ORIGIN", value_delimiter = ',')]
+    origin: Option<Vec<String>>,
+    /// Origins reached over plain HTTP, comma-separated HOST[:PORT]=http (local test origins).
+    #[arg(long, env = "SHOAL_EDGE_ORIGIN_SCHEME", value_delimiter = ',')]
+    origin_scheme: Option<Vec<String>>,
+    /// Segment cache budget, e.g. 256MiB. [default: 256MiB]
+    #[arg(long, env = "SHOAL_EDGE_CACHE_SIZE")]
+    cache_size: Option<bytesize::ByteSize>,
+    /// Upload cap toward peers, e.g. 10Mbit. [default: none]
+    #[arg(long, env = "SHOAL_EDGE_UPLOAD_LIMIT")]
+    upload_limit: Option<Rate>,
+    /// Most neighbours per swarm. [default: 20]
+    #[arg(long, env = "SHOAL_EDGE_MAX_PEERS")]
+    max_peers: Option<usize>,
+    /// Most uploads at once. [default: 8]
+    #[arg(long, env = "SHOAL_EDGE_MAX_UPLOADS")]
+    max_uploads: Option<usize>,
+    /// Longest a player's segment request waits on P2P before the origin, e.g. 2s. [default: 2s]
+    #[arg(long, env = "SHOAL_EDGE_P2P_BUDGET", value_parser = humantime::parse_duration)]
+    p2p_budget: Option<Duration>,
+    /// Fixed node id for logs and peer ids. [default: random]
+    #[arg(long, env = "SHOAL_EDGE_NODE_ID")]
+    node_id: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "SHOAL_EDGE_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    fn resolve(self) -> Result<NodeConfig> {
+        let mut c: NodeConfig = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => NodeConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident => $target:ident),* $(,)?) => {
+                $(if let Some(v) = self.$field { c.$target = v; })*
+            };
+        }
+        macro_rules! set_opt {
+            ($($field:ident),* $(,)?) => {
+                $(if let Some(v) = self.$field { c.$field = Some(v); })*
+            };
+        }
+        set!(listen => listen, peer_listen => peer_listen, origin => origins,
+             origin_scheme => origin_schemes, cache_size => cache_size, max_peers => max_peers,
+             max_uploads => max_uploads, p2p_budget => p2p_budget);
+        set_opt!(peer_advertise, tracker, token, upload_limit, node_id);
+        Ok(c)
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let log_format = cli.log_format;
+    let print = cli.print_config;
+    let config = cli.resolve()?;
+    if print {
+        print!("{}", toml::to_string(&config)?);
+        return Ok(());
+    }
+    init_logs(log_format);
+    let node = Node::start(config.clone())
+        .await
+        .context("starting the edge proxy")?;
+    let addr = node.player_addr();
+    tracing::info!(
+        player = %addr,
+        peer = ?node.peer_addr(),
+        tracker = config.tracker.as_deref().unwrap_or("none (CDN only)"),
+        origins = ?config.origins,
+        "shoal-edge ready: play http://{addr}/<origin-host>/<path>; metrics at http://{addr}/metrics"
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: leaving swarms, finishing in-flight responses");
+    node.shutdown().await;
+    Ok(())
+}

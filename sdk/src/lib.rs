@@ -3,5 +3,15 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod config;
+pub mod fetch;
+mod front;
 pub mod manifest;
+pub mod metrics;
+pub mod node;
+pub mod origin;
 pub mod peer;
+pub mod swarm;
+
+pub use config::NodeConfig;
+pub use node::{Node, NodeStats};

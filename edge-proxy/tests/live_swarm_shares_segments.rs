@@ -1,0 +1,117 @@
+//! A live HLS swarm end to end: ffmpeg encodes now, nginx serves, the tracker groups four
+//! `shoal-edge` processes, and a real player (ffmpeg) plays through each for a minute.
+//!
+//! What a viewer and a provider rely on: every segment byte equals the origin's, most bytes
+//! come from peers, and a proxy that dies takes nobody else's playback with it.
+
+mod support;
+
+use shoal_testkit::{
+    sha256_file, FfmpegPlayer, LiveHls, LiveHlsOpts, Nginx, PlayerOpts, RecordingRelay,
+};
+use std::time::Duration;
+use support::{scrape, sum, Edge};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_swarm_delivers_identical_bytes_mostly_from_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut live = LiveHls::start(dir.path(), LiveHlsOpts::default()).unwrap();
+    let nginx = Nginx::start(dir.path()).unwrap();
+    live.wait_ready(3, Duration::from_secs(60)).await.unwrap();
+    let origin = nginx.host_port();
+
+    let tracker = shoal_tracker::spawn(shoal_tracker::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        announce_interval: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tracker_url = tracker.url();
+
+    let mut edges: Vec<Edge> = (0..4)
+        .map(|_| Edge::start(&origin, Some(&tracker_url), &[]))
+        .collect();
+    let relays: Vec<RecordingRelay> = edges
+        .iter()
+        .map(|e| RecordingRelay::start(e.addr).unwrap())
+        .collect();
+
+    // Viewers arrive a little apart, as they do.
+    let mut players = Vec::new();
+    for relay in &relays {
+        let url = relay.url(&format!("/{origin}{}", LiveHls::MASTER));
+        players.push(FfmpegPlayer::start_with(&url, PlayerOpts::new(Duration::from_secs(60))).unwrap());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    // A proxy dies mid-run; the others must not notice beyond losing a neighbour.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    edges[3].kill();
+
+    let mut outcomes = Vec::new();
+    for (i, p) in players.iter_mut().enumerate().take(3) {
+        let o = p.wait(Duration::from_secs(120)).await.unwrap();
+        assert!(
+            o.success(),
+            "player {i} failed: {:?}\n{}",
+            o.status,
+            o.stderr
+        );
+        assert!(
+            o.error_lines().is_empty(),
+            "player {i} reported errors: {:?}",
+            o.error_lines()
+        );
+        outcomes.push(o);
+    }
+
+    // Every segment each surviving player received equals nginx's file.
+    let prefix = format!("/{origin}");
+    for (i, relay) in relays.iter().enumerate().take(3) {
+        let segments: Vec<_> = relay
+            .records()
+            .into_iter()
+            .filter(|r| r.uri.contains(".ts") && r.status == 200)
+            .collect();
+        assert!(
+            segments.len() >= 20,
+            "player {i} got only {} segments",
+            segments.len()
+        );
+        for r in segments {
+            assert!(r.complete, "player {i}: {} cut short", r.uri);
+            let path = r.uri.strip_prefix(&prefix).unwrap();
+            let want = sha256_file(&nginx.file_for(path), None).unwrap();
+            assert_eq!(r.sha256, want, "player {i}: {} differs from the origin", r.uri);
+        }
+    }
+
+    // Offload as each proxy and the tracker see it.
+    for (i, e) in edges.iter().enumerate().take(3) {
+        let m = e.metrics().await;
+        let p2p = sum(&m, "shoal_edge_bytes_total{source=\"p2p\"}");
+        let cdn = sum(&m, "shoal_edge_bytes_total{source=\"cdn\"}");
+        let ratio = p2p / (p2p + cdn);
+        assert!(ratio > 0.5, "edge {i} offload {ratio:.2} (p2p {p2p}, cdn {cdn})");
+    }
+    // Final counters reach the tracker when the proxies leave.
+    drop(players);
+    for mut e in edges.into_iter().take(3) {
+        if let Some(mut c) = e.child.take() {
+            // SIGTERM: a graceful stop that leaves swarms and reports.
+            let pid = c.0.id().to_string();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status();
+            let _ = c.0.wait();
+        }
+    }
+    let t = scrape(&format!("{tracker_url}/metrics")).await;
+    let p2p = sum(&t, "shoal_tracker_reported_bytes_total{source=\"p2p\"}");
+    let cdn = sum(&t, "shoal_tracker_reported_bytes_total{source=\"cdn\"}");
+    assert!(p2p + cdn > 0.0, "tracker got no reports");
+    let fleet = p2p / (p2p + cdn);
+    assert!(fleet > 0.5, "fleet offload at the tracker {fleet:.2} (p2p {p2p}, cdn {cdn})");
+    drop(live);
+}

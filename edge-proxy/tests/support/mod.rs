@@ -1,0 +1,82 @@
+//! Shared set-up of the edge proxy's end-to-end tests: a real nginx origin serving a real
+//! ffmpeg live encode, the tracker, and `shoal-edge` processes, all on loopback.
+
+#![allow(dead_code)]
+
+use shoal_testkit::{free_port, wait_for_port, ChildGuard};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A running `shoal-edge` process.
+pub struct Edge {
+    pub addr: SocketAddr,
+    pub child: Option<ChildGuard>,
+}
+
+impl Edge {
+    /// Starts the real binary against `origin` (plain HTTP) and `tracker` (if any).
+    pub fn start(origin: &str, tracker: Option<&str>, extra: &[&str]) -> Edge {
+        let port = free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-edge"));
+        cmd.args(["--listen", &addr.to_string()])
+            .args(["--peer-listen", "127.0.0.1:0"])
+            .args(["--origin", origin])
+            .args(["--origin-scheme", &format!("{origin}=http")])
+            .args(extra)
+            .env("RUST_LOG", "warn,shoal=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(t) = tracker {
+            cmd.args(["--tracker", t]);
+        }
+        let child = ChildGuard(cmd.spawn().expect("starting shoal-edge"));
+        wait_for_port(addr, Duration::from_secs(20)).expect("shoal-edge listens");
+        Edge {
+            addr,
+            child: Some(child),
+        }
+    }
+
+    /// Kills the process (SIGKILL: a crash, not a goodbye).
+    pub fn kill(&mut self) {
+        self.child.take();
+    }
+
+    /// The proxy URL of `path` on `origin`.
+    pub fn url(&self, origin: &str, path: &str) -> String {
+        format!("http://{}/{origin}{path}", self.addr)
+    }
+
+    /// Scrapes `/metrics` into `name{labels} -> value`.
+    pub async fn metrics(&self) -> HashMap<String, f64> {
+        scrape(&format!("http://{}/metrics", self.addr)).await
+    }
+}
+
+/// Parses a Prometheus/OpenMetrics text page into `series -> value`.
+pub async fn scrape(url: &str) -> HashMap<String, f64> {
+    let text = reqwest::get(url)
+        .await
+        .expect("metrics reachable")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of every series whose name+labels start with `prefix`.
+pub fn sum(m: &HashMap<String, f64>, prefix: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| *v)
+        .sum()
+}

@@ -1,0 +1,247 @@
+//! Node configuration: documented data, read from TOML by the edge proxy and built in code by
+//! apps. Every field has a default; unknown fields are refused so typos do not pass silently.
+
+use crate::manifest::Scheme;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A rate in bits per second, written like `10Mbit`, `500kbit`, `2MB` (bytes) or a plain number
+/// of bits per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Rate {
+    bits_per_sec: u64,
+}
+
+impl Rate {
+    /// From bits per second.
+    pub fn from_bits_per_sec(bits_per_sec: u64) -> Self {
+        Self { bits_per_sec }
+    }
+
+    /// Bytes per second (rounded down, at least 1).
+    pub fn bytes_per_sec(&self) -> u64 {
+        (self.bits_per_sec / 8).max(1)
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a rate: write e.g. 10Mbit, 500kbit or 2MB"))?;
+        let mult = match unit.trim() {
+            "" | "bit" | "bps" => 1.0,
+            "kbit" | "Kbit" | "kbps" => 1e3,
+            "Mbit" | "mbit" | "Mbps" => 1e6,
+            "Gbit" | "gbit" | "Gbps" => 1e9,
+            "B" => 8.0,
+            "kB" | "KB" => 8e3,
+            "MB" => 8e6,
+            "GB" => 8e9,
+            "KiB" => 8.0 * 1024.0,
+            "MiB" => 8.0 * 1024.0 * 1024.0,
+            other => {
+                return Err(format!(
+                    "unknown rate unit `{other}` in `{s}`: use bit, kbit, Mbit, Gbit, B, kB, MB, KiB or MiB"
+                ))
+            }
+        };
+        Ok(Self {
+            bits_per_sec: (n * mult) as u64,
+        })
+    }
+}
+
+impl TryFrom<String> for Rate {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Rate> for String {
+    fn from(r: Rate) -> String {
+        format!("{}bit", r.bits_per_sec)
+    }
+}
+
+/// Everything a node needs. Defaults suit a player on the same device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Player front: where players send manifest and segment requests, and where `/metrics`
+    /// and `/healthz` answer. Loopback by default: the front is for the local player only.
+    pub listen: SocketAddr,
+    /// Peer server: where neighbours fetch segments and `haves`. Port 0 picks a free port.
+    pub peer_listen: SocketAddr,
+    /// The `host:port` other peers should connect to, when it differs from `peer_listen`
+    /// (NAT, containers). Unset: the bound address (loopback if bound to all interfaces).
+    pub peer_advertise: Option<String>,
+    /// Tracker base URL, e.g. `https://tracker.example.com`. Unset: CDN only, no P2P.
+    pub tracker: Option<String>,
+    /// Access token for the tracker, signed by the content provider.
+    pub token: Option<String>,
+    /// Origins the proxy may fetch, as `host` or `host:port`. Anything else is refused (403):
+    /// the proxy is never an open proxy.
+    pub origins: Vec<String>,
+    /// Origins reached over plain HTTP, as `host[:port]=http` (local test origins). Others
+    /// use HTTPS.
+    pub origin_schemes: Vec<String>,
+    /// Byte budget of the segment cache, e.g. `256MiB`.
+    pub cache_size: bytesize::ByteSize,
+    /// Upload cap toward peers, e.g. `10Mbit`. Unset: no cap.
+    pub upload_limit: Option<Rate>,
+    /// Most neighbours per swarm.
+    pub max_peers: usize,
+    /// Most uploads served at once; more get 503 so the asker goes elsewhere.
+    pub max_uploads: usize,
+    /// How long a player's segment request may wait on P2P (a neighbour's `have`, a transfer)
+    /// before the origin is asked. The player never waits on P2P longer than this.
+    #[serde(with = "humantime_serde")]
+    pub p2p_budget: Duration,
+    /// A peer transfer with no progress for this long is abandoned.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// Less time than this before the deadline is not worth starting a peer transfer.
+    #[serde(with = "humantime_serde")]
+    pub min_peer_time: Duration,
+    /// Nodes per live segment, chosen by rendezvous hashing, that fetch it from the origin at
+    /// once; the rest wait for their `have`.
+    pub origin_seeders: usize,
+    /// VOD: segments ahead of the player's position fetched from peers (never the origin).
+    pub vod_readahead: usize,
+    /// A swarm with no player request for this long is left.
+    #[serde(with = "humantime_serde")]
+    pub swarm_idle: Duration,
+    /// Largest segment accepted from a peer or the origin.
+    pub max_segment_size: bytesize::ByteSize,
+    /// Largest manifest the proxy parses and rewrites; larger ones pass through untouched.
+    pub max_manifest_size: bytesize::ByteSize,
+    /// Fixed node id (for logs and peer ids); random when unset.
+    pub node_id: Option<String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            peer_listen: ([0, 0, 0, 0], 0).into(),
+            peer_advertise: None,
+            tracker: None,
+            token: None,
+            origins: Vec::new(),
+            origin_schemes: Vec::new(),
+            cache_size: bytesize::ByteSize::mib(256),
+            upload_limit: None,
+            max_peers: 20,
+            max_uploads: 8,
+            p2p_budget: Duration::from_millis(2000),
+            stall_timeout: Duration::from_millis(1000),
+            min_peer_time: Duration::from_millis(150),
+            origin_seeders: 1,
+            vod_readahead: 4,
+            swarm_idle: Duration::from_secs(60),
+            max_segment_size: bytesize::ByteSize::mib(64),
+            max_manifest_size: bytesize::ByteSize::mib(8),
+            node_id: None,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Checks what serde cannot: returns a message that says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.origins.is_empty() {
+            return Err(
+                "no origin is allowed: set --origin HOST[:PORT] (the CDN hosts the player's manifests come from)"
+                    .into(),
+            );
+        }
+        for s in &self.origin_schemes {
+            let Some((host, scheme)) = s.split_once('=') else {
+                return Err(format!("origin scheme `{s}` must look like HOST=http"));
+            };
+            if !matches!(scheme, "http" | "https") {
+                return Err(format!("origin scheme `{s}`: scheme must be http or https"));
+            }
+            if !self.origins.iter().any(|o| o.eq_ignore_ascii_case(host)) {
+                return Err(format!(
+                    "origin scheme `{s}` names `{host}`, which is not in the origin list"
+                ));
+            }
+        }
+        if self.max_peers == 0 || self.max_uploads == 0 {
+            return Err("max_peers and max_uploads must be at least 1".into());
+        }
+        if let Some(id) = &self.node_id {
+            shoal_proto::PeerId::new(format!("{id}-00000000")).map_err(|e| format!("node_id: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The origin allow-list with each origin's scheme.
+    pub fn origin_list(&self) -> Vec<(String, Scheme)> {
+        self.origins
+            .iter()
+            .map(|o| {
+                let http = self.origin_schemes.iter().any(|s| {
+                    s.split_once('=')
+                        .is_some_and(|(h, sch)| h.eq_ignore_ascii_case(o) && sch == "http")
+                });
+                let scheme = if http { Scheme::Http } else { Scheme::Https };
+                (o.to_ascii_lowercase(), scheme)
+            })
+            .collect()
+    }
+
+    /// Largest segment, in bytes.
+    pub fn max_segment_bytes(&self) -> u64 {
+        self.max_segment_size.as_u64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!("10Mbit".parse::<Rate>().unwrap().bytes_per_sec(), 1_250_000);
+        assert_eq!("2MB".parse::<Rate>().unwrap().bytes_per_sec(), 2_000_000);
+        assert!("ten".parse::<Rate>().is_err());
+        assert!("5furlongs".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn config_round_trips_through_toml() {
+        let c = NodeConfig {
+            origins: vec!["cdn.example.com".into()],
+            upload_limit: Some("4Mbit".parse().unwrap()),
+            ..Default::default()
+        };
+        let text = toml::to_string(&c).unwrap();
+        let back: NodeConfig = toml::from_str(&text).unwrap();
+        assert_eq!(toml::to_string(&back).unwrap(), text);
+        back.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_schemes_are_refused() {
+        assert!(toml::from_str::<NodeConfig>("cache_sise = \"1MiB\"").is_err());
+        let c = NodeConfig {
+            origins: vec!["a.example".into()],
+            origin_schemes: vec!["b.example=http".into()],
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("not in the origin list"));
+        assert!(NodeConfig::default().validate().is_err());
+    }
+}

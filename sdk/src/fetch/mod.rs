@@ -1,0 +1,267 @@
+//! Getting a segment: cache, then peers within a deadline, then the origin.
+//!
+//! [`scheduler`] decides (pure logic); [`obtain`] carries the decisions out. One fetch task per
+//! segment runs detached from the player's request, so a player that hangs up does not waste
+//! the transfer, and a player request and a prefetch of the same segment share one fetch (the
+//! player's tighter deadline wins).
+
+pub mod scheduler;
+
+use crate::metrics::{FallbackReason, Source, SourceLabel};
+use crate::node::Shared;
+use crate::origin::OriginError;
+use crate::swarm::Swarm;
+use bytes::Bytes;
+use scheduler::Decision;
+use shoal_proto::{PeerId, SegmentKey};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Why a segment could not be obtained.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    /// The origin failed (peers had already been given their chance); the player gets the
+    /// origin's status, or 502.
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    /// The segment is not part of any playlist this node has seen.
+    #[error("segment unknown to this swarm")]
+    Unknown,
+    /// Only peers were allowed (VOD read-ahead) and none delivered in time; not an error for
+    /// a player.
+    #[error("no peer delivered the segment in time")]
+    NoPeer,
+}
+
+/// A segment and where its bytes came from.
+pub type Outcome = Result<(Bytes, Source), FetchError>;
+
+/// An in-progress fetch that others can join.
+#[derive(Debug)]
+pub struct InFlight {
+    deadline: watch::Sender<Instant>,
+    result: watch::Receiver<Option<Outcome>>,
+}
+
+/// How far a fetch may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Peers until the deadline, then the origin.
+    PeersThenOrigin,
+    /// Peers only: give up at the deadline (read-ahead that must not cost origin bytes).
+    PeersOnly,
+}
+
+/// Gets `key` of `swarm` by `deadline` for P2P (origin after that, unless `mode` is
+/// [`Mode::PeersOnly`]), joining a fetch already under way. Returns when the bytes are cached
+/// or the fetch failed.
+pub async fn obtain(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    key: &SegmentKey,
+    deadline: Instant,
+    mode: Mode,
+) -> Outcome {
+    let outcome = obtain_once(shared, swarm, key, deadline, mode).await;
+    match outcome {
+        // The fetch we joined was a peers-only read-ahead that gave up: go again, this time
+        // with the origin allowed.
+        Err(FetchError::NoPeer) if mode == Mode::PeersThenOrigin => {
+            obtain_once(shared, swarm, key, deadline, mode).await
+        }
+        other => other,
+    }
+}
+
+async fn obtain_once(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    key: &SegmentKey,
+    deadline: Instant,
+    mode: Mode,
+) -> Outcome {
+    if let Some(bytes) = shared.cache.get(&swarm.id, key) {
+        let source = swarm
+            .lock()
+            .sources
+            .get(key)
+            .copied()
+            .unwrap_or(Source::Cdn);
+        return Ok((bytes, source));
+    }
+    let mut rx = {
+        let mut st = swarm.lock();
+        if let Some(f) = st.in_flight.get(key) {
+            f.deadline.send_if_modified(|d| {
+                let tighter = deadline < *d;
+                if tighter {
+                    *d = deadline;
+                }
+                tighter
+            });
+            f.result.clone()
+        } else {
+            let (dtx, drx) = watch::channel(deadline);
+            let (rtx, rrx) = watch::channel(None);
+            st.in_flight.insert(
+                key.clone(),
+                InFlight {
+                    deadline: dtx,
+                    result: rrx.clone(),
+                },
+            );
+            let (shared, swarm, key) = (shared.clone(), swarm.clone(), key.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let outcome = run(&shared, &swarm, &key, drx, mode).await;
+                if let Ok((bytes, source)) = &outcome {
+                    shared
+                        .metrics
+                        .fetch_seconds
+                        .get_or_create(&SourceLabel { source: *source })
+                        .observe(started.elapsed().as_secs_f64());
+                    swarm.lock().sources.insert(key.clone(), *source);
+                    shared.cache.insert(&swarm.id, &key, bytes.clone());
+                }
+                swarm.lock().in_flight.remove(&key);
+                let _ = rtx.send(Some(outcome));
+            });
+            rrx
+        }
+    };
+    let result = match rx.wait_for(Option::is_some).await {
+        Ok(v) => v.clone().unwrap_or(Err(FetchError::Unknown)),
+        Err(_) => Err(FetchError::Unknown),
+    };
+    result
+}
+
+async fn run(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    key: &SegmentKey,
+    mut deadline: watch::Receiver<Instant>,
+    mode: Mode,
+) -> Outcome {
+    let cfg = &shared.config;
+    let mut tried: HashSet<PeerId> = HashSet::new();
+    loop {
+        // Register for `have` wake-ups before looking, so none is missed in between.
+        let notified = swarm.have_notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let now = Instant::now();
+        let until = *deadline.borrow_and_update();
+        let cached = shared.cache.contains(&swarm.id, key);
+        let (decision, addr) = swarm.decide(
+            now,
+            until,
+            key,
+            cached,
+            &tried,
+            cfg.origin_seeders,
+            cfg.min_peer_time,
+        );
+        match decision {
+            Decision::Cache => {
+                if let Some(bytes) = shared.cache.get(&swarm.id, key) {
+                    let source = swarm
+                        .lock()
+                        .sources
+                        .get(key)
+                        .copied()
+                        .unwrap_or(Source::Cdn);
+                    return Ok((bytes, source));
+                }
+            }
+            Decision::Peer(peer) => {
+                tried.insert(peer.clone());
+                let Some(addr) = addr else { continue };
+                if let Some(bytes) = from_peer(shared, swarm, key, &peer, addr, until).await {
+                    return Ok((bytes, Source::P2p));
+                }
+            }
+            Decision::Wait { until } => {
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = deadline.changed() => {}
+                }
+            }
+            Decision::Origin(reason) => {
+                if mode == Mode::PeersOnly {
+                    return Err(FetchError::NoPeer);
+                }
+                return from_origin(shared, swarm, key, reason).await;
+            }
+        }
+    }
+}
+
+/// One transfer attempt from a neighbour, bounded by the deadline. `None` on any failure
+/// (recorded against the peer), so the caller decides again.
+async fn from_peer(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    key: &SegmentKey,
+    peer: &PeerId,
+    addr: std::net::SocketAddr,
+    deadline: Instant,
+) -> Option<Bytes> {
+    swarm.transfer_started(peer);
+    let attempt = shared
+        .peer_client
+        .fetch(addr, &swarm.id, key, shared.config.stall_timeout);
+    let result = tokio::time::timeout_at(deadline, attempt).await;
+    let now = Instant::now();
+    match result {
+        Ok(Ok(transfer)) => {
+            let n = transfer.bytes.len() as u64;
+            swarm.record_transfer(peer, now, Ok((n, transfer.elapsed)));
+            shared.metrics.peer_bytes.inc_by(n);
+            swarm.unreported_p2p.fetch_add(n, Ordering::Relaxed);
+            Some(transfer.bytes)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, %key, error = %e, "peer transfer failed");
+            swarm.record_transfer(peer, now, Err(()));
+            shared.metrics.peer_failures.inc();
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, %key, "peer transfer abandoned at the deadline");
+            swarm.record_transfer(peer, now, Err(()));
+            shared.metrics.peer_failures.inc();
+            None
+        }
+    }
+}
+
+async fn from_origin(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    key: &SegmentKey,
+    reason: FallbackReason,
+) -> Outcome {
+    let (url, range) = {
+        let st = swarm.lock();
+        let info = st.segments.get(key).ok_or(FetchError::Unknown)?;
+        (info.url.clone(), info.range)
+    };
+    shared.metrics.fallback(reason);
+    let fetched = shared
+        .origin
+        .fetch(
+            &url,
+            range.map(|r| (r.offset, r.length)),
+            shared.config.max_segment_bytes(),
+        )
+        .await?;
+    let n = fetched.body.len() as u64;
+    shared.metrics.origin_bytes.inc_by(n);
+    swarm.unreported_cdn.fetch_add(n, Ordering::Relaxed);
+    Ok((fetched.body, Source::Cdn))
+}

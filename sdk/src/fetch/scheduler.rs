@@ -1,0 +1,436 @@
+//! The segment scheduler's decisions: pure functions over data and `now`, no I/O.
+//!
+//! The fetch engine (`fetch::engine`) calls [`decide`] whenever something changed (a start, a
+//! neighbour's `have`, a finished or failed transfer, a timer) and carries out the answer.
+//! Everything here is deterministic, so it is tested with simulated time.
+
+use crate::metrics::FallbackReason;
+use sha2::{Digest, Sha256};
+use shoal_proto::{PeerId, SegmentKey};
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What to do next for one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The segment is cached: serve it.
+    Cache,
+    /// Fetch from this neighbour, abandoning the transfer at the deadline.
+    Peer(PeerId),
+    /// No neighbour has it yet but one may announce it: wait for a `have` until this instant,
+    /// then decide again.
+    Wait {
+        /// When to give up waiting.
+        until: Instant,
+    },
+    /// Fetch from the origin now.
+    Origin(FallbackReason),
+}
+
+/// What the scheduler knows of a neighbour.
+#[derive(Debug, Clone)]
+pub struct PeerStats {
+    /// Smoothed throughput of past transfers from this peer, bytes per second.
+    pub throughput_bps: Option<f64>,
+    /// Failures since the last success (decays on success).
+    pub recent_failures: u32,
+    /// When the last failure happened.
+    pub last_failure: Option<Instant>,
+    /// Banned for this session (sent bytes that failed verification).
+    pub banned: bool,
+    /// Transfers from this peer in progress now.
+    pub in_flight: u32,
+}
+
+impl Default for PeerStats {
+    fn default() -> Self {
+        Self {
+            throughput_bps: None,
+            recent_failures: 0,
+            last_failure: None,
+            banned: false,
+            in_flight: 0,
+        }
+    }
+}
+
+/// Weight of the newest sample in the throughput average.
+const EWMA_ALPHA: f64 = 0.3;
+/// Throughput assumed for a peer with no history (optimistic, so new peers get tried).
+const PRIOR_BPS: f64 = 4_000_000.0;
+
+impl PeerStats {
+    /// Records a completed transfer of `bytes` that took `elapsed`.
+    pub fn record_success(&mut self, bytes: u64, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64().max(0.000_1);
+        let sample = bytes as f64 / secs;
+        self.throughput_bps = Some(match self.throughput_bps {
+            Some(old) => old + EWMA_ALPHA * (sample - old),
+            None => sample,
+        });
+        self.recent_failures = self.recent_failures.saturating_sub(1);
+    }
+
+    /// Records a failed or stalled transfer at `now`.
+    pub fn record_failure(&mut self, now: Instant) {
+        self.recent_failures = self.recent_failures.saturating_add(1);
+        self.last_failure = Some(now);
+    }
+
+    /// Whether the peer sits out after failures: 2^failures seconds after the last one, up to
+    /// a minute, so a flaky peer gets fewer chances and a recovered one comes back.
+    pub fn in_backoff(&self, now: Instant) -> bool {
+        match self.last_failure {
+            Some(at) if self.recent_failures > 0 => {
+                let secs = 1u64 << self.recent_failures.min(6);
+                now < at + Duration::from_secs(secs.min(60))
+            }
+            _ => false,
+        }
+    }
+
+    /// Higher is better: throughput discounted by failures and by transfers already running.
+    pub fn score(&self) -> f64 {
+        let bps = self.throughput_bps.unwrap_or(PRIOR_BPS);
+        bps / (1.0 + self.recent_failures as f64) / (1.0 + self.in_flight as f64)
+    }
+}
+
+/// A neighbour that announced the segment, with what we know of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// The neighbour.
+    pub peer: &'a PeerId,
+    /// Its record.
+    pub stats: &'a PeerStats,
+}
+
+/// Everything [`decide`] looks at for one segment.
+#[derive(Debug, Clone)]
+pub struct Situation<'a> {
+    /// Now.
+    pub now: Instant,
+    /// When the segment must be on its way from the origin at the latest: the player's P2P
+    /// budget, or a prefetch's wait limit.
+    pub deadline: Instant,
+    /// The segment is in the cache.
+    pub cached: bool,
+    /// P2P is allowed in this swarm (tracker policy, configuration).
+    pub p2p_allowed: bool,
+    /// This node is one of the segment's origin seeders (rendezvous hashing).
+    pub seeder: bool,
+    /// Whether a neighbour may still announce the segment (it is new at the live edge, or a
+    /// neighbour is fetching it); when false, waiting is pointless.
+    pub have_expected: bool,
+    /// Neighbours that announced the segment.
+    pub candidates: &'a [Candidate<'a>],
+    /// Neighbours already tried for this segment.
+    pub tried: &'a HashSet<PeerId>,
+    /// Less time than this before the deadline is not worth a peer attempt.
+    pub min_peer_time: Duration,
+    /// Segment key (tie-breaks between equal peers so that nodes spread their load).
+    pub key: &'a SegmentKey,
+}
+
+/// Decides the next step for one segment. Call it at start, on every `have` for the segment,
+/// after every finished transfer attempt, and when a [`Decision::Wait`] expires.
+pub fn decide(s: &Situation<'_>) -> Decision {
+    if s.cached {
+        return Decision::Cache;
+    }
+    if !s.p2p_allowed {
+        return Decision::Origin(FallbackReason::P2pOff);
+    }
+    let gave_up_reason = if s.tried.is_empty() {
+        FallbackReason::NoPeer
+    } else {
+        FallbackReason::PeerFailed
+    };
+    let usable = s
+        .candidates
+        .iter()
+        .filter(|c| !c.stats.banned && !s.tried.contains(c.peer) && !c.stats.in_backoff(s.now));
+    let best = usable.max_by(|a, b| {
+        a.stats
+            .score()
+            .total_cmp(&b.stats.score())
+            .then_with(|| tie_break(s.key, a.peer).cmp(&tie_break(s.key, b.peer)))
+    });
+    let time_left = s.deadline.saturating_duration_since(s.now);
+    if let Some(best) = best {
+        if time_left >= s.min_peer_time {
+            return Decision::Peer(best.peer.clone());
+        }
+        return Decision::Origin(gave_up_reason);
+    }
+    if s.seeder && s.tried.is_empty() {
+        return Decision::Origin(FallbackReason::Seeder);
+    }
+    if s.have_expected && time_left >= s.min_peer_time {
+        return Decision::Wait { until: s.deadline };
+    }
+    Decision::Origin(gave_up_reason)
+}
+
+fn tie_break(key: &SegmentKey, peer: &PeerId) -> u64 {
+    rendezvous_weight(key, peer)
+}
+
+/// Rendezvous (highest random weight) hash of (segment, peer): every node computes the same
+/// ranking of a swarm's peers for a segment without talking to each other. SHA-256 so that
+/// nodes of different builds and platforms agree.
+pub fn rendezvous_weight(key: &SegmentKey, peer: &PeerId) -> u64 {
+    let mut h = Sha256::new();
+    h.update(key.as_str().as_bytes());
+    h.update([0u8]);
+    h.update(peer.as_str().as_bytes());
+    let d = h.finalize();
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(w)
+}
+
+/// This node's rank (0 = first) for fetching `key` from the origin among `me` and `members`.
+/// Nodes ranked below the seeder count fetch at once; the others wait for a `have`, later the
+/// lower they rank, so a seeder that left is covered by the next one instead of by everyone.
+pub fn origin_rank<'a>(
+    key: &SegmentKey,
+    me: &PeerId,
+    members: impl IntoIterator<Item = &'a PeerId>,
+) -> usize {
+    let mine = rendezvous_weight(key, me);
+    members
+        .into_iter()
+        .filter(|p| *p != me && rendezvous_weight(key, p) > mine)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(s: &str) -> PeerId {
+        PeerId::new(s).unwrap()
+    }
+
+    struct Fixture {
+        key: SegmentKey,
+        tried: HashSet<PeerId>,
+        now: Instant,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                key: SegmentKey::new("cdn/live/seg1.ts").unwrap(),
+                tried: HashSet::new(),
+                now: Instant::now(),
+            }
+        }
+        fn situation<'a>(&'a self, candidates: &'a [Candidate<'a>]) -> Situation<'a> {
+            Situation {
+                now: self.now,
+                deadline: self.now + Duration::from_secs(2),
+                cached: false,
+                p2p_allowed: true,
+                seeder: false,
+                have_expected: true,
+                candidates,
+                tried: &self.tried,
+                min_peer_time: Duration::from_millis(200),
+                key: &self.key,
+            }
+        }
+    }
+
+    #[test]
+    fn cache_wins_over_everything() {
+        let f = Fixture::new();
+        let s = Situation {
+            cached: true,
+            p2p_allowed: false,
+            ..f.situation(&[])
+        };
+        assert_eq!(decide(&s), Decision::Cache);
+    }
+
+    #[test]
+    fn p2p_off_goes_to_origin() {
+        let f = Fixture::new();
+        let (a, st) = (pid("a"), PeerStats::default());
+        let c = [Candidate {
+            peer: &a,
+            stats: &st,
+        }];
+        let s = Situation {
+            p2p_allowed: false,
+            ..f.situation(&c)
+        };
+        assert_eq!(decide(&s), Decision::Origin(FallbackReason::P2pOff));
+    }
+
+    #[test]
+    fn fastest_reliable_peer_is_chosen() {
+        let f = Fixture::new();
+        let (a, b, c) = (pid("a"), pid("b"), pid("c"));
+        let mut slow = PeerStats::default();
+        slow.record_success(1_000_000, Duration::from_secs(2));
+        let mut fast = PeerStats::default();
+        fast.record_success(1_000_000, Duration::from_millis(100));
+        let mut flaky = PeerStats::default();
+        flaky.record_success(1_000_000, Duration::from_millis(50));
+        flaky.recent_failures = 5;
+        let cands = [
+            Candidate {
+                peer: &a,
+                stats: &slow,
+            },
+            Candidate {
+                peer: &b,
+                stats: &fast,
+            },
+            Candidate {
+                peer: &c,
+                stats: &flaky,
+            },
+        ];
+        assert_eq!(decide(&f.situation(&cands)), Decision::Peer(b.clone()));
+    }
+
+    #[test]
+    fn banned_tried_and_backed_off_peers_are_skipped() {
+        let mut f = Fixture::new();
+        let (a, b, c) = (pid("a"), pid("b"), pid("c"));
+        let banned = PeerStats {
+            banned: true,
+            ..Default::default()
+        };
+        let mut failing = PeerStats::default();
+        failing.record_failure(f.now);
+        let ok = PeerStats::default();
+        f.tried.insert(c.clone());
+        let cands = [
+            Candidate {
+                peer: &a,
+                stats: &banned,
+            },
+            Candidate {
+                peer: &b,
+                stats: &failing,
+            },
+            Candidate {
+                peer: &c,
+                stats: &ok,
+            },
+        ];
+        // Everyone unusable, something was tried, a have could still come: wait.
+        assert_eq!(
+            decide(&f.situation(&cands)),
+            Decision::Wait {
+                until: f.now + Duration::from_secs(2)
+            }
+        );
+        // Backoff ends after 2 s: b is usable again.
+        let later = Fixture {
+            now: f.now + Duration::from_secs(3),
+            ..Fixture::new()
+        };
+        let mut tried = HashSet::new();
+        tried.insert(c.clone());
+        let s = Situation {
+            tried: &tried,
+            ..later.situation(&cands)
+        };
+        assert_eq!(decide(&s), Decision::Peer(b));
+    }
+
+    #[test]
+    fn seeder_fetches_origin_at_once_unless_a_peer_has_it() {
+        let f = Fixture::new();
+        let s = Situation {
+            seeder: true,
+            ..f.situation(&[])
+        };
+        assert_eq!(decide(&s), Decision::Origin(FallbackReason::Seeder));
+        let (a, st) = (pid("a"), PeerStats::default());
+        let c = [Candidate {
+            peer: &a,
+            stats: &st,
+        }];
+        let s = Situation {
+            seeder: true,
+            ..f.situation(&c)
+        };
+        assert_eq!(decide(&s), Decision::Peer(a));
+    }
+
+    #[test]
+    fn waits_for_a_have_only_while_the_budget_allows() {
+        let f = Fixture::new();
+        let s = f.situation(&[]);
+        assert_eq!(decide(&s), Decision::Wait { until: s.deadline });
+        // At the deadline (simulated time moved on), the origin.
+        let s2 = Situation {
+            now: s.deadline,
+            ..s.clone()
+        };
+        assert_eq!(decide(&s2), Decision::Origin(FallbackReason::NoPeer));
+        // A segment nobody will announce: no waiting at all.
+        let s3 = Situation {
+            have_expected: false,
+            ..s
+        };
+        assert_eq!(decide(&s3), Decision::Origin(FallbackReason::NoPeer));
+    }
+
+    #[test]
+    fn no_peer_attempt_in_the_last_moments_before_the_deadline() {
+        let mut f = Fixture::new();
+        let (a, b, st) = (pid("a"), pid("b"), PeerStats::default());
+        f.tried.insert(b);
+        let c = [Candidate {
+            peer: &a,
+            stats: &st,
+        }];
+        let s = f.situation(&c);
+        let late = Situation {
+            now: s.deadline - Duration::from_millis(100),
+            ..s
+        };
+        assert_eq!(decide(&late), Decision::Origin(FallbackReason::PeerFailed));
+    }
+
+    #[test]
+    fn rendezvous_ranks_are_a_permutation_agreed_by_all() {
+        let key = SegmentKey::new("k/1.ts").unwrap();
+        let peers: Vec<PeerId> = (0..16).map(|i| pid(&format!("p{i}"))).collect();
+        let mut ranks: Vec<usize> = peers
+            .iter()
+            .map(|me| origin_rank(&key, me, peers.iter()))
+            .collect();
+        ranks.sort_unstable();
+        assert_eq!(ranks, (0..16).collect::<Vec<_>>());
+        // Different segments pick different first seeders (load spreads over the swarm).
+        let firsts: HashSet<&PeerId> = (0..64)
+            .map(|n| {
+                let k = SegmentKey::new(format!("k/{n}.ts")).unwrap();
+                peers
+                    .iter()
+                    .find(|me| origin_rank(&k, me, peers.iter()) == 0)
+                    .unwrap()
+            })
+            .collect();
+        assert!(firsts.len() > 8, "only {} distinct seeders", firsts.len());
+    }
+
+    #[test]
+    fn throughput_average_moves_toward_new_samples() {
+        let mut s = PeerStats::default();
+        s.record_success(1000, Duration::from_secs(1));
+        assert_eq!(s.throughput_bps, Some(1000.0));
+        s.record_success(2000, Duration::from_secs(1));
+        let t = s.throughput_bps.unwrap();
+        assert!(t > 1000.0 && t < 2000.0);
+    }
+}

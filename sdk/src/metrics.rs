@@ -1,0 +1,233 @@
+//! The node's Prometheus metrics (names are a contract: dashboards and alerts read them).
+//!
+//! One [`Registry`] per node, so an app can embed several nodes.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Where the bytes of a segment came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// From another peer.
+    P2p,
+    /// From the origin CDN.
+    Cdn,
+}
+
+/// Why a segment was fetched from the origin rather than a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FallbackReason {
+    /// No neighbour announced the segment before the deadline.
+    NoPeer,
+    /// This node was chosen by rendezvous hashing to fetch the segment from the origin first.
+    Seeder,
+    /// A peer transfer failed or stalled and no time was left for another peer.
+    PeerFailed,
+    /// The bytes a peer sent did not match the trusted digest.
+    Integrity,
+    /// P2P is off (by policy, or no tracker yet).
+    P2pOff,
+}
+
+impl Source {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::P2p => "p2p",
+            Source::Cdn => "cdn",
+        }
+    }
+}
+
+impl FallbackReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::NoPeer => "no_peer",
+            FallbackReason::Seeder => "seeder",
+            FallbackReason::PeerFailed => "peer_failed",
+            FallbackReason::Integrity => "integrity",
+            FallbackReason::P2pOff => "p2p_off",
+        }
+    }
+}
+
+impl EncodeLabelValue for Source {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+impl EncodeLabelValue for FallbackReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Label set `{source}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// Where bytes came from.
+    pub source: Source,
+}
+
+/// Label set `{reason}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why the origin was used.
+    pub reason: FallbackReason,
+}
+
+/// Every metric of a node, cheap to clone (all handles are `Arc`s).
+#[derive(Clone)]
+pub struct NodeMetrics {
+    /// `shoal_edge_bytes_total{source}`: bytes delivered to the player.
+    pub bytes: Family<SourceLabel, Counter>,
+    /// `shoal_edge_origin_bytes_total`: bytes fetched from the origin (segments, manifests,
+    /// prefetches): what the CDN bills.
+    pub origin_bytes: Counter,
+    /// `shoal_edge_peer_bytes_total`: bytes fetched from peers.
+    pub peer_bytes: Counter,
+    /// `shoal_edge_uploaded_bytes_total`: bytes served to other peers.
+    pub uploaded: Counter,
+    /// `shoal_edge_offload_ratio`: p2p / (p2p + cdn) of player bytes since start.
+    pub offload_ratio: Gauge<f64, AtomicU64>,
+    /// `shoal_edge_segment_fetch_seconds{source}`: time to obtain a segment.
+    pub fetch_seconds: Family<SourceLabel, Histogram>,
+    /// `shoal_edge_fallbacks_total{reason}`: origin fetches of swarm segments, by reason.
+    pub fallbacks: Family<ReasonLabel, Counter>,
+    /// `shoal_edge_peers`: connected neighbours over all swarms.
+    pub peers: Gauge,
+    /// `shoal_edge_integrity_failures_total`: peer bytes that failed verification.
+    pub integrity_failures: Counter,
+    /// `shoal_edge_manifest_parse_failures_total`: manifests passed through unparsed.
+    pub manifest_parse_failures: Counter,
+    /// `shoal_edge_peer_failures_total`: peer transfers that failed or stalled.
+    pub peer_failures: Counter,
+    /// `shoal_edge_swarms`: swarms this node is in.
+    pub swarms: Gauge,
+    /// `shoal_edge_tracker_errors_total`: announces that failed.
+    pub tracker_errors: Counter,
+}
+
+impl NodeMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            bytes: Family::default(),
+            origin_bytes: Counter::default(),
+            peer_bytes: Counter::default(),
+            uploaded: Counter::default(),
+            offload_ratio: Gauge::default(),
+            fetch_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            }),
+            fallbacks: Family::default(),
+            peers: Gauge::default(),
+            integrity_failures: Counter::default(),
+            manifest_parse_failures: Counter::default(),
+            peer_failures: Counter::default(),
+            swarms: Gauge::default(),
+            tracker_errors: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("shoal_edge");
+        r.register(
+            "bytes",
+            "Bytes delivered to the player, by source",
+            m.bytes.clone(),
+        );
+        r.register(
+            "origin_bytes",
+            "Bytes fetched from the origin CDN",
+            m.origin_bytes.clone(),
+        );
+        r.register("peer_bytes", "Bytes fetched from peers", m.peer_bytes.clone());
+        r.register(
+            "uploaded_bytes",
+            "Bytes served to other peers",
+            m.uploaded.clone(),
+        );
+        r.register(
+            "offload_ratio",
+            "Share of player bytes that came from peers since start",
+            m.offload_ratio.clone(),
+        );
+        r.register(
+            "segment_fetch_seconds",
+            "Time to obtain a segment, by source",
+            m.fetch_seconds.clone(),
+        );
+        r.register(
+            "fallbacks",
+            "Swarm segments fetched from the origin, by reason",
+            m.fallbacks.clone(),
+        );
+        r.register("peers", "Connected neighbours", m.peers.clone());
+        r.register(
+            "integrity_failures",
+            "Peer transfers whose bytes failed verification",
+            m.integrity_failures.clone(),
+        );
+        r.register(
+            "manifest_parse_failures",
+            "Manifests passed through unchanged because they did not parse",
+            m.manifest_parse_failures.clone(),
+        );
+        r.register(
+            "peer_failures",
+            "Peer transfers that failed or stalled",
+            m.peer_failures.clone(),
+        );
+        r.register("swarms", "Swarms this node is in", m.swarms.clone());
+        r.register(
+            "tracker_errors",
+            "Announces that failed",
+            m.tracker_errors.clone(),
+        );
+        m
+    }
+
+    /// Counts `n` bytes delivered to the player from `source` and updates the ratio.
+    pub fn delivered(&self, source: Source, n: u64) {
+        self.bytes.get_or_create(&SourceLabel { source }).inc_by(n);
+        let p2p = self
+            .bytes
+            .get_or_create(&SourceLabel {
+                source: Source::P2p,
+            })
+            .get();
+        let cdn = self
+            .bytes
+            .get_or_create(&SourceLabel {
+                source: Source::Cdn,
+            })
+            .get();
+        let total = p2p + cdn;
+        if total > 0 {
+            self.offload_ratio.set(p2p as f64 / total as f64);
+        }
+    }
+
+    /// Bytes delivered to the player from `source` since start.
+    pub fn delivered_total(&self, source: Source) -> u64 {
+        self.bytes.get_or_create(&SourceLabel { source }).get()
+    }
+
+    /// Counts an origin fetch of a swarm segment.
+    pub fn fallback(&self, reason: FallbackReason) {
+        self.fallbacks.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
+
+/// Renders `registry` in the OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}

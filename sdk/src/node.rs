@@ -1,0 +1,530 @@
+//! [`Node`]: the embeddable whole — player front, peer server, swarms, tracker client.
+//!
+//! An app (or `shoal-edge`) builds a [`NodeConfig`], calls [`Node::start`], points its player
+//! at [`Node::player_url`], and calls [`Node::shutdown`] when done.
+
+use crate::cache::SegmentCache;
+use crate::config::NodeConfig;
+use crate::manifest::UrlMapper;
+use crate::metrics::NodeMetrics;
+use crate::origin::OriginClient;
+use crate::peer::{PeerClient, PeerClientConfig, PeerServer, PeerServerConfig};
+use crate::swarm::tracker::{TrackerClient, TrackerError};
+use crate::swarm::{Neighbour, Swarm};
+use dashmap::{DashMap, DashSet};
+use futures::StreamExt;
+use prometheus_client::registry::Registry;
+use shoal_proto::{
+    AnnounceRequest, ByteCounters, HaveMsg, LeaveRequest, PeerId, SwarmId, PROTOCOL_VERSION,
+};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is inconsistent; the message says what to change.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A listen address could not be bound (in use, or not permitted).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The peer server failed to start.
+    #[error("peer server: {0}")]
+    Peer(String),
+}
+
+/// State shared by the node's tasks.
+pub struct Shared {
+    /// The configuration the node runs with.
+    pub config: NodeConfig,
+    /// Verified segments.
+    pub cache: SegmentCache,
+    /// Client of neighbours' peer servers.
+    pub peer_client: PeerClient,
+    /// Client of the origin CDN.
+    pub origin: OriginClient,
+    /// Metrics handles.
+    pub metrics: NodeMetrics,
+    /// Registry the metrics live in.
+    pub registry: Registry,
+    /// Origin allow-list and URL mapping.
+    pub mapper: UrlMapper,
+    /// Tracker client, when a tracker is configured.
+    pub tracker: Option<TrackerClient>,
+    /// Swarms this node is in.
+    pub swarms: DashMap<SwarmId, Arc<Swarm>>,
+    /// Same set, shared with the peer server (it serves only these swarms).
+    pub joined: Arc<DashSet<SwarmId>>,
+    /// Random id of this node; peer ids derive from it per swarm.
+    pub node_id: String,
+    /// Address announced to the tracker for the peer server.
+    pub peer_advertise: String,
+    /// When the node started (for idle accounting).
+    pub started: Instant,
+    /// Origin bytes that belong to no swarm (master playlists, pass-through) not yet reported.
+    pub unreported_cdn: AtomicU64,
+    /// Upload counter value already reported to the tracker.
+    pub reported_upload: AtomicU64,
+    /// Cancelled at shutdown.
+    pub shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Milliseconds since the node started.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The swarm `id`, joining it (and starting its announce loop) if needed.
+    pub fn join(self: &Arc<Self>, id: SwarmId) -> Arc<Swarm> {
+        if let Some(s) = self.swarms.get(&id) {
+            return s.clone();
+        }
+        let peer_id = derive_peer_id(&self.node_id, &id);
+        let swarm = Arc::new(Swarm::new(id.clone(), peer_id, self.tracker.is_some()));
+        let swarm = match self.swarms.entry(id.clone()) {
+            dashmap::Entry::Occupied(e) => return e.get().clone(),
+            dashmap::Entry::Vacant(v) => v.insert(swarm).clone(),
+        };
+        swarm.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.joined.insert(id.clone());
+        self.metrics.swarms.set(self.swarms.len() as i64);
+        tracing::info!(swarm = %id, peer = %swarm.peer_id, "joined swarm");
+        let (shared, s) = (self.clone(), swarm.clone());
+        tokio::spawn(async move { swarm_task(shared, s).await });
+        swarm
+    }
+
+    fn upload_delta(&self) -> u64 {
+        let now = self.metrics.uploaded.get();
+        let before = self.reported_upload.swap(now, Ordering::Relaxed);
+        now.saturating_sub(before)
+    }
+}
+
+/// One peer id per (node, swarm), so the tracker can bind an id to one swarm.
+fn derive_peer_id(node_id: &str, swarm: &SwarmId) -> PeerId {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(swarm.as_str().as_bytes());
+    let id = format!("{node_id}-{}", hex::encode(&h[..4]));
+    PeerId::new(id).unwrap_or_else(|_| PeerId::new("invalid-node-id").expect("static id is valid"))
+}
+
+/// Keeps a swarm alive: announces, connects to neighbours, leaves when the player is gone.
+async fn swarm_task(shared: Arc<Shared>, swarm: Arc<Swarm>) {
+    let mut peer_key: Option<String> = None;
+    let mut failures = 0u32;
+    loop {
+        let mut wait = Duration::from_secs(5);
+        if let Some(tracker) = &shared.tracker {
+            match announce(&shared, tracker, &swarm, &mut peer_key).await {
+                Ok(interval) => {
+                    failures = 0;
+                    wait = interval;
+                }
+                Err(e) => {
+                    swarm.end_discovery();
+                    failures += 1;
+                    shared.metrics.tracker_errors.inc();
+                    tracing::warn!(swarm = %swarm.id, error = %e, "announce failed; P2P continues with known neighbours, CDN otherwise");
+                    // Back off 1, 2, 4 … 30 s: rejoin soon when the tracker returns.
+                    wait = Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30));
+                }
+            }
+        }
+        let idle_for = shared
+            .now_ms()
+            .saturating_sub(swarm.last_used_ms.load(Ordering::Relaxed));
+        let idle_limit = shared.config.swarm_idle.as_millis() as u64;
+        if idle_for > idle_limit {
+            break;
+        }
+        let idle_left = Duration::from_millis(idle_limit - idle_for + 10);
+        tokio::select! {
+            _ = tokio::time::sleep(wait.min(idle_left)) => {}
+            _ = shared.shutdown.cancelled() => break,
+        }
+    }
+    leave(&shared, &swarm, peer_key).await;
+}
+
+async fn announce(
+    shared: &Arc<Shared>,
+    tracker: &TrackerClient,
+    swarm: &Arc<Swarm>,
+    peer_key: &mut Option<String>,
+) -> Result<Duration, TrackerError> {
+    let (cdn, p2p) = swarm.take_unreported();
+    let node_cdn = shared.unreported_cdn.swap(0, Ordering::Relaxed);
+    let upload = shared.upload_delta();
+    let counters = ByteCounters {
+        cdn: (cdn + node_cdn).min(shoal_proto::MAX_REPORTED_BYTES),
+        p2p: p2p.min(shoal_proto::MAX_REPORTED_BYTES),
+        upload: upload.min(shoal_proto::MAX_REPORTED_BYTES),
+    };
+    let req = AnnounceRequest {
+        proto: PROTOCOL_VERSION,
+        peer_id: swarm.peer_id.clone(),
+        swarm_id: swarm.id.clone(),
+        addrs: vec![shared.peer_advertise.clone()],
+        fingerprint: String::new(),
+        counters,
+        numwant: shared.config.max_peers as u32,
+        client_version: concat!("shoal/", env!("CARGO_PKG_VERSION")).to_string(),
+        peer_key: peer_key.clone(),
+        token: shared.config.token.clone(),
+    };
+    let resp = match tracker.announce(&req).await {
+        Ok(r) => r,
+        Err(e) => {
+            swarm.restore_unreported(cdn, p2p);
+            shared.unreported_cdn.fetch_add(node_cdn, Ordering::Relaxed);
+            shared.reported_upload.fetch_sub(upload, Ordering::Relaxed);
+            if let TrackerError::Refused { status: 403, .. } = &e {
+                // Our registration expired and the id's key changed hands: start afresh.
+                *peer_key = None;
+            }
+            return Err(e);
+        }
+    };
+    *peer_key = Some(resp.peer_key.clone());
+    let mut to_connect = Vec::new();
+    {
+        let mut st = swarm.lock();
+        st.p2p_allowed = resp.policy.p2p;
+        st.peer_key = Some(resp.peer_key.clone());
+        for n in &resp.neighbours {
+            if st.banned.contains(&n.peer_id) || n.peer_id == swarm.peer_id {
+                continue;
+            }
+            st.members.insert(n.peer_id.clone());
+            let room = st.neighbours.len() + to_connect.len() < shared.config.max_peers;
+            if room && !st.neighbours.contains_key(&n.peer_id) {
+                if let Some(addr) = n.addrs.iter().find_map(|a| a.parse::<SocketAddr>().ok()) {
+                    to_connect.push((n.peer_id.clone(), addr));
+                }
+            }
+        }
+        if !resp.policy.p2p {
+            for (_, n) in st.neighbours.drain() {
+                if let Some(t) = n.task {
+                    t.abort();
+                }
+            }
+        }
+    }
+    let first = {
+        let mut st = swarm.lock();
+        let first = st.discovering;
+        if first {
+            st.pending_snapshots = if resp.policy.p2p { to_connect.len() } else { 0 };
+        }
+        first
+    };
+    if resp.policy.p2p {
+        for (peer, addr) in to_connect {
+            connect_neighbour(shared, swarm, peer, addr, first);
+        }
+    }
+    if first && (!resp.policy.p2p || swarm.lock().pending_snapshots == 0) {
+        swarm.end_discovery();
+    }
+    Ok(Duration::from_secs(resp.interval_secs.clamp(1, 3600) as u64))
+}
+
+/// Subscribes to a neighbour's `haves`; the neighbour is usable while the stream lives.
+///
+/// `awaited`: discovery waits for this neighbour's first snapshot.
+fn connect_neighbour(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    peer: PeerId,
+    addr: SocketAddr,
+    awaited: bool,
+) {
+    {
+        let mut st = swarm.lock();
+        if st.neighbours.contains_key(&peer) {
+            return;
+        }
+        st.neighbours.insert(
+            peer.clone(),
+            Neighbour {
+                addr,
+                haves: Default::default(),
+                stats: Default::default(),
+                task: None,
+            },
+        );
+    }
+    shared.metrics.peers.inc();
+    let (shared2, swarm2, peer2) = (shared.clone(), swarm.clone(), peer.clone());
+    let handle = tokio::spawn(async move {
+        let mut awaited = awaited;
+        let result = follow_haves(&shared2, &swarm2, &peer2, addr, &mut awaited).await;
+        if awaited {
+            swarm2.snapshot_settled();
+        }
+        if let Err(e) = result {
+            tracing::debug!(peer = %peer2, %addr, error = %e, "neighbour gone");
+        }
+        let mut st = swarm2.lock();
+        if st.neighbours.remove(&peer2).is_some() {
+            shared2.metrics.peers.dec();
+        }
+        st.members.remove(&peer2);
+    });
+    if let Some(n) = swarm.lock().neighbours.get_mut(&peer) {
+        n.task = Some(handle.abort_handle());
+    }
+}
+
+async fn follow_haves(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    peer: &PeerId,
+    addr: SocketAddr,
+    awaited: &mut bool,
+) -> Result<(), crate::peer::PeerError> {
+    let stream = shared.peer_client.haves(addr, &swarm.id).await?;
+    tokio::pin!(stream);
+    while let Some(msg) = stream.next().await {
+        match msg? {
+            HaveMsg::Snapshot { segments } => {
+                if let Some(n) = swarm.lock().neighbours.get_mut(peer) {
+                    n.haves.clear();
+                }
+                swarm.peer_has(peer, segments);
+                if std::mem::take(awaited) {
+                    swarm.snapshot_settled();
+                }
+            }
+            HaveMsg::Have { segment } => swarm.peer_has(peer, [segment]),
+            HaveMsg::Lost { segment } => swarm.peer_lost(peer, &segment),
+        }
+    }
+    Ok(())
+}
+
+async fn leave(shared: &Arc<Shared>, swarm: &Arc<Swarm>, peer_key: Option<String>) {
+    shared.swarms.remove(&swarm.id);
+    shared.joined.remove(&swarm.id);
+    shared.metrics.swarms.set(shared.swarms.len() as i64);
+    {
+        let mut st = swarm.lock();
+        for (_, n) in st.neighbours.drain() {
+            shared.metrics.peers.dec();
+            if let Some(t) = n.task {
+                t.abort();
+            }
+        }
+    }
+    tracing::info!(swarm = %swarm.id, "left swarm");
+    let (Some(tracker), Some(peer_key)) = (&shared.tracker, peer_key) else {
+        return;
+    };
+    let (cdn, p2p) = swarm.take_unreported();
+    let node_cdn = shared.unreported_cdn.swap(0, Ordering::Relaxed);
+    let req = LeaveRequest {
+        proto: PROTOCOL_VERSION,
+        peer_id: swarm.peer_id.clone(),
+        swarm_id: swarm.id.clone(),
+        peer_key,
+        counters: ByteCounters {
+            cdn: (cdn + node_cdn).min(shoal_proto::MAX_REPORTED_BYTES),
+            p2p: p2p.min(shoal_proto::MAX_REPORTED_BYTES),
+            upload: shared.upload_delta().min(shoal_proto::MAX_REPORTED_BYTES),
+        },
+    };
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(3), tracker.leave(&req)).await {
+        tracing::debug!(swarm = %swarm.id, error = %e, "leave not acknowledged");
+    }
+}
+
+/// A running node.
+pub struct Node {
+    shared: Arc<Shared>,
+    player_addr: SocketAddr,
+    peer_server: Option<PeerServer>,
+    front: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("player_addr", &self.player_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Byte totals of a node since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeStats {
+    /// Bytes delivered to the player that came from peers.
+    pub p2p_bytes: u64,
+    /// Bytes delivered to the player that came from the origin.
+    pub cdn_bytes: u64,
+    /// Bytes fetched from the origin (what the CDN bills).
+    pub origin_bytes: u64,
+    /// Bytes uploaded to peers.
+    pub uploaded_bytes: u64,
+    /// Connected neighbours now.
+    pub peers: i64,
+}
+
+impl Node {
+    /// Binds the player front and the peer server and starts serving.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        config.validate().map_err(NodeError::Config)?;
+        let mut registry = Registry::default();
+        let metrics = NodeMetrics::new(&mut registry);
+        let front_listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let player_addr = front_listener
+            .local_addr()
+            .map_err(|source| NodeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let mapper = UrlMapper::new(&format!("http://{player_addr}"), config.origin_list())
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let cache = SegmentCache::new(config.cache_size.as_u64());
+        let joined = Arc::new(DashSet::new());
+        let peer_server = PeerServer::bind(
+            config.peer_listen,
+            cache.clone(),
+            joined.clone(),
+            PeerServerConfig {
+                upload_limit_bytes_per_sec: config.upload_limit.map(|r| r.bytes_per_sec()),
+                max_concurrent_uploads: config.max_uploads,
+                max_connections: config.max_peers * 4,
+                uploaded: metrics.uploaded.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| NodeError::Peer(e.to_string()))?;
+        let peer_addr = peer_server.local_addr();
+        let peer_advertise = match &config.peer_advertise {
+            Some(a) => a.clone(),
+            None if peer_addr.ip().is_unspecified() => {
+                // Reachable on loopback at least; set peer_advertise for other hosts.
+                format!("127.0.0.1:{}", peer_addr.port())
+            }
+            None => peer_addr.to_string(),
+        };
+        let tracker = match &config.tracker {
+            Some(t) => Some(TrackerClient::new(t).map_err(|e| NodeError::Config(e.to_string()))?),
+            None => None,
+        };
+        let origin = OriginClient::new().map_err(|e| NodeError::Config(e.to_string()))?;
+        let node_id = config.node_id.clone().unwrap_or_else(random_node_id);
+        let shared = Arc::new(Shared {
+            peer_client: PeerClient::new(PeerClientConfig::default()),
+            config,
+            cache,
+            origin,
+            metrics,
+            registry,
+            mapper,
+            tracker,
+            swarms: DashMap::new(),
+            joined,
+            node_id,
+            peer_advertise,
+            started: Instant::now(),
+            unreported_cdn: AtomicU64::new(0),
+            reported_upload: AtomicU64::new(0),
+            shutdown: CancellationToken::new(),
+        });
+        let front = tokio::spawn(crate::front::serve(shared.clone(), front_listener));
+        tracing::info!(player = %player_addr, peer = %peer_addr, "node started");
+        Ok(Node {
+            shared,
+            player_addr,
+            peer_server: Some(peer_server),
+            front,
+        })
+    }
+
+    /// Where the player front listens.
+    pub fn player_addr(&self) -> SocketAddr {
+        self.player_addr
+    }
+
+    /// The URL a player opens for `origin_url` (an allow-listed origin), or `None`.
+    pub fn player_url(&self, origin_url: &url::Url) -> Option<String> {
+        self.shared.mapper.to_proxy(origin_url)
+    }
+
+    /// Where the peer server listens.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_server.as_ref().map(PeerServer::local_addr)
+    }
+
+    /// The node's metrics in the OpenMetrics text format.
+    pub fn metrics_text(&self) -> String {
+        crate::metrics::render(&self.shared.registry)
+    }
+
+    /// Byte totals since start.
+    pub fn stats(&self) -> NodeStats {
+        let m = &self.shared.metrics;
+        NodeStats {
+            p2p_bytes: m.delivered_total(crate::metrics::Source::P2p),
+            cdn_bytes: m.delivered_total(crate::metrics::Source::Cdn),
+            origin_bytes: m.origin_bytes.get(),
+            uploaded_bytes: m.uploaded.get(),
+            peers: m.peers.get(),
+        }
+    }
+
+    /// Shared state, for embedding apps that need more than the accessors above.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops serving: leaves every swarm (reporting final counters), stops the peer server and
+    /// the player front. In-flight player responses get a short grace period.
+    pub async fn shutdown(mut self) {
+        self.shared.shutdown.cancel();
+        // Leaves run in the swarm tasks; wait (bounded) until they are done.
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while !self.shared.swarms.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(p) = self.peer_server.take() {
+            p.shutdown().await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.front).await;
+        self.front.abort();
+    }
+}
+
+fn random_node_id() -> String {
+    use rand::Rng;
+    let n: u64 = rand::rng().random();
+    format!("n{n:016x}")
+}

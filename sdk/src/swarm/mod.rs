@@ -1,0 +1,343 @@
+//! Swarm membership: the segments a swarm's playlist lists, the neighbours the tracker handed
+//! out, what each neighbour holds (its `haves`) and how well it served us.
+//!
+//! [`SwarmState`] is plain data guarded by one short-held mutex; the tasks that keep it fresh
+//! (announce loop, one `haves` subscription per neighbour) live in [`crate::node`].
+
+pub mod tracker;
+
+use crate::fetch::scheduler::{self, Candidate, Decision, PeerStats, Situation};
+use crate::manifest::ByteRange;
+use crate::metrics::Source;
+use shoal_proto::{PeerId, SegmentKey, SwarmId};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+/// What the node knows of one segment of the swarm's playlist.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    /// Absolute origin URL (query kept: it may carry the viewer's CDN token).
+    pub url: url::Url,
+    /// Byte range within `url`, for `EXT-X-BYTERANGE` segments.
+    pub range: Option<ByteRange>,
+    /// Media sequence number (orders segments for eviction of old state).
+    pub sequence: u64,
+    /// When this node first saw the segment in a playlist.
+    pub revealed_at: Instant,
+    /// The segment appeared at the live edge of a refresh (not in the first playlist seen), so
+    /// some neighbour is probably fetching it right now: waiting for its `have` is worthwhile.
+    pub fresh: bool,
+}
+
+/// A neighbour: where it is, what it holds, how it served us.
+#[derive(Debug)]
+pub struct Neighbour {
+    /// Its peer server.
+    pub addr: SocketAddr,
+    /// Segments it announced.
+    pub haves: HashSet<SegmentKey>,
+    /// Its record for the scheduler.
+    pub stats: PeerStats,
+    /// Its `haves` subscription task.
+    pub task: Option<AbortHandle>,
+}
+
+/// Mutable state of a swarm.
+#[derive(Debug, Default)]
+pub struct SwarmState {
+    /// Segments of the playlist, by key.
+    pub segments: HashMap<SegmentKey, SegmentInfo>,
+    /// Keys by sequence number, to forget the oldest when the live window slides.
+    pub by_sequence: BTreeMap<u64, SegmentKey>,
+    /// Connected neighbours.
+    pub neighbours: HashMap<PeerId, Neighbour>,
+    /// Other members the tracker handed out (connected or not): the rendezvous universe.
+    pub members: HashSet<PeerId>,
+    /// Peers banned for this session (bad bytes).
+    pub banned: HashSet<PeerId>,
+    /// Where each cached segment came from, so cache hits count toward the right source.
+    pub sources: HashMap<SegmentKey, Source>,
+    /// Whether the tracker allows P2P here; false until the first successful announce.
+    pub p2p_allowed: bool,
+    /// The secret the tracker handed out for our peer id.
+    pub peer_key: Option<String>,
+    /// The playlist said `EXT-X-ENDLIST` (VOD or ended event).
+    pub ended: bool,
+    /// Target duration of the playlist.
+    pub target_duration: Duration,
+    /// Neighbours are still being discovered (first announce, or their first `haves`
+    /// snapshots, pending): a fetch may wait for them within its budget.
+    pub discovering: bool,
+    /// `haves` snapshots still expected from neighbours connected by the first announce.
+    pub pending_snapshots: usize,
+    /// Fetches under way, joined by later requests for the same segment.
+    pub in_flight: HashMap<SegmentKey, crate::fetch::InFlight>,
+}
+
+/// Segments remembered beyond the live window (a player a little behind still gets P2P).
+const KEEP_BEHIND: usize = 64;
+
+/// One swarm this node is in.
+#[derive(Debug)]
+pub struct Swarm {
+    /// The swarm's id.
+    pub id: SwarmId,
+    /// Our peer id in this swarm.
+    pub peer_id: PeerId,
+    /// The state.
+    pub state: Mutex<SwarmState>,
+    /// Woken whenever a neighbour announces a segment.
+    pub have_notify: Notify,
+    /// Player-bound bytes from the origin not yet reported to the tracker.
+    pub unreported_cdn: AtomicU64,
+    /// Bytes from peers not yet reported to the tracker.
+    pub unreported_p2p: AtomicU64,
+    /// Milliseconds since node start of the last player request in this swarm.
+    pub last_used_ms: AtomicU64,
+}
+
+impl Swarm {
+    /// A swarm with no neighbours yet.
+    pub fn new(id: SwarmId, peer_id: PeerId, discovering: bool) -> Self {
+        Self {
+            id,
+            peer_id,
+            state: Mutex::new(SwarmState {
+                target_duration: Duration::from_secs(6),
+                discovering,
+                ..Default::default()
+            }),
+            have_notify: Notify::new(),
+            unreported_cdn: AtomicU64::new(0),
+            unreported_p2p: AtomicU64::new(0),
+            last_used_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Locks the state; callers keep the guard short and never hold it across `.await`.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, SwarmState> {
+        // A panic while holding the lock cannot leave the data half-updated in a way that
+        // matters more than stopping the node would: keep going with what is there.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Learns the segments of a playlist load. Returns the keys that are new at the live edge
+    /// (for prefetch). The first load of a swarm marks nothing fresh.
+    pub fn learn_segments(
+        &self,
+        now: Instant,
+        segs: impl IntoIterator<Item = (SegmentKey, url::Url, Option<ByteRange>, u64)>,
+        ended: bool,
+        target_duration: Duration,
+    ) -> Vec<SegmentKey> {
+        let mut st = self.lock();
+        let first_load = st.segments.is_empty();
+        st.ended = ended;
+        st.target_duration = target_duration;
+        let mut new = Vec::new();
+        for (key, url, range, sequence) in segs {
+            if let Some(info) = st.segments.get_mut(&key) {
+                // Keep the newest URL: the viewer's token may have been renewed.
+                info.url = url;
+                continue;
+            }
+            let fresh = !first_load && !ended;
+            st.segments.insert(
+                key.clone(),
+                SegmentInfo {
+                    url,
+                    range,
+                    sequence,
+                    revealed_at: now,
+                    fresh,
+                },
+            );
+            st.by_sequence.insert(sequence, key.clone());
+            if fresh {
+                new.push(key);
+            }
+        }
+        // Forget segments far behind the window.
+        let len = st.by_sequence.len();
+        if !ended && len > KEEP_BEHIND * 2 {
+            let drop: Vec<u64> = st
+                .by_sequence
+                .keys()
+                .take(len - KEEP_BEHIND * 2)
+                .copied()
+                .collect();
+            for seq in drop {
+                if let Some(k) = st.by_sequence.remove(&seq) {
+                    st.segments.remove(&k);
+                    st.sources.remove(&k);
+                }
+            }
+        }
+        new
+    }
+
+    /// The segments after `key` in playlist order, at most `n` (VOD read-ahead).
+    pub fn following(&self, key: &SegmentKey, n: usize) -> Vec<SegmentKey> {
+        let st = self.lock();
+        let Some(seq) = st.segments.get(key).map(|i| i.sequence) else {
+            return Vec::new();
+        };
+        st.by_sequence
+            .range(seq + 1..)
+            .take(n)
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+
+    /// Records that `peer` holds `key`; wakes fetches waiting for it.
+    pub fn peer_has(&self, peer: &PeerId, keys: impl IntoIterator<Item = SegmentKey>) {
+        {
+            let mut st = self.lock();
+            let Some(n) = st.neighbours.get_mut(peer) else {
+                return;
+            };
+            n.haves.extend(keys);
+        }
+        self.have_notify.notify_waiters();
+    }
+
+    /// One awaited neighbour snapshot arrived or will never come; ends discovery after the last.
+    pub fn snapshot_settled(&self) {
+        let done = {
+            let mut st = self.lock();
+            st.pending_snapshots = st.pending_snapshots.saturating_sub(1);
+            let done = st.discovering && st.pending_snapshots == 0;
+            if done {
+                st.discovering = false;
+            }
+            done
+        };
+        if done {
+            self.have_notify.notify_waiters();
+        }
+    }
+
+    /// Ends discovery now (the first announce failed or found nobody).
+    pub fn end_discovery(&self) {
+        self.lock().discovering = false;
+        self.have_notify.notify_waiters();
+    }
+
+    /// Records that `peer` dropped `key`.
+    pub fn peer_lost(&self, peer: &PeerId, key: &SegmentKey) {
+        if let Some(n) = self.lock().neighbours.get_mut(peer) {
+            n.haves.remove(key);
+        }
+    }
+
+    /// Asks the scheduler what to do for `key`, from the swarm's current state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &self,
+        now: Instant,
+        deadline: Instant,
+        key: &SegmentKey,
+        cached: bool,
+        tried: &HashSet<PeerId>,
+        origin_seeders: usize,
+        min_peer_time: Duration,
+    ) -> (Decision, Option<SocketAddr>) {
+        let st = self.lock();
+        let holders: Vec<(&PeerId, &Neighbour)> = st
+            .neighbours
+            .iter()
+            .filter(|(_, n)| n.haves.contains(key))
+            .collect();
+        let candidates: Vec<Candidate<'_>> = holders
+            .iter()
+            .map(|(p, n)| Candidate {
+                peer: p,
+                stats: &n.stats,
+            })
+            .collect();
+        let info = st.segments.get(key);
+        let rank = scheduler::origin_rank(key, &self.peer_id, st.members.iter());
+        let fresh = info.is_some_and(|i| i.fresh);
+        let situation = Situation {
+            now,
+            deadline,
+            cached,
+            p2p_allowed: st.p2p_allowed,
+            seeder: !st.discovering && rank < origin_seeders,
+            have_expected: st.discovering || (fresh && !st.neighbours.is_empty()),
+            candidates: &candidates,
+            tried,
+            min_peer_time,
+            key,
+        };
+        let d = scheduler::decide(&situation);
+        let addr = match &d {
+            Decision::Peer(p) => st.neighbours.get(p).map(|n| n.addr),
+            _ => None,
+        };
+        (d, addr)
+    }
+
+    /// When a non-seeder gives up waiting for a `have` of a fresh segment and fetches it from
+    /// the origin itself: later the lower it ranks, so one seeder that left is replaced by the
+    /// next in rank rather than by the whole swarm at once.
+    pub fn prefetch_deadline(&self, key: &SegmentKey, origin_seeders: usize) -> Option<Instant> {
+        let st = self.lock();
+        let info = st.segments.get(key)?;
+        let rank = scheduler::origin_rank(key, &self.peer_id, st.members.iter());
+        let behind = rank.saturating_sub(origin_seeders) as u32 + 1;
+        let step = st.target_duration.mul_f64(0.4).max(Duration::from_millis(300));
+        Some(info.revealed_at + step * behind.min(4))
+    }
+
+    /// Records the outcome of a transfer from `peer`.
+    pub fn record_transfer(&self, peer: &PeerId, now: Instant, outcome: Result<(u64, Duration), ()>) {
+        let mut st = self.lock();
+        if let Some(n) = st.neighbours.get_mut(peer) {
+            n.stats.in_flight = n.stats.in_flight.saturating_sub(1);
+            match outcome {
+                Ok((bytes, elapsed)) => n.stats.record_success(bytes, elapsed),
+                Err(()) => n.stats.record_failure(now),
+            }
+        }
+    }
+
+    /// Marks a transfer from `peer` as started.
+    pub fn transfer_started(&self, peer: &PeerId) {
+        if let Some(n) = self.lock().neighbours.get_mut(peer) {
+            n.stats.in_flight += 1;
+        }
+    }
+
+    /// Bans `peer` for the session and drops it.
+    pub fn ban(&self, peer: &PeerId) {
+        let mut st = self.lock();
+        st.banned.insert(peer.clone());
+        st.members.remove(peer);
+        if let Some(n) = st.neighbours.remove(peer) {
+            if let Some(t) = n.task {
+                t.abort();
+            }
+        }
+    }
+
+    /// Takes the byte counts not yet reported.
+    pub fn take_unreported(&self) -> (u64, u64) {
+        (
+            self.unreported_cdn.swap(0, Ordering::Relaxed),
+            self.unreported_p2p.swap(0, Ordering::Relaxed),
+        )
+    }
+
+    /// Puts back counts a failed announce could not report.
+    pub fn restore_unreported(&self, cdn: u64, p2p: u64) {
+        self.unreported_cdn.fetch_add(cdn, Ordering::Relaxed);
+        self.unreported_p2p.fetch_add(p2p, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,101 @@
+//! HTTP client of the tracker API v1 (`docs/protocol.md`).
+
+use shoal_proto::{AnnounceRequest, AnnounceResponse, ErrorBody, LeaveRequest};
+use std::time::Duration;
+
+/// Longest tracker answer read; a bigger one is refused (a tracker cannot make us buffer
+/// without bound).
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Why a tracker call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    /// The tracker could not be reached or did not answer in time; retry later.
+    #[error("tracker unreachable: {0}")]
+    Unreachable(#[source] reqwest::Error),
+    /// The tracker refused the request; its message says why. Retrying unchanged will not help,
+    /// except for 5xx.
+    #[error("tracker answered {status}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Machine code from the error body (`invalid_field`, `peer_key_mismatch`, ...).
+        code: String,
+        /// The tracker's explanation.
+        message: String,
+    },
+    /// The answer was not the JSON the protocol defines, or too big.
+    #[error("malformed tracker answer: {0}")]
+    Malformed(String),
+}
+
+/// Client of one tracker.
+#[derive(Debug, Clone)]
+pub struct TrackerClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl TrackerClient {
+    /// A client for the tracker at `base` (e.g. `http://127.0.0.1:7070`).
+    pub fn new(base: &str) -> Result<Self, TrackerError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(TrackerError::Unreachable)?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// `POST /v1/announce`.
+    pub async fn announce(&self, req: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
+        let body = self.post("/v1/announce", req).await?;
+        serde_json::from_slice(&body).map_err(|e| TrackerError::Malformed(e.to_string()))
+    }
+
+    /// `POST /v1/leave`.
+    pub async fn leave(&self, req: &LeaveRequest) -> Result<(), TrackerError> {
+        self.post("/v1/leave", req).await.map(|_| ())
+    }
+
+    async fn post<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<bytes::Bytes, TrackerError> {
+        let mut resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .map_err(TrackerError::Unreachable)?;
+        let status = resp.status();
+        let mut buf = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(TrackerError::Unreachable)? {
+            if buf.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(TrackerError::Malformed("answer too large".into()));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if status.is_success() {
+            return Ok(buf.into());
+        }
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&buf) {
+            Ok(e) => (e.error, e.message),
+            Err(_) => (
+                "unknown".into(),
+                String::from_utf8_lossy(&buf[..buf.len().min(256)]).into_owned(),
+            ),
+        };
+        Err(TrackerError::Refused {
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+}
