@@ -25,7 +25,7 @@ fn table() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     invalid_utf8.extend(b"#EXTINF:10,\n3\xff\xfe.ts\n");
     vec![
         ("empty", vec![], "not_hls"),
-        ("missing #EXTM3U", GOOD[8..].as_bytes().to_vec(), "not_hls"),
+        ("missing #EXTM3U", GOOD.as_bytes()[8..].to_vec(), "not_hls"),
         (
             "header glued to a word",
             b"#EXTM3UX\n#EXT-X-TARGETDURATION:1\n".to_vec(),
@@ -48,14 +48,12 @@ fn table() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ("truncated inside the header", b"#EXTM".to_vec(), "not_hls"),
         (
             "truncated after EXTINF",
-            GOOD[..GOOD.len() - 5].as_bytes().to_vec(),
+            GOOD.as_bytes()[..GOOD.len() - 5].to_vec(),
             "truncated",
         ),
         (
             "truncated inside a quoted URI",
-            GOOD[..GOOD.find("keys.example").unwrap()]
-                .as_bytes()
-                .to_vec(),
+            GOOD.as_bytes()[..GOOD.find("keys.example").unwrap()].to_vec(),
             "bad_tag",
         ),
         (
