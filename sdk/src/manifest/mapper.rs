@@ -354,6 +354,25 @@ mod tests {
         assert_eq!(u.query(), Some("p=../.."));
     }
 
+    proptest::proptest! {
+        /// Whatever the player sends, an accepted target reaches exactly the allow-listed host
+        /// its first segment names, with the rest of the path unchanged.
+        #[test]
+        fn to_origin_never_reaches_another_host(
+            host in "(cdn\\.example\\.com|CDN\\.EXAMPLE\\.COM|127\\.0\\.0\\.1:8000|evil\\.com|[a-z.:@%]{0,12})",
+            rest in "([/?#\\\\][/a-z.%2eE5cCfF\\\\?#@:]{0,30})?",
+        ) {
+            let target = format!("/{host}{rest}");
+            if let Ok(u) = mapper().to_origin(&target) {
+                let want = host.to_ascii_lowercase();
+                proptest::prop_assert_eq!(authority(&u), Some(want.clone()));
+                proptest::prop_assert!(["cdn.example.com", "127.0.0.1:8000"].contains(&want.as_str()));
+                let path = rest.split('?').next().unwrap_or("");
+                proptest::prop_assert_eq!(u.path(), if path.is_empty() { "/" } else { path });
+            }
+        }
+    }
+
     #[test]
     fn bad_config_is_refused() {
         let ok = |b: &str| UrlMapper::new(b, []).is_ok();
