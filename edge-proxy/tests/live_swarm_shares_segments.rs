@@ -7,7 +7,7 @@
 mod support;
 
 use shoal_testkit::{
-    sha256_file, FfmpegPlayer, LiveHls, LiveHlsOpts, Nginx, PlayerOpts, RecordingRelay,
+    FfmpegPlayer, LiveHls, LiveHlsOpts, Nginx, PlayerOpts, RecordingRelay,
 };
 use std::time::Duration;
 use support::{scrape, sum, Edge};
@@ -67,12 +67,11 @@ async fn live_swarm_delivers_identical_bytes_mostly_from_peers() {
     }
 
     // Every segment each surviving player received equals nginx's file.
-    let prefix = format!("/{origin}");
     for (i, relay) in relays.iter().enumerate().take(3) {
         let segments: Vec<_> = relay
             .records()
             .into_iter()
-            .filter(|r| r.uri.contains(".ts") && r.status == 200)
+            .filter(|r| r.uri.contains(".ts") && (r.status == 200 || r.status == 206))
             .collect();
         assert!(
             segments.len() >= 20,
@@ -81,9 +80,11 @@ async fn live_swarm_delivers_identical_bytes_mostly_from_peers() {
         );
         for r in segments {
             assert!(r.complete, "player {i}: {} cut short", r.uri);
-            let path = r.uri.strip_prefix(&prefix).unwrap();
-            let want = sha256_file(&nginx.file_for(path), None).unwrap();
-            assert_eq!(r.sha256, want, "player {i}: {} differs from the origin", r.uri);
+            assert!(
+                r.matches_file(&live.archived(&r.uri)).unwrap(),
+                "player {i}: {} differs from the origin",
+                r.uri
+            );
         }
     }
 
@@ -93,6 +94,7 @@ async fn live_swarm_delivers_identical_bytes_mostly_from_peers() {
         let p2p = sum(&m, "shoal_edge_bytes_total{source=\"p2p\"}");
         let cdn = sum(&m, "shoal_edge_bytes_total{source=\"cdn\"}");
         let ratio = p2p / (p2p + cdn);
+        eprintln!("edge {i}: offload {ratio:.3} (p2p {p2p} B, cdn {cdn} B)");
         assert!(ratio > 0.5, "edge {i} offload {ratio:.2} (p2p {p2p}, cdn {cdn})");
     }
     // Final counters reach the tracker when the proxies leave.
@@ -112,6 +114,7 @@ async fn live_swarm_delivers_identical_bytes_mostly_from_peers() {
     let cdn = sum(&t, "shoal_tracker_reported_bytes_total{source=\"cdn\"}");
     assert!(p2p + cdn > 0.0, "tracker got no reports");
     let fleet = p2p / (p2p + cdn);
+    eprintln!("tracker: fleet offload {fleet:.3} (p2p {p2p} B, cdn {cdn} B)");
     assert!(fleet > 0.5, "fleet offload at the tracker {fleet:.2} (p2p {p2p}, cdn {cdn})");
     drop(live);
 }

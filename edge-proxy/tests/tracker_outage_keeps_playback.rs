@@ -35,7 +35,7 @@ async fn playback_survives_a_tracker_outage_and_p2p_resumes() {
         .collect();
 
     tokio::time::sleep(Duration::from_secs(12)).await;
-    tracker.shutdown().await;
+    tracker.shutdown().await.unwrap();
     let p2p_at_outage: f64 = {
         let mut t = 0.0;
         for e in &edges {
