@@ -1,2 +1,394 @@
-//! Tracker load generator.
-fn main() {}
+//! Tracker load generator: many simulated peers announcing over keep-alive connections.
+//!
+//! First every peer joins once, then peers re-announce round-robin for `--duration`. Prints
+//! announces/s, latency percentiles and the tracker's resident memory. `--mode bittorrent`
+//! sends BitTorrent HTTP announces instead, to measure opentracker on the same mix.
+//!
+//! ```text
+//! cargo run --release -p shoal-bench --bin tracker-load -- --target http://127.0.0.1:7070 \
+//!     --tracker-pid $(pidof shoal-tracker)
+//! ```
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Shoal's `POST /v1/announce` with JSON bodies.
+    Shoal,
+    /// BitTorrent `GET /announce?info_hash=...&numwant=20&compact=1` (for opentracker).
+    Bittorrent,
+}
+
+/// Keeps many simulated peers announcing against a running tracker.
+#[derive(Debug, Parser)]
+#[command(name = "tracker-load")]
+struct Args {
+    /// Tracker base URL (http only).
+    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    target: String,
+    /// Simulated peers.
+    #[arg(long, default_value_t = 100_000)]
+    peers: usize,
+    /// Swarms the peers are spread over (each peer picks one at random, seeded).
+    #[arg(long, default_value_t = 1_000)]
+    swarms: usize,
+    /// Keep-alive connections, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// How long the steady re-announce phase runs, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Protocol to speak.
+    #[arg(long, value_enum, default_value = "shoal")]
+    mode: Mode,
+    /// Neighbours asked for per announce.
+    #[arg(long, default_value_t = 20)]
+    numwant: u32,
+    /// Send a 64-hex-digit key fingerprint with each Shoal announce (as peers with TLS keys do).
+    #[arg(long)]
+    fingerprint: bool,
+    /// The tracker's process id, to report its resident memory from /proc.
+    #[arg(long)]
+    tracker_pid: Option<u32>,
+    /// Write the info hashes of the bittorrent mix (hex, one per line) to this file for
+    /// opentracker's whitelist (`opentracker -w FILE`), then exit.
+    #[arg(long, value_name = "FILE")]
+    write_whitelist: Option<std::path::PathBuf>,
+}
+
+/// One simulated peer.
+struct Peer {
+    id: usize,
+    swarm: usize,
+    key: Option<String>,
+}
+
+fn rss_bytes(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+struct Target {
+    host: String,
+    addr: String,
+}
+
+fn parse_target(url: &str) -> Result<Target> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("--target must be an http:// URL")?;
+    let host = rest.trim_end_matches('/').to_owned();
+    if host.contains('/') {
+        bail!("--target must be a base URL without a path, e.g. http://127.0.0.1:7070");
+    }
+    Ok(Target {
+        addr: host.clone(),
+        host,
+    })
+}
+
+async fn connect(target: &Target) -> Result<SendRequest<Full<Bytes>>> {
+    let tcp = TcpStream::connect(&target.addr)
+        .await
+        .with_context(|| format!("connecting to {}", target.addr))?;
+    tcp.set_nodelay(true)?;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+fn percent_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// The BitTorrent info hash standing for swarm number `swarm`.
+fn info_hash(swarm: usize) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    h[..8].copy_from_slice(&(swarm as u64).to_be_bytes());
+    h[8..].copy_from_slice(b"shoal-bench!");
+    h
+}
+
+fn request(args: &Args, target: &Target, peer: &Peer) -> Request<Full<Bytes>> {
+    match args.mode {
+        Mode::Shoal => {
+            let mut body = serde_json::json!({
+                "proto": 1,
+                "peer_id": format!("peer-{:08}", peer.id),
+                "swarm_id": format!("bench.example/live/{}/720p.m3u8", peer.swarm),
+                "addrs": [format!("10.{}.{}.{}:{}", peer.id >> 16 & 255, peer.id >> 8 & 255, peer.id & 255, 20000 + peer.id % 40000)],
+                "numwant": args.numwant,
+                "client_version": "tracker-load/0.1",
+            });
+            if args.fingerprint {
+                body["fingerprint"] = format!("{:064x}", peer.id).into();
+            }
+            if let Some(k) = &peer.key {
+                body["peer_key"] = k.as_str().into();
+                body["counters"] =
+                    serde_json::json!({"cdn": 1_000_000, "p2p": 3_000_000, "upload": 2_000_000});
+            }
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v1/announce")
+                .header("host", &target.host)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .expect("a valid request")
+        }
+        Mode::Bittorrent => {
+            let info_hash = info_hash(peer.swarm);
+            let peer_id = format!("-SB0001-{:012}", peer.id);
+            let event = if peer.key.is_none() {
+                "&event=started"
+            } else {
+                ""
+            };
+            let uri = format!(
+                "/announce?info_hash={}&peer_id={}&port={}&uploaded=0&downloaded=0&left=1000&numwant={}&compact=1{event}",
+                percent_encode(&info_hash),
+                peer_id,
+                20000 + peer.id % 40000,
+                args.numwant,
+            );
+            Request::builder()
+                .method(Method::GET)
+                .uri(uri)
+                .header("host", &target.host)
+                .body(Full::new(Bytes::new()))
+                .expect("a valid request")
+        }
+    }
+}
+
+/// A keep-alive connection that reconnects when the server closes it (opentracker answers
+/// every request with `Connection: close`, so in bittorrent mode each announce pays a connect).
+struct Conn {
+    target: Arc<Target>,
+    send: Option<SendRequest<Full<Bytes>>>,
+    close_after_each: bool,
+    reconnects: u64,
+}
+
+impl Conn {
+    /// Sends one announce; returns its latency (including any reconnect) and, on a Shoal
+    /// join, the peer key.
+    async fn announce(
+        &mut self,
+        req: Request<Full<Bytes>>,
+        want_key: bool,
+    ) -> Result<(Duration, Option<String>)> {
+        let start = Instant::now();
+        let mut send = match self.send.take() {
+            Some(s) if !s.is_closed() => s,
+            _ => {
+                self.reconnects += 1;
+                connect(&self.target).await?
+            }
+        };
+        send.ready().await?;
+        let resp = send.send_request(req).await?;
+        let status = resp.status();
+        // opentracker closes after every answer without saying so.
+        let close = self.close_after_each
+            || resp.version() < hyper::Version::HTTP_11
+            || resp
+                .headers()
+                .get(hyper::header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let body = resp.into_body().collect().await?.to_bytes();
+        let took = start.elapsed();
+        if !close {
+            self.send = Some(send);
+        }
+        if status != StatusCode::OK {
+            bail!("{status}: {}", String::from_utf8_lossy(&body));
+        }
+        let key = if want_key {
+            let r: shoal_proto::AnnounceResponse = serde_json::from_slice(&body)?;
+            Some(r.peer_key)
+        } else {
+            None
+        };
+        Ok((took, key))
+    }
+}
+
+struct Phase {
+    hist: Histogram<u64>,
+    count: u64,
+    reconnects: u64,
+}
+
+impl Phase {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            hist: Histogram::new(3)?,
+            count: 0,
+            reconnects: 0,
+        })
+    }
+
+    fn record(&mut self, took: Duration) -> Result<()> {
+        self.hist.record(took.as_micros() as u64)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn add(&mut self, other: &Phase) -> Result<()> {
+        self.hist.add(&other.hist)?;
+        self.count += other.count;
+        self.reconnects += other.reconnects;
+        Ok(())
+    }
+}
+
+/// Runs one connection's peers: joins them all, waits for every other connection to finish
+/// joining, then re-announces until `steady` has passed.
+async fn worker(
+    args: Arc<Args>,
+    target: Arc<Target>,
+    mut peers: Vec<Peer>,
+    join_done: Arc<tokio::sync::Barrier>,
+    steady: Duration,
+) -> Result<(Phase, Phase)> {
+    let mut conn = Conn {
+        target: target.clone(),
+        send: None,
+        close_after_each: args.mode == Mode::Bittorrent,
+        reconnects: 0,
+    };
+    let mut join = Phase::new()?;
+    let joined: Result<()> = async {
+        for peer in &mut peers {
+            let req = request(&args, &target, peer);
+            let (took, key) = conn.announce(req, args.mode == Mode::Shoal).await?;
+            peer.key = key.or(Some(String::new()));
+            join.record(took)?;
+        }
+        Ok(())
+    }
+    .await;
+    // Reach the barrier even on failure so the others are not left waiting.
+    join_done.wait().await;
+    joined?;
+    join.reconnects = std::mem::take(&mut conn.reconnects);
+    let mut run = Phase::new()?;
+    let until = Instant::now() + steady;
+    let mut i = 0;
+    while Instant::now() < until && !peers.is_empty() {
+        let req = request(&args, &target, &peers[i % peers.len()]);
+        let (took, _) = conn.announce(req, false).await?;
+        run.record(took)?;
+        i += 1;
+    }
+    run.reconnects = conn.reconnects;
+    Ok((join, run))
+}
+
+fn report(name: &str, phase: &Phase, secs: f64) {
+    println!(
+        "{name}: {} announces in {secs:.1}s = {:.0}/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} new connections",
+        phase.count,
+        phase.count as f64 / secs,
+        phase.hist.value_at_quantile(0.50) as f64 / 1000.0,
+        phase.hist.value_at_quantile(0.99) as f64 / 1000.0,
+        phase.hist.max() as f64 / 1000.0,
+        phase.reconnects,
+    );
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Arc::new(Args::parse());
+    if args.connections == 0 || args.swarms == 0 {
+        bail!("--connections and --swarms must be at least 1");
+    }
+    if let Some(path) = &args.write_whitelist {
+        let lines: String = (0..args.swarms)
+            .map(|s| {
+                format!(
+                    "{}\n",
+                    info_hash(s)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                )
+            })
+            .collect();
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+        return Ok(());
+    }
+    let target = Arc::new(parse_target(&args.target)?);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut per_conn: Vec<Vec<Peer>> = (0..args.connections).map(|_| Vec::new()).collect();
+    for id in 0..args.peers {
+        per_conn[id % args.connections].push(Peer {
+            id,
+            swarm: rng.random_range(0..args.swarms),
+            key: None,
+        });
+    }
+    let baseline = rss_bytes(args.tracker_pid);
+    println!(
+        "{:?} mode: {} peers over {} swarms, {} connections, numwant {}, target {}",
+        args.mode, args.peers, args.swarms, args.connections, args.numwant, args.target
+    );
+    let barrier = Arc::new(tokio::sync::Barrier::new(args.connections + 1));
+    let start = Instant::now();
+    let tasks: Vec<_> = per_conn
+        .into_iter()
+        .map(|peers| {
+            tokio::spawn(worker(
+                args.clone(),
+                target.clone(),
+                peers,
+                barrier.clone(),
+                args.duration,
+            ))
+        })
+        .collect();
+    barrier.wait().await;
+    let join_secs = start.elapsed().as_secs_f64();
+    let after_join = rss_bytes(args.tracker_pid);
+    let steady_start = Instant::now();
+    let mut join = Phase::new()?;
+    let mut run = Phase::new()?;
+    for t in tasks {
+        let (j, r) = t.await??;
+        join.add(&j)?;
+        run.add(&r)?;
+    }
+    let run_secs = steady_start.elapsed().as_secs_f64();
+    report("join", &join, join_secs);
+    report("steady", &run, run_secs);
+    if let (Some(b), Some(a)) = (baseline, after_join) {
+        let end = rss_bytes(args.tracker_pid).unwrap_or(a);
+        println!(
+            "tracker RSS: {:.1} MiB before join, {:.1} MiB after join, {:.1} MiB at end; {:.0} bytes per live peer beyond baseline",
+            mib(b),
+            mib(a),
+            mib(end),
+            a.saturating_sub(b) as f64 / args.peers.max(1) as f64
+        );
+    }
+    Ok(())
+}

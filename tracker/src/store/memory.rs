@@ -1,6 +1,6 @@
 //! The in-memory store: one process, nothing to install.
 //!
-//! Layout, chosen to keep a live peer under ~200 bytes: swarms in a `DashMap` keyed by swarm id,
+//! Layout, chosen to keep a live peer well under 200 bytes: swarms in a `DashMap` keyed by swarm id,
 //! each holding an `IndexMap` of its members (so a random neighbour is one random index, with
 //! no copy of the swarm), plus a map from a peer id's hash to its swarm id's hash that enforces
 //! one swarm per peer id. Lock order: a swarm's shard, then an owner's shard, never the reverse.
@@ -8,9 +8,10 @@
 use super::{pack_info, unpack_info, Counts, Joined, Store, StoreError, StoreFuture};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use indexmap::IndexMap;
+use indexmap::map::MutableKeys;
+use indexmap::{Equivalent, IndexMap};
 use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour, PeerId};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -18,9 +19,9 @@ use tokio::time::Instant;
 /// Swarms and their members in this process's memory.
 #[derive(Debug)]
 pub struct MemoryStore {
-    /// A peer silent for longer than this (two intervals) is dead, in milliseconds.
-    ttl_ms: u64,
-    /// Zero of the millisecond clock members are stamped with.
+    /// A peer silent for longer than this (two intervals) is dead, in tenths of a second.
+    ttl: u32,
+    /// Zero of the tenth-of-a-second clock members are stamped with.
     epoch: Instant,
     swarms: DashMap<Box<str>, Swarm>,
     /// Hash of a live peer id -> hash of the swarm id it belongs to. Hashes, not ids, to save
@@ -33,22 +34,68 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Swarm {
-    members: IndexMap<Box<str>, Member>,
+    members: IndexMap<Packed, Member>,
+}
+
+/// A member's id, fingerprint and addresses in one allocation: the id, then (if there is
+/// any) a space and `pack_info`'s output. Hashed and compared by the id alone.
+#[derive(Debug)]
+struct Packed(Box<str>);
+
+impl Packed {
+    fn new(id: &str, info: &str) -> Self {
+        if info.is_empty() {
+            Self(id.into())
+        } else {
+            Self(format!("{id} {info}").into_boxed_str())
+        }
+    }
+
+    fn id(&self) -> &str {
+        self.0.split_once(' ').map_or(&self.0, |(id, _)| id)
+    }
+
+    fn info(&self) -> &str {
+        self.0.split_once(' ').map_or("", |(_, info)| info)
+    }
+}
+
+impl Hash for Packed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id().hash(state)
+    }
+}
+
+impl PartialEq for Packed {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for Packed {}
+
+/// Looks a member up by its id.
+#[derive(Hash)]
+struct Id<'a>(&'a str);
+
+impl Equivalent<Packed> for Id<'_> {
+    fn equivalent(&self, key: &Packed) -> bool {
+        self.0 == key.id()
+    }
 }
 
 #[derive(Debug)]
 struct Member {
-    /// Fingerprint and addresses, packed by `pack_info`.
-    info: Box<str>,
-    key: u128,
-    last_seen_ms: u64,
+    key: u64,
+    /// Tenths of a second since the store's epoch: 13 years fit in a u32.
+    last_seen: u32,
 }
 
 impl MemoryStore {
     /// A store where peers silent for more than `2 * interval` expire.
     pub fn new(interval: Duration) -> Self {
         Self {
-            ttl_ms: u64::try_from(interval.as_millis().saturating_mul(2)).unwrap_or(u64::MAX),
+            ttl: u32::try_from(interval.as_millis() / 50).unwrap_or(u32::MAX),
             epoch: Instant::now(),
             swarms: DashMap::new(),
             owners: DashMap::new(),
@@ -57,15 +104,15 @@ impl MemoryStore {
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    fn now(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_millis() / 100).unwrap_or(u32::MAX)
     }
 
-    fn live(&self, m: &Member, now_ms: u64) -> bool {
-        now_ms.saturating_sub(m.last_seen_ms) <= self.ttl_ms
+    fn live(&self, m: &Member, now: u32) -> bool {
+        now.saturating_sub(m.last_seen) <= self.ttl
     }
 
-    fn announce_at(&self, req: &AnnounceRequest, now_ms: u64) -> Result<Joined, StoreError> {
+    fn announce_at(&self, req: &AnnounceRequest, now: u32) -> Result<Joined, StoreError> {
         let peer = req.peer_id.as_str();
         let swarm_id = req.swarm_id.as_str();
         let ph = self.hasher.hash_one(peer);
@@ -77,36 +124,27 @@ impl MemoryStore {
         let presented = req
             .peer_key
             .as_deref()
-            .and_then(|k| u128::from_str_radix(k, 16).ok());
+            .and_then(|k| u64::from_str_radix(k, 16).ok());
         let mut swarm = match self.swarms.get_mut(swarm_id) {
             Some(s) => s,
             None => self.swarms.entry(swarm_id.into()).or_default(),
         };
         let info = pack_info(&req.fingerprint, &req.addrs);
-        let live = swarm.members.get(peer).map(|m| self.live(m, now_ms));
-        let key = match live {
-            Some(true) => {
-                let m = swarm.members.get_mut(peer).ok_or(StoreError::NotMember)?;
-                if presented != Some(m.key) {
-                    return Err(StoreError::KeyMismatch);
+        let key = match swarm.members.get_full_mut2(&Id(peer)) {
+            Some((_, packed, m)) => {
+                if self.live(m, now) {
+                    if presented != Some(m.key) {
+                        return Err(StoreError::KeyMismatch);
+                    }
+                } else {
+                    // Expired but not swept yet: the id is free again, like after a sweep.
+                    m.key = rand::random();
                 }
-                m.last_seen_ms = now_ms;
-                if *m.info != *info {
-                    m.info = info.into();
+                m.last_seen = now;
+                if packed.info() != info {
+                    *packed = Packed::new(peer, &info);
                 }
                 m.key
-            }
-            // Expired but not swept yet: the id is free again, like after a sweep.
-            Some(false) => {
-                let key = rand::random::<u128>();
-                if let Some(m) = swarm.members.get_mut(peer) {
-                    *m = Member {
-                        info: info.into(),
-                        key,
-                        last_seen_ms: now_ms,
-                    };
-                }
-                key
             }
             None => {
                 match self.owners.entry(ph) {
@@ -124,29 +162,28 @@ impl MemoryStore {
                         v.insert(sh);
                     }
                 }
-                let key = rand::random::<u128>();
+                let key = rand::random::<u64>();
                 swarm.members.insert(
-                    peer.into(),
+                    Packed::new(peer, &info),
                     Member {
-                        info: info.into(),
                         key,
-                        last_seen_ms: now_ms,
+                        last_seen: now,
                     },
                 );
                 self.peers.fetch_add(1, Ordering::Relaxed);
                 key
             }
         };
-        let neighbours = self.sample(&swarm, peer, req.numwant as usize, now_ms);
+        let neighbours = self.sample(&swarm, peer, req.numwant as usize, now);
         Ok(Joined {
-            peer_key: format!("{key:032x}"),
+            peer_key: format!("{key:016x}"),
             neighbours,
         })
     }
 
     /// Up to `want` random live members other than `me`, without copying the swarm.
-    fn sample(&self, swarm: &Swarm, me: &str, want: usize, now_ms: u64) -> Vec<Neighbour> {
-        let Some(me_at) = swarm.members.get_index_of(me) else {
+    fn sample(&self, swarm: &Swarm, me: &str, want: usize, now: u32) -> Vec<Neighbour> {
+        let Some(me_at) = swarm.members.get_index_of(&Id(me)) else {
             return Vec::new();
         };
         let others = swarm.members.len() - 1;
@@ -156,13 +193,13 @@ impl MemoryStore {
             .into_iter()
             .filter_map(|i| {
                 let at = if i >= me_at { i + 1 } else { i };
-                let (id, m) = swarm.members.get_index(at)?;
-                if !self.live(m, now_ms) {
+                let (packed, m) = swarm.members.get_index(at)?;
+                if !self.live(m, now) {
                     return None;
                 }
-                let (fingerprint, addrs) = unpack_info(&m.info);
+                let (fingerprint, addrs) = unpack_info(packed.info());
                 Some(Neighbour {
-                    peer_id: PeerId::new(id.to_string()).ok()?,
+                    peer_id: PeerId::new(packed.id()).ok()?,
                     addrs,
                     fingerprint,
                 })
@@ -170,19 +207,19 @@ impl MemoryStore {
             .collect()
     }
 
-    fn leave_now(&self, req: &LeaveRequest, now_ms: u64) -> Result<(), StoreError> {
+    fn leave_now(&self, req: &LeaveRequest, now: u32) -> Result<(), StoreError> {
         let peer = req.peer_id.as_str();
         let swarm_id = req.swarm_id.as_str();
         let mut swarm = self.swarms.get_mut(swarm_id).ok_or(StoreError::NotMember)?;
         let m = swarm
             .members
-            .get(peer)
-            .filter(|m| self.live(m, now_ms))
+            .get(&Id(peer))
+            .filter(|m| self.live(m, now))
             .ok_or(StoreError::NotMember)?;
-        if u128::from_str_radix(&req.peer_key, 16).ok() != Some(m.key) {
+        if u64::from_str_radix(&req.peer_key, 16).ok() != Some(m.key) {
             return Err(StoreError::KeyMismatch);
         }
-        swarm.members.swap_remove(peer);
+        swarm.members.swap_remove(&Id(peer));
         let sh = self.hasher.hash_one(swarm_id);
         self.owners
             .remove_if(&self.hasher.hash_one(peer), |_, s| *s == sh);
@@ -195,16 +232,16 @@ impl MemoryStore {
         Ok(())
     }
 
-    fn sweep_at(&self, now_ms: u64) -> u64 {
+    fn sweep_at(&self, now: u32) -> u64 {
         let mut expired = 0u64;
         self.swarms.retain(|swarm_id, swarm| {
             let sh = self.hasher.hash_one(&**swarm_id);
             swarm.members.retain(|peer, m| {
-                if self.live(m, now_ms) {
+                if self.live(m, now) {
                     return true;
                 }
                 self.owners
-                    .remove_if(&self.hasher.hash_one(&**peer), |_, s| *s == sh);
+                    .remove_if(&self.hasher.hash_one(peer.id()), |_, s| *s == sh);
                 expired += 1;
                 false
             });
@@ -221,15 +258,15 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn announce<'a>(&'a self, req: &'a AnnounceRequest) -> StoreFuture<'a, Joined> {
-        Box::pin(std::future::ready(self.announce_at(req, self.now_ms())))
+        Box::pin(std::future::ready(self.announce_at(req, self.now())))
     }
 
     fn leave<'a>(&'a self, req: &'a LeaveRequest) -> StoreFuture<'a, ()> {
-        Box::pin(std::future::ready(self.leave_now(req, self.now_ms())))
+        Box::pin(std::future::ready(self.leave_now(req, self.now())))
     }
 
     fn sweep(&self) -> StoreFuture<'_, u64> {
-        Box::pin(std::future::ready(Ok(self.sweep_at(self.now_ms()))))
+        Box::pin(std::future::ready(Ok(self.sweep_at(self.now()))))
     }
 
     fn counts(&self) -> StoreFuture<'_, Counts> {
@@ -286,7 +323,7 @@ mod tests {
             0,
             "a was silent for exactly 20s"
         );
-        tokio::time::advance(Duration::from_millis(1)).await;
+        tokio::time::advance(Duration::from_millis(100)).await;
         assert_eq!(store.sweep().await.unwrap(), 1);
         assert_eq!(store.counts().await.unwrap(), Counts::default());
         // The id is free again, in any swarm.
@@ -303,7 +340,7 @@ mod tests {
             .announce(&announce("old", "s", None, 5))
             .await
             .unwrap();
-        tokio::time::advance(Duration::from_millis(2001)).await;
+        tokio::time::advance(Duration::from_millis(2100)).await;
         let j = store
             .announce(&announce("new", "s", None, 5))
             .await
