@@ -6,9 +6,7 @@
 
 mod support;
 
-use shoal_testkit::{
-    FfmpegPlayer, LiveHls, LiveHlsOpts, Nginx, PlayerOpts, RecordingRelay,
-};
+use shoal_testkit::{FfmpegPlayer, LiveHls, LiveHlsOpts, Nginx, PlayerOpts, RecordingRelay};
 use std::time::Duration;
 use support::{scrape, sum, Edge};
 
@@ -41,7 +39,9 @@ async fn live_swarm_delivers_identical_bytes_mostly_from_peers() {
     let mut players = Vec::new();
     for relay in &relays {
         let url = relay.url(&format!("/{origin}{}", LiveHls::MASTER));
-        players.push(FfmpegPlayer::start_with(&url, PlayerOpts::new(Duration::from_secs(60))).unwrap());
+        players.push(
+            FfmpegPlayer::start_with(&url, PlayerOpts::new(Duration::from_secs(60))).unwrap(),
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 
@@ -95,7 +95,10 @@ async fn live_swarm_delivers_identical_bytes_mostly_from_peers() {
         let cdn = sum(&m, "shoal_edge_bytes_total{source=\"cdn\"}");
         let ratio = p2p / (p2p + cdn);
         eprintln!("edge {i}: offload {ratio:.3} (p2p {p2p} B, cdn {cdn} B)");
-        assert!(ratio > 0.5, "edge {i} offload {ratio:.2} (p2p {p2p}, cdn {cdn})");
+        assert!(
+            ratio > 0.5,
+            "edge {i} offload {ratio:.2} (p2p {p2p}, cdn {cdn})"
+        );
     }
     // Final counters reach the tracker when the proxies leave.
     drop(players);
@@ -115,6 +118,9 @@ async fn live_swarm_delivers_identical_bytes_mostly_from_peers() {
     assert!(p2p + cdn > 0.0, "tracker got no reports");
     let fleet = p2p / (p2p + cdn);
     eprintln!("tracker: fleet offload {fleet:.3} (p2p {p2p} B, cdn {cdn} B)");
-    assert!(fleet > 0.5, "fleet offload at the tracker {fleet:.2} (p2p {p2p}, cdn {cdn})");
+    assert!(
+        fleet > 0.5,
+        "fleet offload at the tracker {fleet:.2} (p2p {p2p}, cdn {cdn})"
+    );
     drop(live);
 }

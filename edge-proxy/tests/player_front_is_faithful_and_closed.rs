@@ -26,7 +26,11 @@ async fn origin_responses_pass_through_faithfully() {
     let http = reqwest::Client::new();
     let blob = std::fs::read(dir.path().join("v/blob.ts")).unwrap();
 
-    let r = http.get(edge.url(&origin, "/v/blob.ts")).send().await.unwrap();
+    let r = http
+        .get(edge.url(&origin, "/v/blob.ts"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "video/mp2t");
     assert_eq!(r.bytes().await.unwrap(), blob);
@@ -44,16 +48,28 @@ async fn origin_responses_pass_through_faithfully() {
     );
     assert_eq!(r.bytes().await.unwrap(), blob[100..200]);
 
-    let r = http.head(edge.url(&origin, "/v/blob.ts")).send().await.unwrap();
+    let r = http
+        .head(edge.url(&origin, "/v/blob.ts"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-length"], blob.len().to_string());
 
-    let r = http.get(edge.url(&origin, "/v/missing.ts")).send().await.unwrap();
+    let r = http
+        .get(edge.url(&origin, "/v/missing.ts"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404, "the origin's status reaches the player");
 
     let m = edge.metrics().await;
     assert!(sum(&m, "shoal_edge_bytes_total{source=\"cdn\"}") >= (blob.len() + 100) as f64);
-    let r = http.get(format!("http://{}/healthz", edge.addr)).send().await.unwrap();
+    let r = http
+        .get(format!("http://{}/healthz", edge.addr))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -67,7 +83,10 @@ async fn the_proxy_is_not_an_open_proxy() {
     for path in ["/example.com/index.html", "/127.0.0.1:1/v/blob.ts"] {
         let r = http.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(r.status(), 403, "{path}");
-        assert!(r.text().await.unwrap().contains("--origin"), "the 403 says what to do");
+        assert!(
+            r.text().await.unwrap().contains("--origin"),
+            "the 403 says what to do"
+        );
     }
     for path in [
         format!("/{origin}/../etc/passwd"),
@@ -80,15 +99,21 @@ async fn the_proxy_is_not_an_open_proxy() {
         let status = raw_get(edge.addr, &path).await;
         assert!(status == 400 || status == 403, "{path}: {status}");
     }
-    let r = http.post(edge.url(&origin, "/v/blob.ts")).send().await.unwrap();
+    let r = http
+        .post(edge.url(&origin, "/v/blob.ts"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
 
     // Absolute-form request target (a forward-proxy request) on a raw socket.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
-    s.write_all(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(
+        b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
         .await
@@ -124,9 +149,15 @@ async fn malformed_manifests_reach_the_player_unchanged() {
     huge.push(b'\n');
     let junk: Vec<u8> = (0..4096u32).map(|i| (i * 131 % 256) as u8).collect();
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("truncated.m3u8", b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n".to_vec()),
+        (
+            "truncated.m3u8",
+            b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n".to_vec(),
+        ),
         ("junk.m3u8", junk),
-        ("no-header.m3u8", b"#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg1.ts\n".to_vec()),
+        (
+            "no-header.m3u8",
+            b"#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg1.ts\n".to_vec(),
+        ),
         ("huge-line.m3u8", huge),
         ("empty.m3u8", Vec::new()),
         ("html.m3u8", b"<html><body>Not found</body></html>".to_vec()),
@@ -152,6 +183,10 @@ async fn malformed_manifests_reach_the_player_unchanged() {
         sum(&m, "shoal_edge_manifest_parse_failures_total") >= 4.0,
         "parse failures are counted"
     );
-    let r = http.get(format!("http://{}/healthz", edge.addr)).send().await.unwrap();
+    let r = http
+        .get(format!("http://{}/healthz", edge.addr))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "the proxy survived");
 }

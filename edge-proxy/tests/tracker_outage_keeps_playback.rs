@@ -48,8 +48,16 @@ async fn playback_survives_a_tracker_outage_and_p2p_resumes() {
 
     for (i, p) in players.iter_mut().enumerate() {
         let o = p.wait(Duration::from_secs(120)).await.unwrap();
-        assert!(o.success(), "player {i} failed during the outage:\n{}", o.stderr);
-        assert!(o.error_lines().is_empty(), "player {i}: {:?}", o.error_lines());
+        assert!(
+            o.success(),
+            "player {i} failed during the outage:\n{}",
+            o.stderr
+        );
+        assert!(
+            o.error_lines().is_empty(),
+            "player {i}: {:?}",
+            o.error_lines()
+        );
     }
     let mut p2p_end = 0.0;
     let mut errors = 0.0;

@@ -182,7 +182,8 @@ impl NodeConfig {
             return Err("max_peers and max_uploads must be at least 1".into());
         }
         if let Some(id) = &self.node_id {
-            shoal_proto::PeerId::new(format!("{id}-00000000")).map_err(|e| format!("node_id: {e}"))?;
+            shoal_proto::PeerId::new(format!("{id}-00000000"))
+                .map_err(|e| format!("node_id: {e}"))?;
         }
         Ok(())
     }

@@ -194,16 +194,17 @@ async fn serve_segment(
             if find_swarm(shared, &ranged).is_some() {
                 (ranged, None)
             } else {
-                (manifest::segment_key(url, None), Some((r.offset, Some(r.length))))
+                (
+                    manifest::segment_key(url, None),
+                    Some((r.offset, Some(r.length))),
+                )
             }
         }
         Some(Asked::From(0)) | None => (manifest::segment_key(url, None), None),
         Some(Asked::From(n)) => (manifest::segment_key(url, None), Some((n, None))),
     };
     let swarm = find_swarm(shared, &key)?;
-    swarm
-        .last_used_ms
-        .store(shared.now_ms(), Ordering::Relaxed);
+    swarm.last_used_ms.store(shared.now_ms(), Ordering::Relaxed);
     let deadline = Instant::now() + shared.config.p2p_budget;
     let outcome = fetch::obtain(shared, &swarm, &key, deadline, Mode::PeersThenOrigin).await;
     read_ahead(shared, &swarm, &key);
@@ -250,13 +251,9 @@ async fn serve_segment(
     let mut resp = full(status, body);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    h.insert(
-        "x-shoal-source",
-        HeaderValue::from_static(source.as_str()),
-    );
-    let content_range = content_range.or_else(|| {
-        exact.map(|r| format!("bytes {}-{}/*", r.offset, r.offset + r.length - 1))
-    });
+    h.insert("x-shoal-source", HeaderValue::from_static(source.as_str()));
+    let content_range = content_range
+        .or_else(|| exact.map(|r| format!("bytes {}-{}/*", r.offset, r.offset + r.length - 1)));
     if let Some(cr) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
         h.insert(header::CONTENT_RANGE, cr);
     }
@@ -342,9 +339,7 @@ async fn serve_manifest(shared: &Arc<Shared>, url: &url::Url) -> Response<Body> 
 fn learn(shared: &Arc<Shared>, url: &url::Url, media: &hls::Media) -> Arc<Swarm> {
     let id = manifest::swarm_id_for(url);
     let swarm = shared.join(id);
-    swarm
-        .last_used_ms
-        .store(shared.now_ms(), Ordering::Relaxed);
+    swarm.last_used_ms.store(shared.now_ms(), Ordering::Relaxed);
     let target = Duration::from_secs_f64(media.target_duration.clamp(0.1, 3600.0));
     let fresh = swarm.learn_segments(
         Instant::now(),
@@ -357,8 +352,7 @@ fn learn(shared: &Arc<Shared>, url: &url::Url, media: &hls::Media) -> Arc<Swarm>
     );
     if swarm.lock().p2p_allowed {
         for key in fresh {
-            let Some(deadline) = swarm.prefetch_deadline(&key, shared.config.origin_seeders)
-            else {
+            let Some(deadline) = swarm.prefetch_deadline(&key, shared.config.origin_seeders) else {
                 continue;
             };
             let (shared, swarm) = (shared.clone(), swarm.clone());
@@ -406,12 +400,7 @@ async fn pass_through(
     }
     let resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                format!("origin unreachable: {e}"),
-            )
-        }
+        Err(e) => return text(StatusCode::BAD_GATEWAY, format!("origin unreachable: {e}")),
     };
     let status = resp.status();
     let mut out_headers = HeaderMap::new();

@@ -146,7 +146,11 @@ impl NodeMetrics {
             "Bytes fetched from the origin CDN",
             m.origin_bytes.clone(),
         );
-        r.register("peer_bytes", "Bytes fetched from peers", m.peer_bytes.clone());
+        r.register(
+            "peer_bytes",
+            "Bytes fetched from peers",
+            m.peer_bytes.clone(),
+        );
         r.register(
             "uploaded_bytes",
             "Bytes served to other peers",

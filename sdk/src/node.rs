@@ -146,7 +146,8 @@ async fn swarm_task(shared: Arc<Shared>, swarm: Arc<Swarm>) {
                     shared.metrics.tracker_errors.inc();
                     tracing::warn!(swarm = %swarm.id, error = %e, "announce failed; P2P continues with known neighbours, CDN otherwise");
                     // Back off 1, 2, 4 … 30 s: rejoin soon when the tracker returns.
-                    wait = Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30));
+                    wait =
+                        Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30));
                 }
             }
         }
@@ -396,12 +397,13 @@ impl Node {
         config.validate().map_err(NodeError::Config)?;
         let mut registry = Registry::default();
         let metrics = NodeMetrics::new(&mut registry);
-        let front_listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| NodeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let front_listener =
+            tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let player_addr = front_listener
             .local_addr()
             .map_err(|source| NodeError::Bind {

@@ -73,7 +73,9 @@ pub enum InvalidField {
         max: u64,
     },
     /// The protocol version is not one this build speaks.
-    #[error("protocol version {0} is not supported; this server speaks version {PROTOCOL_VERSION}")]
+    #[error(
+        "protocol version {0} is not supported; this server speaks version {PROTOCOL_VERSION}"
+    )]
     Version(u16),
 }
 
@@ -468,7 +470,13 @@ mod tests {
     fn bounds_are_enforced() {
         let mut r = req();
         r.numwant = MAX_NUMWANT + 1;
-        assert!(matches!(r.validate(), Err(InvalidField::OutOfRange { field: "numwant", .. })));
+        assert!(matches!(
+            r.validate(),
+            Err(InvalidField::OutOfRange {
+                field: "numwant",
+                ..
+            })
+        ));
         let mut r = req();
         r.counters.p2p = u64::MAX;
         assert!(r.validate().is_err());

@@ -29,7 +29,7 @@ pub enum Decision {
 }
 
 /// What the scheduler knows of a neighbour.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PeerStats {
     /// Smoothed throughput of past transfers from this peer, bytes per second.
     pub throughput_bps: Option<f64>,
@@ -41,18 +41,6 @@ pub struct PeerStats {
     pub banned: bool,
     /// Transfers from this peer in progress now.
     pub in_flight: u32,
-}
-
-impl Default for PeerStats {
-    fn default() -> Self {
-        Self {
-            throughput_bps: None,
-            recent_failures: 0,
-            last_failure: None,
-            banned: false,
-            in_flight: 0,
-        }
-    }
 }
 
 /// Weight of the newest sample in the throughput average.

@@ -292,12 +292,20 @@ impl Swarm {
         let info = st.segments.get(key)?;
         let rank = scheduler::origin_rank(key, &self.peer_id, st.members.iter());
         let behind = rank.saturating_sub(origin_seeders) as u32 + 1;
-        let step = st.target_duration.mul_f64(0.4).max(Duration::from_millis(300));
+        let step = st
+            .target_duration
+            .mul_f64(0.4)
+            .max(Duration::from_millis(300));
         Some(info.revealed_at + step * behind.min(4))
     }
 
     /// Records the outcome of a transfer from `peer`.
-    pub fn record_transfer(&self, peer: &PeerId, now: Instant, outcome: Result<(u64, Duration), ()>) {
+    pub fn record_transfer(
+        &self,
+        peer: &PeerId,
+        now: Instant,
+        outcome: Result<(u64, Duration), ()>,
+    ) {
         let mut st = self.lock();
         if let Some(n) = st.neighbours.get_mut(peer) {
             n.stats.in_flight = n.stats.in_flight.saturating_sub(1);
