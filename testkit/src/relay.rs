@@ -28,7 +28,7 @@ pub struct Record {
     pub range: Option<String>,
     /// Response status (502 when the upstream could not be reached).
     pub status: u16,
-    /// The response's `Content-Range` header, if any (`bytes START-END/TOTAL`).
+    /// The response's `Content-Range` header, if any (`bytes START-END/TOTAL`, TOTAL may be `*`).
     pub content_range: Option<String>,
     /// Body bytes forwarded to the client.
     pub body_len: u64,
@@ -56,15 +56,21 @@ impl Record {
             .ok()
             .zip(usize::try_from(end).ok())
             .and_then(|(s, e)| bytes.get(s..=e));
-        Ok(bytes.len() as u64 == total && part.is_some_and(|p| sha256_hex(p) == self.sha256))
+        let total_ok = total.is_none_or(|t| bytes.len() as u64 == t);
+        Ok(total_ok && part.is_some_and(|p| sha256_hex(p) == self.sha256))
     }
 }
 
-/// `bytes START-END/TOTAL` -> (START, END, TOTAL).
-fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
+/// `bytes START-END/TOTAL` -> (START, END, Some(TOTAL)); a TOTAL of `*` (unknown, RFC 9110
+/// §14.4) gives `None`.
+fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     let (range, total) = v.strip_prefix("bytes ")?.split_once('/')?;
     let (start, end) = range.split_once('-')?;
-    Some((start.parse().ok()?, end.parse().ok()?, total.parse().ok()?))
+    let total = match total {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((start.parse().ok()?, end.parse().ok()?, total))
 }
 
 /// An HTTP/1.1 relay on an ephemeral loopback port that forwards every request unchanged to

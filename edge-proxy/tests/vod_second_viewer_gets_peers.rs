@@ -1,0 +1,93 @@
+//! VOD: a second viewer of the same rendition gets its segments from the first viewer's proxy,
+//! byte-identical to the origin's, for fMP4 (with `EXT-X-MAP`), TS and single-file byte-range
+//! renditions.
+
+mod support;
+
+use shoal_testkit::{
+    encode_vod_ladder, FfmpegPlayer, Nginx, PlayerOpts, RecordingRelay, VodLadder,
+};
+use std::time::Duration;
+use support::{sum, Edge};
+
+async fn play(relay: &RecordingRelay, origin: &str, path: &str) {
+    let url = relay.url(&format!("/{origin}{path}"));
+    let mut opts = PlayerOpts::new(Duration::from_secs(30));
+    opts.realtime = false;
+    let mut p = FfmpegPlayer::start_with(&url, opts).unwrap();
+    let o = p.wait(Duration::from_secs(120)).await.unwrap();
+    assert!(o.success(), "{path} failed:\n{}", o.stderr);
+    assert!(o.error_lines().is_empty(), "{path}: {:?}", o.error_lines());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_viewer_of_each_rendition_is_served_by_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ladder = encode_vod_ladder(dir.path()).unwrap();
+    let nginx = Nginx::start(dir.path()).unwrap();
+    let origin = nginx.host_port();
+    let tracker = shoal_tracker::spawn(shoal_tracker::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        announce_interval: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let first = Edge::start(&origin, Some(&tracker.url()), &[]);
+    let second = Edge::start(&origin, Some(&tracker.url()), &[]);
+    let relay_first = RecordingRelay::start(first.addr).unwrap();
+    let relay_second = RecordingRelay::start(second.addr).unwrap();
+
+    for path in [VodLadder::FMP4, VodLadder::TS, VodLadder::SINGLE_FILE] {
+        play(&relay_first, &origin, path).await;
+        let before = sum(
+            &second.metrics().await,
+            "shoal_edge_bytes_total{source=\"p2p\"}",
+        );
+        play(&relay_second, &origin, path).await;
+        let after = second.metrics().await;
+        let p2p = sum(&after, "shoal_edge_bytes_total{source=\"p2p\"}") - before;
+        assert!(
+            p2p > 0.0,
+            "{path}: the second viewer got nothing from peers"
+        );
+    }
+
+    // Everything both players received equals the origin's files (ranges included).
+    for relay in [&relay_first, &relay_second] {
+        let media: Vec<_> = relay
+            .records()
+            .into_iter()
+            .filter(|r| {
+                r.uri.ends_with(".ts") || r.uri.ends_with(".m4s") || r.uri.ends_with(".mp4")
+            })
+            .collect();
+        assert!(media.len() >= 30, "only {} media responses", media.len());
+        for r in media {
+            assert!(
+                r.status == 200 || r.status == 206,
+                "{}: {}",
+                r.uri,
+                r.status
+            );
+            assert!(r.complete, "{} cut short", r.uri);
+            assert!(
+                r.matches_file(&nginx.file_for(&r.uri)).unwrap(),
+                "{} ({:?}) differs from the origin",
+                r.uri,
+                r.range
+            );
+        }
+    }
+    // Most of the second viewer's media came from the first.
+    let m = second.metrics().await;
+    let p2p = sum(&m, "shoal_edge_bytes_total{source=\"p2p\"}");
+    let cdn = sum(&m, "shoal_edge_bytes_total{source=\"cdn\"}");
+    eprintln!("second viewer: p2p {p2p} B, cdn {cdn} B");
+    assert!(
+        p2p / (p2p + cdn) > 0.5,
+        "second viewer offload {}",
+        p2p / (p2p + cdn)
+    );
+    drop(ladder);
+}
