@@ -84,6 +84,7 @@ fn sigterm_stops_the_proxy_cleanly() {
     assert!(status.success());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut child = child;
         let _ = tx.send(child.wait());
     });
     let status = rx
