@@ -10,7 +10,7 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use indexmap::map::MutableKeys;
 use indexmap::{Equivalent, IndexMap};
-use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour, PeerId};
+use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour, PeerId, MAX_PEER_ID_LEN};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,26 +37,32 @@ struct Swarm {
     members: IndexMap<Packed, Member>,
 }
 
-/// A member's id, fingerprint and addresses in one allocation: the id, then (if there is
-/// any) a space and `pack_info`'s output. Hashed and compared by the id alone.
+/// A member's id, fingerprint and addresses in one allocation: one character giving the id's
+/// length (`'0' + len`, ids are at most 64 bytes), the id, then `pack_info`'s output. Hashed
+/// and compared by the id alone; the length prefix makes every access O(1).
 #[derive(Debug)]
 struct Packed(Box<str>);
 
 impl Packed {
     fn new(id: &str, info: &str) -> Self {
-        if info.is_empty() {
-            Self(id.into())
-        } else {
-            Self(format!("{id} {info}").into_boxed_str())
-        }
+        let len = char::from(b'0' + id.len().min(MAX_PEER_ID_LEN) as u8);
+        let mut s = String::with_capacity(1 + id.len() + info.len());
+        s.push(len);
+        s.push_str(id);
+        s.push_str(info);
+        Self(s.into_boxed_str())
+    }
+
+    fn id_end(&self) -> usize {
+        1 + usize::from(self.0.as_bytes()[0] - b'0')
     }
 
     fn id(&self) -> &str {
-        self.0.split_once(' ').map_or(&self.0, |(id, _)| id)
+        &self.0[1..self.id_end()]
     }
 
     fn info(&self) -> &str {
-        self.0.split_once(' ').map_or("", |(_, info)| info)
+        &self.0[self.id_end()..]
     }
 }
 
