@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,8 @@ pub struct Shared {
     pub reported_upload: AtomicU64,
     /// Cancelled at shutdown.
     pub shutdown: CancellationToken,
+    /// The swarm tasks, awaited at shutdown so every swarm is left and reported.
+    pub swarm_tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for Shared {
@@ -109,7 +112,8 @@ impl Shared {
         self.metrics.swarms.set(self.swarms.len() as i64);
         tracing::info!(swarm = %id, peer = %swarm.peer_id, "joined swarm");
         let (shared, s) = (self.clone(), swarm.clone());
-        tokio::spawn(async move { swarm_task(shared, s).await });
+        self.swarm_tasks
+            .spawn(async move { swarm_task(shared, s).await });
         swarm
     }
 
@@ -460,6 +464,7 @@ impl Node {
             unreported_cdn: AtomicU64::new(0),
             reported_upload: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
+            swarm_tasks: TaskTracker::new(),
         });
         let front = tokio::spawn(crate::front::serve(shared.clone(), front_listener));
         tracing::info!(player = %player_addr, peer = %peer_addr, "node started");
@@ -512,11 +517,9 @@ impl Node {
     /// the player front. In-flight player responses get a short grace period.
     pub async fn shutdown(mut self) {
         self.shared.shutdown.cancel();
-        // Leaves run in the swarm tasks; wait (bounded) until they are done.
-        let deadline = Instant::now() + Duration::from_secs(4);
-        while !self.shared.swarms.is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Leaves run in the swarm tasks (each bounded by its own timeout).
+        self.shared.swarm_tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.shared.swarm_tasks.wait()).await;
         if let Some(p) = self.peer_server.take() {
             p.shutdown().await;
         }
