@@ -379,6 +379,71 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// Answer of `GET /v1/digest?swarm=<swarm_id>&segment=<segment key>`: the trusted SHA-256 of a
+/// segment, computed by the tracker from the origin's own bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestResponse {
+    /// The segment the digest is for.
+    pub segment: SegmentKey,
+    /// Lower-case hex SHA-256 of the segment's bytes (of its byte range, for ranged keys).
+    pub sha256: String,
+    /// Length of the segment in bytes.
+    pub size: u64,
+}
+
+/// Why a peer is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportReason {
+    /// It served bytes whose digest did not match the trusted one.
+    Integrity,
+    /// It announced segments it then did not serve.
+    FalseHave,
+    /// Its transfers stall mid-body.
+    Stall,
+    /// It floods requests.
+    Flood,
+}
+
+/// `POST /v1/report`: a peer reports a misbehaving neighbour. The tracker stops handing out a
+/// peer that enough distinct peers report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    /// Protocol version; must be [`PROTOCOL_VERSION`].
+    pub proto: u16,
+    /// The reporting peer.
+    pub peer_id: PeerId,
+    /// The swarm both are in.
+    pub swarm_id: SwarmId,
+    /// The reporter's secret (so nobody reports in another peer's name).
+    pub peer_key: String,
+    /// The peer being reported.
+    pub offender: PeerId,
+    /// What it did.
+    pub reason: ReportReason,
+    /// The segment concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<SegmentKey>,
+}
+
+impl ReportRequest {
+    /// Checks every field's bounds.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        if self.proto != PROTOCOL_VERSION {
+            return Err(InvalidField::Version(self.proto));
+        }
+        self.peer_id.validate()?;
+        self.swarm_id.validate()?;
+        self.offender.validate()?;
+        check_len("peer_key", &self.peer_key, 128)?;
+        if let Some(s) = &self.segment {
+            s.validate()?;
+        }
+        Ok(())
+    }
+}
+
 /// One line of the peer protocol's `haves` stream (NDJSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
