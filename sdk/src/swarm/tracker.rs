@@ -1,6 +1,9 @@
 //! HTTP client of the tracker API v1 (`docs/protocol.md`).
 
-use shoal_proto::{AnnounceRequest, AnnounceResponse, ErrorBody, LeaveRequest};
+use shoal_proto::{
+    AnnounceRequest, AnnounceResponse, DigestResponse, ErrorBody, LeaveRequest, PeerId,
+    ReportRequest, SegmentKey, SwarmId,
+};
 use std::time::Duration;
 
 /// Longest tracker answer read; a bigger one is refused (a tracker cannot make us buffer
@@ -62,18 +65,55 @@ impl TrackerClient {
         self.post("/v1/leave", req).await.map(|_| ())
     }
 
+    /// `POST /v1/report`: tells the tracker a neighbour misbehaved.
+    pub async fn report(&self, req: &ReportRequest) -> Result<(), TrackerError> {
+        self.post("/v1/report", req).await.map(|_| ())
+    }
+
+    /// `GET /v1/digest`: the trusted digest of a segment, computed by the tracker from the
+    /// origin's bytes. `who` identifies the asking member (peer id and key).
+    pub async fn digest(
+        &self,
+        swarm: &SwarmId,
+        segment: &SegmentKey,
+        who: Option<(&PeerId, &str)>,
+        token: Option<&str>,
+    ) -> Result<DigestResponse, TrackerError> {
+        let mut query = vec![("swarm", swarm.as_str()), ("segment", segment.as_str())];
+        if let Some((peer, key)) = who {
+            query.push(("peer_id", peer.as_str()));
+            query.push(("peer_key", key));
+        }
+        if let Some(t) = token {
+            query.push(("token", t));
+        }
+        let req = self
+            .http
+            .get(format!("{}/v1/digest", self.base))
+            .query(&query);
+        let body = self.read(req).await?;
+        let d: DigestResponse =
+            serde_json::from_slice(&body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
+        if d.segment != *segment || d.sha256.len() != 64 {
+            return Err(TrackerError::Malformed(
+                "digest answer for another segment, or not a SHA-256".into(),
+            ));
+        }
+        Ok(d)
+    }
+
     async fn post<T: serde::Serialize>(
         &self,
         path: &str,
         body: &T,
     ) -> Result<bytes::Bytes, TrackerError> {
-        let mut resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
+        self.read(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
-            .map_err(TrackerError::Unreachable)?;
+    }
+
+    /// Sends `req` and reads a bounded answer; non-2xx statuses become [`TrackerError::Refused`].
+    async fn read(&self, req: reqwest::RequestBuilder) -> Result<bytes::Bytes, TrackerError> {
+        let mut resp = req.send().await.map_err(TrackerError::Unreachable)?;
         let status = resp.status();
         let mut buf = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(TrackerError::Unreachable)? {
