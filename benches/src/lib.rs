@@ -1,1 +1,14 @@
-//! Shoal benchmarks support library.
+//! The swarm benchmark harness, shared by the `swarm` and `shoal-demo` binaries and the tests:
+//! a simulated live origin ([`origin`]), hls.js-like players ([`player`]), run orchestration
+//! over real tracker and SDK nodes ([`run`]), and the summary ([`report`]).
+
+pub mod clip;
+pub mod origin;
+pub mod player;
+pub mod relay;
+pub mod report;
+pub mod run;
+pub mod ui;
+
+pub use report::{Report, RunResult};
+pub use run::{run, Progress, RunConfig, RunError};

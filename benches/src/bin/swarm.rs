@@ -1,0 +1,113 @@
+//! `swarm`: the swarm benchmark. Starts a tracker, a simulated live origin, N real Shoal nodes
+//! on loopback ports and one hls.js-like player per node, and reports offload, origin egress,
+//! control overhead, stalls and startup time (optionally against a CDN-only baseline).
+
+use clap::Parser;
+use shoal::config::Rate;
+use shoal_bench::origin::StreamMode;
+use shoal_bench::RunConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Runs a live (or VOD) swarm of real Shoal nodes with simulated players and reports how much
+/// of the video came from peers, what the origin sent, and what viewers experienced.
+///
+/// Example (the documented benchmark):
+///   cargo run --release -p shoal-bench --bin swarm -- --nodes 32 --duration 5m --baseline
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Args {
+    /// Viewers at any time: each gets its own node (player front and peer server on loopback
+    /// ports) and its own simulated player.
+    #[arg(short = 'n', long, default_value_t = 8)]
+    nodes: usize,
+    /// How long the run lasts, e.g. 60s or 5m.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Viewers arrive at random times spread over this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    ramp: Duration,
+    /// Serve a VOD playlist (whole list, EXT-X-ENDLIST) instead of a live stream.
+    #[arg(long)]
+    vod: bool,
+    /// Segment duration (the committed clip is cut in 2 s segments; other values change the
+    /// playlist timing, not the media).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    segment_duration: Duration,
+    /// Stream bitrate; segments are padded to it (e.g. 3Mbit, 800kbit).
+    #[arg(long, default_value = "3Mbit")]
+    bitrate: Rate,
+    /// Live: segments in the playlist window. VOD: segments in the list.
+    #[arg(long, default_value_t = 6)]
+    window: usize,
+    /// Upload cap of each node, as a multiple of the bitrate (0 = no cap).
+    #[arg(long, default_value_t = 2.0)]
+    upload_cap: f64,
+    /// Most neighbours per node.
+    #[arg(long, default_value_t = 10)]
+    max_peers: usize,
+    /// Share of the viewers replaced per minute (0.1 = 10 % leave and as many new ones join).
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// Seed of arrival times and churn choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also run the same swarm with P2P off (CDN only) at the same time, for comparison.
+    #[arg(long)]
+    baseline: bool,
+    /// Tracker announce interval.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    announce_interval: Duration,
+    /// Segment cache of each node, in segments.
+    #[arg(long, default_value_t = 30)]
+    cache_segments: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let a = Args::parse();
+    anyhow::ensure!(a.nodes > 0, "--nodes must be at least 1");
+    anyhow::ensure!(a.window > 0, "--window must be at least 1");
+    anyhow::ensure!(
+        a.upload_cap >= 0.0 && a.churn >= 0.0,
+        "--upload-cap and --churn cannot be negative"
+    );
+    let cfg = RunConfig {
+        nodes: a.nodes,
+        duration: a.duration,
+        ramp: a.ramp.min(a.duration),
+        mode: if a.vod {
+            StreamMode::Vod
+        } else {
+            StreamMode::Live
+        },
+        segment_duration: a.segment_duration,
+        bitrate_bps: a.bitrate.bytes_per_sec() * 8,
+        window: a.window,
+        upload_multiple: a.upload_cap,
+        max_peers: a.max_peers.max(1),
+        churn_per_minute: a.churn,
+        seed: a.seed,
+        p2p: true,
+        announce_interval: a.announce_interval,
+        cache_segments: a.cache_segments,
+    };
+    let report = shoal_bench::ui::run_with_progress(cfg, a.baseline, false).await?;
+    print!("{}", report.table());
+    let json = serde_json::to_string_pretty(&report)?;
+    match &a.json_out {
+        Some(path) => std::fs::write(path, json + "\n")?,
+        None => println!("{json}"),
+    }
+    Ok(())
+}

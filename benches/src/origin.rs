@@ -1,0 +1,413 @@
+//! A simulated origin CDN: a live HLS stream that publishes a new segment every target duration
+//! into a sliding-window playlist (or a VOD playlist), made of the committed clip repeated with
+//! rising media-sequence numbers and an `EXT-X-DISCONTINUITY` at each loop. It counts every
+//! body byte it sends, by kind.
+//!
+//! The playlist text and the live clock are pure ([`live_playlist`], [`LiveClock`]); the HTTP
+//! server around them is thin.
+
+use crate::clip;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Path of the media playlist.
+pub const PLAYLIST_PATH: &str = "/live/stream.m3u8";
+
+/// Live (sliding window) or VOD (the whole list, `EXT-X-ENDLIST`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamMode {
+    /// A new segment every segment duration; the playlist lists the newest `window`.
+    Live,
+    /// A fixed list of segments.
+    Vod,
+}
+
+/// What the origin publishes.
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    /// Live or VOD.
+    pub mode: StreamMode,
+    /// Duration of a segment (the `EXTINF` and the live publishing period).
+    pub segment_duration: Duration,
+    /// Bitrate the segments are padded to, in bits per second.
+    pub bitrate_bps: u64,
+    /// Live: segments in the playlist window. VOD: segments in the list.
+    pub window: usize,
+}
+
+/// Which live segments exist at a given time. At start the window is already full, as if the
+/// stream had been running; then one segment appears every `segment_duration`.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveClock {
+    /// When the origin started.
+    pub start: Instant,
+    /// The publishing period.
+    pub segment_duration: Duration,
+    /// Segments in the window.
+    pub window: usize,
+}
+
+impl LiveClock {
+    /// Sequence number of the newest published segment at `now`.
+    pub fn newest(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.start);
+        let periods = elapsed.as_nanos() / self.segment_duration.as_nanos().max(1);
+        self.window.saturating_sub(1) as u64 + periods as u64
+    }
+
+    /// When segment `seq` is (or was) published.
+    pub fn published_at(&self, seq: u64) -> Instant {
+        let periods = seq.saturating_sub(self.window.saturating_sub(1) as u64);
+        self.start + self.segment_duration * periods as u32
+    }
+}
+
+/// The URI of segment `seq`, relative to the playlist.
+pub fn segment_uri(seq: u64) -> String {
+    format!("seg{seq}.ts")
+}
+
+/// Parses a segment path (`/live/seg{n}.ts`) back to its sequence number.
+pub fn segment_seq(path: &str) -> Option<u64> {
+    path.strip_prefix("/live/seg")?
+        .strip_suffix(".ts")?
+        .parse()
+        .ok()
+}
+
+/// The media playlist listing segments `first..=last`. The clip of `clip_len` segments repeats,
+/// so every segment whose sequence is a multiple of `clip_len` (but the first of the window)
+/// starts after an `EXT-X-DISCONTINUITY`; `ended` adds `EXT-X-ENDLIST`.
+pub fn live_playlist(
+    first: u64,
+    last: u64,
+    segment_duration: Duration,
+    clip_len: usize,
+    ended: bool,
+) -> String {
+    let k = clip_len.max(1) as u64;
+    let target = segment_duration.as_secs_f64().ceil().max(1.0) as u64;
+    let mut s = String::with_capacity(128 + 40 * (last.saturating_sub(first) as usize + 1));
+    s.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
+    let _ = writeln!(s, "#EXT-X-TARGETDURATION:{target}");
+    let _ = writeln!(s, "#EXT-X-MEDIA-SEQUENCE:{first}");
+    // Loop starts strictly before or at `first` (the tag of the first segment is dropped when
+    // it leaves the window, and counted here instead).
+    let _ = writeln!(s, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", first / k);
+    if ended {
+        s.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
+    }
+    for seq in first..=last {
+        if seq != first && seq % k == 0 {
+            s.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        let _ = writeln!(s, "#EXTINF:{:.3},", segment_duration.as_secs_f64());
+        s.push_str(&segment_uri(seq));
+        s.push('\n');
+    }
+    if ended {
+        s.push_str("#EXT-X-ENDLIST\n");
+    }
+    s
+}
+
+/// Bytes the origin sent, by kind (response bodies of GET requests).
+#[derive(Debug, Default)]
+pub struct OriginCounters {
+    /// Segment bodies.
+    pub segment_bytes: AtomicU64,
+    /// Playlist bodies.
+    pub manifest_bytes: AtomicU64,
+    /// Segment responses.
+    pub segment_requests: AtomicU64,
+    /// Playlist responses.
+    pub manifest_requests: AtomicU64,
+}
+
+/// A snapshot of [`OriginCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OriginTotals {
+    /// Segment bodies.
+    pub segment_bytes: u64,
+    /// Playlist bodies.
+    pub manifest_bytes: u64,
+    /// Segment responses.
+    pub segment_requests: u64,
+    /// Playlist responses.
+    pub manifest_requests: u64,
+}
+
+impl OriginTotals {
+    /// Everything the origin sent.
+    pub fn bytes(&self) -> u64 {
+        self.segment_bytes + self.manifest_bytes
+    }
+}
+
+struct State {
+    config: OriginConfig,
+    clock: LiveClock,
+    segments: Vec<Bytes>,
+    digests: Vec<[u8; 32]>,
+    counters: OriginCounters,
+}
+
+impl State {
+    fn clip_index(&self, seq: u64) -> usize {
+        (seq % self.segments.len() as u64) as usize
+    }
+
+    fn available(&self, seq: u64, now: Instant) -> bool {
+        match self.config.mode {
+            StreamMode::Live => seq <= self.clock.newest(now),
+            StreamMode::Vod => seq < self.config.window as u64,
+        }
+    }
+
+    fn playlist(&self, now: Instant) -> String {
+        let (first, last, ended) = match self.config.mode {
+            StreamMode::Live => {
+                let last = self.clock.newest(now);
+                let first = (last + 1).saturating_sub(self.config.window as u64);
+                (first, last, false)
+            }
+            StreamMode::Vod => (0, self.config.window.saturating_sub(1) as u64, true),
+        };
+        live_playlist(
+            first,
+            last,
+            self.config.segment_duration,
+            self.segments.len(),
+            ended,
+        )
+    }
+}
+
+/// A running origin; stops when dropped.
+#[derive(Clone)]
+pub struct Origin {
+    addr: SocketAddr,
+    state: Arc<State>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Origin {
+    /// Binds a loopback port and starts publishing.
+    pub async fn start(config: OriginConfig) -> std::io::Result<Origin> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let target =
+            clip::segment_target_bytes(config.bitrate_bps, config.segment_duration.as_secs_f64());
+        let segments: Vec<Bytes> = clip::SEGMENTS
+            .iter()
+            .map(|s| Bytes::from(clip::padded(s, target)))
+            .collect();
+        let digests = segments.iter().map(|s| Sha256::digest(s).into()).collect();
+        let state = Arc::new(State {
+            clock: LiveClock {
+                start: Instant::now(),
+                segment_duration: config.segment_duration,
+                window: config.window,
+            },
+            config,
+            segments,
+            digests,
+            counters: OriginCounters::default(),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, state.clone(), stop.clone()));
+        Ok(Origin { addr, state, stop })
+    }
+
+    /// `host:port` of the origin (what nodes allow-list).
+    pub fn host_port(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Absolute URL of the media playlist.
+    pub fn playlist_url(&self) -> String {
+        format!("http://{}{PLAYLIST_PATH}", self.addr)
+    }
+
+    /// The live clock (when each segment appears).
+    pub fn clock(&self) -> LiveClock {
+        self.state.clock
+    }
+
+    /// SHA-256 of segment `seq` as the origin publishes it.
+    pub fn digest(&self, seq: u64) -> [u8; 32] {
+        self.state.digests[self.state.clip_index(seq)]
+    }
+
+    /// Size of segment `seq`.
+    pub fn segment_len(&self, seq: u64) -> u64 {
+        self.state.segments[self.state.clip_index(seq)].len() as u64
+    }
+
+    /// What the origin sent so far.
+    pub fn totals(&self) -> OriginTotals {
+        let c = &self.state.counters;
+        OriginTotals {
+            segment_bytes: c.segment_bytes.load(Ordering::Relaxed),
+            manifest_bytes: c.manifest_bytes.load(Ordering::Relaxed),
+            segment_requests: c.segment_requests.load(Ordering::Relaxed),
+            manifest_requests: c.manifest_requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting connections.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, stop: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            a = listener.accept() => match a {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "origin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let state = state.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&state, req)) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(error = %e, "origin connection ended with an error");
+                },
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let status = |s: StatusCode| {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = s;
+        r
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return status(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let get = req.method() == Method::GET;
+    let now = Instant::now();
+    let path = req.uri().path();
+    let c = &state.counters;
+    let (body, ctype) = if path == PLAYLIST_PATH {
+        let text = Bytes::from(state.playlist(now));
+        if get {
+            c.manifest_bytes
+                .fetch_add(text.len() as u64, Ordering::Relaxed);
+            c.manifest_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        (text, "application/vnd.apple.mpegurl")
+    } else if let Some(seq) = segment_seq(path).filter(|s| state.available(*s, now)) {
+        let bytes = state.segments[state.clip_index(seq)].clone();
+        if get {
+            c.segment_bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            c.segment_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        (bytes, "video/mp2t")
+    } else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    let len = body.len();
+    let mut r = Response::new(Full::new(if get { body } else { Bytes::new() }));
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ctype),
+    );
+    h.insert(hyper::header::CONTENT_LENGTH, len.into());
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_slides_one_segment_per_period() {
+        let start = Instant::now();
+        let c = LiveClock {
+            start,
+            segment_duration: Duration::from_secs(2),
+            window: 6,
+        };
+        assert_eq!(c.newest(start), 5);
+        assert_eq!(c.newest(start + Duration::from_millis(1999)), 5);
+        assert_eq!(c.newest(start + Duration::from_secs(2)), 6);
+        assert_eq!(c.published_at(6), start + Duration::from_secs(2));
+        assert_eq!(c.published_at(3), start);
+    }
+
+    #[test]
+    fn loops_are_marked_as_discontinuities() {
+        let p = live_playlist(3, 8, Duration::from_secs(2), 5, false);
+        let parsed = m3u8_rs::parse_media_playlist_res(p.as_bytes()).expect("valid playlist");
+        assert_eq!(parsed.media_sequence, 3);
+        assert_eq!(parsed.discontinuity_sequence, 0);
+        assert_eq!(parsed.segments.len(), 6);
+        let disc: Vec<bool> = parsed.segments.iter().map(|s| s.discontinuity).collect();
+        assert_eq!(disc, [false, false, true, false, false, false]);
+        assert_eq!(parsed.segments[2].uri, "seg5.ts");
+        assert!(!parsed.end_list);
+    }
+
+    #[test]
+    fn a_loop_start_at_the_head_of_the_window_counts_in_the_discontinuity_sequence() {
+        let p = live_playlist(10, 12, Duration::from_secs(2), 5, false);
+        let parsed = m3u8_rs::parse_media_playlist_res(p.as_bytes()).expect("valid playlist");
+        assert_eq!(parsed.discontinuity_sequence, 2);
+        assert!(!parsed.segments[0].discontinuity);
+    }
+
+    #[test]
+    fn vod_lists_everything_and_ends() {
+        let p = live_playlist(0, 9, Duration::from_secs(2), 5, true);
+        let parsed = m3u8_rs::parse_media_playlist_res(p.as_bytes()).expect("valid playlist");
+        assert!(parsed.end_list);
+        assert_eq!(parsed.segments.len(), 10);
+    }
+
+    #[test]
+    fn segment_paths_round_trip() {
+        assert_eq!(segment_seq(&format!("/live/{}", segment_uri(42))), Some(42));
+        assert_eq!(segment_seq("/live/seg.ts"), None);
+        assert_eq!(segment_seq("/other/seg1.ts"), None);
+    }
+}

@@ -1,0 +1,351 @@
+//! What a run measured, how it is summarised in a table, and the JSON written next to it.
+
+use crate::origin::OriginTotals;
+use crate::player::PlayerReport;
+use crate::run::{NodeTotals, RunConfig};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Bytes the players received.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct PlayerBytes {
+    /// Segment bytes from peers.
+    pub p2p: u64,
+    /// Segment bytes from the origin (through the node).
+    pub cdn_segments: u64,
+    /// Playlist bytes.
+    pub manifests: u64,
+}
+
+impl PlayerBytes {
+    /// Everything the players received.
+    pub fn total(&self) -> u64 {
+        self.p2p + self.cdn_segments + self.manifests
+    }
+}
+
+/// Stalls over the run.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Stalls {
+    /// Number of stalls.
+    pub count: u64,
+    /// Their total length, seconds.
+    pub seconds: f64,
+    /// Hours of viewing (sum over viewers of the time from joining to leaving).
+    pub viewing_hours: f64,
+    /// Stall seconds per hour of viewing.
+    pub seconds_per_hour: f64,
+}
+
+/// Startup times (join to first frame), milliseconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Startup {
+    /// Median.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile.
+    pub p95_ms: Option<f64>,
+    /// Viewers whose playback never started.
+    pub never_started: u64,
+}
+
+/// P2P control traffic.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Control {
+    /// Every byte between peers (segments, `haves`, HTTP/2 framing and headers).
+    pub peer_wire_bytes: u64,
+    /// Segment bodies uploaded between peers.
+    pub peer_media_bytes: u64,
+    /// Every byte between nodes and the tracker (announces, leaves).
+    pub tracker_wire_bytes: u64,
+    /// Wire bytes that are not segment bodies.
+    pub overhead_bytes: u64,
+    /// `overhead_bytes` as a share of the segment bytes players received.
+    pub overhead_share: f64,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunResult {
+    /// The settings.
+    pub config: RunConfig,
+    /// Wall time of the run, seconds.
+    pub elapsed_secs: f64,
+    /// Viewers over the run (more than `nodes` with churn).
+    pub viewers: u64,
+    /// Bytes players received.
+    pub player_bytes: PlayerBytes,
+    /// P2P share of what players received.
+    pub offload: f64,
+    /// Bytes that must come from the origin at least: each segment a player got once, and
+    /// every playlist.
+    pub min_origin_bytes: u64,
+    /// Best possible offload: 1 − min_origin_bytes / all player bytes.
+    pub limit: f64,
+    /// `offload / limit`.
+    pub offload_of_limit: f64,
+    /// What the origin sent.
+    pub origin: OriginTotals,
+    /// Sums over the nodes.
+    pub nodes: NodeTotals,
+    /// Control traffic (P2P runs).
+    pub control: Control,
+    /// Stalls.
+    pub stalls: Stalls,
+    /// Startup times.
+    pub startup: Startup,
+    /// Segments whose bytes differed from the origin's.
+    pub corrupt_segments: u64,
+    /// Requests that failed.
+    pub player_errors: u64,
+    /// Tracker announces answered.
+    pub announces: Option<u64>,
+    /// Tracker announces per second.
+    pub announces_per_sec: Option<f64>,
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted.get(rank.min(sorted.len()) - 1).copied()
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+impl RunResult {
+    /// Folds the players' reports and the counters into the summary.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        config: RunConfig,
+        elapsed: Duration,
+        players: &[PlayerReport],
+        origin: OriginTotals,
+        nodes: NodeTotals,
+        distinct_segment_bytes: u64,
+        peer_wire_bytes: u64,
+        tracker_wire_bytes: u64,
+        announces: Option<u64>,
+    ) -> Self {
+        let mut bytes = PlayerBytes::default();
+        let mut stalls = Stalls::default();
+        let mut startups = Vec::new();
+        let mut never_started = 0;
+        let (mut corrupt, mut errors) = (0, 0);
+        for p in players {
+            bytes.p2p += p.p2p_bytes;
+            bytes.cdn_segments += p.cdn_bytes;
+            bytes.manifests += p.manifest_bytes;
+            stalls.count += p.stalls.len() as u64;
+            stalls.seconds += p.stalls.iter().map(Duration::as_secs_f64).sum::<f64>();
+            stalls.viewing_hours += p.watched.as_secs_f64() / 3600.0;
+            match p.startup {
+                Some(s) => startups.push(s.as_secs_f64() * 1000.0),
+                None => never_started += 1,
+            }
+            corrupt += p.corrupt;
+            errors += p.errors;
+        }
+        stalls.seconds_per_hour = if stalls.viewing_hours > 0.0 {
+            stalls.seconds / stalls.viewing_hours
+        } else {
+            0.0
+        };
+        startups.sort_by(f64::total_cmp);
+        let total = bytes.total();
+        let min_origin_bytes = distinct_segment_bytes + bytes.manifests;
+        let offload = ratio(bytes.p2p, total);
+        let limit = 1.0 - ratio(min_origin_bytes, total);
+        let segment_bytes = bytes.p2p + bytes.cdn_segments;
+        let overhead_bytes =
+            (peer_wire_bytes.saturating_sub(nodes.uploaded_bytes)) + tracker_wire_bytes;
+        let elapsed_secs = elapsed.as_secs_f64();
+        RunResult {
+            viewers: players.len() as u64,
+            player_bytes: bytes,
+            offload,
+            min_origin_bytes,
+            limit,
+            offload_of_limit: if limit > 0.0 { offload / limit } else { 0.0 },
+            origin,
+            nodes,
+            control: Control {
+                peer_wire_bytes,
+                peer_media_bytes: nodes.uploaded_bytes,
+                tracker_wire_bytes,
+                overhead_bytes,
+                overhead_share: ratio(overhead_bytes, segment_bytes),
+            },
+            stalls,
+            startup: Startup {
+                p50_ms: percentile(&startups, 50.0),
+                p95_ms: percentile(&startups, 95.0),
+                never_started,
+            },
+            corrupt_segments: corrupt,
+            player_errors: errors,
+            announces,
+            announces_per_sec: announces.map(|a| a as f64 / elapsed_secs.max(0.001)),
+            elapsed_secs,
+            config,
+        }
+    }
+}
+
+/// A run, its CDN-only baseline if one ran alongside, and the process's memory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// The P2P run.
+    pub run: RunResult,
+    /// The CDN-only baseline.
+    pub baseline: Option<RunResult>,
+    /// Peak resident memory of the whole process (tracker, origin, players and every node).
+    pub peak_rss_bytes: Option<u64>,
+    /// Peak resident memory divided by the nodes that ran at once.
+    pub peak_rss_per_node_bytes: Option<u64>,
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1} %", x * 100.0)
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+fn ms(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| format!("{v:.0} ms"))
+}
+
+impl Report {
+    /// The summary table, one column per run.
+    pub fn table(&self) -> String {
+        let r = &self.run;
+        let b = self.baseline.as_ref();
+        let mut rows: Vec<(String, String, String)> = Vec::new();
+        let mut row = |name: &str, p: String, c: Option<String>| {
+            rows.push((name.into(), p, c.unwrap_or_default()));
+        };
+        row(
+            "viewers (nodes at once)",
+            format!("{} ({})", r.viewers, r.config.nodes),
+            b.map(|b| format!("{} ({})", b.viewers, b.config.nodes)),
+        );
+        row(
+            "offload (P2P / all player bytes)",
+            pct(r.offload),
+            b.map(|b| pct(b.offload)),
+        );
+        row("limit (1 - min origin / all)", pct(r.limit), None);
+        row("offload / limit", pct(r.offload_of_limit), None);
+        row(
+            "bytes players got",
+            mib(r.player_bytes.total()),
+            b.map(|b| mib(b.player_bytes.total())),
+        );
+        row(
+            "origin egress (segments + playlists)",
+            format!(
+                "{} ({} + {})",
+                mib(r.origin.bytes()),
+                mib(r.origin.segment_bytes),
+                mib(r.origin.manifest_bytes)
+            ),
+            b.map(|b| mib(b.origin.bytes())),
+        );
+        row(
+            "origin bytes the nodes counted",
+            mib(r.nodes.origin_bytes),
+            b.map(|b| mib(b.nodes.origin_bytes)),
+        );
+        row(
+            "P2P control overhead",
+            format!(
+                "{} ({})",
+                pct(r.control.overhead_share),
+                mib(r.control.overhead_bytes)
+            ),
+            None,
+        );
+        row(
+            "stalls",
+            format!("{} ({:.1} s)", r.stalls.count, r.stalls.seconds),
+            b.map(|b| format!("{} ({:.1} s)", b.stalls.count, b.stalls.seconds)),
+        );
+        row(
+            "stall s per viewing hour",
+            format!("{:.2}", r.stalls.seconds_per_hour),
+            b.map(|b| format!("{:.2}", b.stalls.seconds_per_hour)),
+        );
+        row(
+            "startup p50",
+            ms(r.startup.p50_ms),
+            b.map(|b| ms(b.startup.p50_ms)),
+        );
+        row(
+            "startup p95",
+            ms(r.startup.p95_ms),
+            b.map(|b| ms(b.startup.p95_ms)),
+        );
+        row(
+            "never started",
+            r.startup.never_started.to_string(),
+            b.map(|b| b.startup.never_started.to_string()),
+        );
+        row(
+            "corrupt segments / request errors",
+            format!("{} / {}", r.corrupt_segments, r.player_errors),
+            b.map(|b| format!("{} / {}", b.corrupt_segments, b.player_errors)),
+        );
+        row(
+            "tracker announces/s",
+            r.announces_per_sec
+                .map_or("-".into(), |a| format!("{a:.1}")),
+            None,
+        );
+        row(
+            "peak memory (process; per node)",
+            match (self.peak_rss_bytes, self.peak_rss_per_node_bytes) {
+                (Some(p), Some(n)) => format!("{}; {}", mib(p), mib(n)),
+                _ => "-".into(),
+            },
+            None,
+        );
+        let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(6);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:w0$}  {:>w1$}  {}",
+            "",
+            "P2P",
+            if b.is_some() { "CDN only" } else { "" }
+        );
+        for (n, p, c) in rows {
+            let _ = writeln!(out, "{n:w0$}  {p:>w1$}  {c}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(10.0));
+        assert_eq!(percentile(&v, 95.0), Some(19.0));
+        assert_eq!(percentile(&v, 100.0), Some(20.0));
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[7.0], 95.0), Some(7.0));
+    }
+}
