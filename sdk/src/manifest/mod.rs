@@ -1,9 +1,10 @@
 //! Manifests: the proxy's URL form ([`UrlMapper`]), segment and swarm identity
 //! ([`segment_key`], [`swarm_id_for`]) shared by every format, and per-format rewriting and
-//! read-only models ([`hls`]; DASH will sit beside it).
+//! read-only models ([`hls`], [`dash`]).
 //!
 //! Everything here is pure: bytes and URLs in, bytes and models out.
 
+pub mod dash;
 pub mod hls;
 mod mapper;
 

@@ -1,0 +1,871 @@
+//! The read-only MPD model: a small element tree read with quick-xml, then the segment lists
+//! every Representation's addressing mode implies.
+
+use super::template::{self, Vars};
+use super::DashError;
+use crate::manifest::{segment_key, ByteRange};
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+use shoal_proto::SegmentKey;
+use std::time::{Duration, SystemTime};
+use url::Url;
+
+/// Deepest element nesting accepted (real MPDs stay under 10).
+const MAX_DEPTH: usize = 32;
+/// Most segments listed per Representation (a 2 s segment VOD of 55 hours).
+pub const MAX_SEGMENTS: usize = 100_000;
+/// Most segments of a live Representation's window learned from one MPD load.
+const MAX_LIVE_WINDOW: u64 = 256;
+/// Most alternative BaseURLs kept per level (they multiply across levels).
+const MAX_BASES: usize = 8;
+
+/// An element: local name, attributes (local names, unescaped values), children and text.
+#[derive(Debug, Default)]
+pub(super) struct El {
+    pub name: String,
+    pub attrs: Vec<(String, String)>,
+    pub children: Vec<El>,
+    pub text: String,
+}
+
+impl El {
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn child(&self, name: &str) -> Option<&El> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a El> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+}
+
+fn element(e: &BytesStart<'_>) -> Result<El, DashError> {
+    let mut attrs = Vec::new();
+    for a in e.attributes() {
+        let a = a.map_err(|e| DashError::Xml(e.to_string()))?;
+        let value = a
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map_err(|e| DashError::Xml(e.to_string()))?;
+        attrs.push((a.key.local_name().as_ref().to_owned(), value.into_owned()));
+    }
+    Ok(El {
+        name: e.local_name().as_ref().to_owned(),
+        attrs,
+        ..El::default()
+    })
+}
+
+/// Reads the whole document into a tree; `Err` for anything that is not well-formed XML.
+pub(super) fn read_tree(text: &str) -> Result<El, DashError> {
+    let mut reader = Reader::from_str(text);
+    let xml = |e: quick_xml::Error| DashError::Xml(e.to_string());
+    // Each open element with the raw (still escaped) text seen directly inside it.
+    let mut stack: Vec<(El, String)> = Vec::new();
+    let mut root: Option<El> = None;
+    let mut attach = |stack: &mut Vec<(El, String)>, el: El| -> Result<(), DashError> {
+        match stack.last_mut() {
+            Some((parent, _)) => parent.children.push(el),
+            None if root.is_none() => root = Some(el),
+            None => return Err(DashError::Xml("more than one root element".into())),
+        }
+        Ok(())
+    };
+    loop {
+        let before = reader.buffer_position() as usize;
+        match reader.read_event().map_err(xml)? {
+            Event::Start(e) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(DashError::Xml(format!("nested deeper than {MAX_DEPTH}")));
+                }
+                stack.push((element(&e)?, String::new()));
+            }
+            Event::Empty(e) => attach(&mut stack, element(&e)?)?,
+            Event::End(_) => {
+                let Some((mut el, raw)) = stack.pop() else {
+                    return Err(DashError::Xml("unmatched end tag".into()));
+                };
+                el.text = quick_xml::escape::unescape(raw.trim())
+                    .map_err(|e| DashError::Xml(e.to_string()))?
+                    .into_owned();
+                attach(&mut stack, el)?;
+            }
+            Event::Text(_) | Event::GeneralRef(_) => {
+                let after = reader.buffer_position() as usize;
+                if let (Some((_, raw)), Some(s)) = (stack.last_mut(), text.get(before..after)) {
+                    raw.push_str(s);
+                }
+            }
+            Event::CData(c) => {
+                if let Some((_, raw)) = stack.last_mut() {
+                    let content = c.into_inner();
+                    raw.push_str(&quick_xml::escape::escape(content.as_ref()));
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !stack.is_empty() {
+        return Err(DashError::Xml("document ends inside an element".into()));
+    }
+    root.ok_or_else(|| DashError::Xml("no root element".into()))
+}
+
+/// A parsed MPD: what the scheduler needs to know about every Representation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mpd {
+    /// `type="dynamic"`: live; segments appear over time.
+    pub dynamic: bool,
+    /// `availabilityStartTime`.
+    pub availability_start_time: Option<SystemTime>,
+    /// `publishTime`.
+    pub publish_time: Option<SystemTime>,
+    /// `mediaPresentationDuration`.
+    pub media_presentation_duration: Option<Duration>,
+    /// `minimumUpdatePeriod`: how often a live MPD may change.
+    pub minimum_update_period: Option<Duration>,
+    /// `timeShiftBufferDepth`: how far behind the live edge segments stay available.
+    pub time_shift_buffer_depth: Option<Duration>,
+    /// `maxSegmentDuration`.
+    pub max_segment_duration: Option<Duration>,
+    /// `Location` elements, resolved.
+    pub locations: Vec<Url>,
+    /// `UTCTiming` (`schemeIdUri`, `value`), as written.
+    pub utc_timing: Vec<(String, String)>,
+    /// Periods in document order.
+    pub periods: Vec<Period>,
+}
+
+/// A `Period`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Period {
+    /// `id`.
+    pub id: Option<String>,
+    /// Start within the presentation (`start`, else the previous period's end, else 0).
+    pub start: Duration,
+    /// `duration`, or up to the next period's start, or to the presentation's end.
+    pub duration: Option<Duration>,
+    /// Every Representation of every AdaptationSet, in document order.
+    pub representations: Vec<Representation>,
+}
+
+/// How a Representation addresses its media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressing {
+    /// `SegmentTemplate` with `duration` (`$Number$`).
+    Template,
+    /// `SegmentTemplate` with a `SegmentTimeline`.
+    Timeline,
+    /// `SegmentList` of `SegmentURL`s.
+    List,
+    /// `SegmentBase`, or a bare `BaseURL`: one file the player reads by byte ranges.
+    Base,
+}
+
+/// One `Representation` of one `Period`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Representation {
+    /// `id` (unique within its Period).
+    pub id: String,
+    /// `bandwidth`, bits per second.
+    pub bandwidth: Option<u64>,
+    /// `contentType` of the AdaptationSet, or the first part of `mimeType`.
+    pub content_type: Option<String>,
+    /// Resolved BaseURLs, CDN alternatives in document order; the first is the one players
+    /// use.
+    pub base_urls: Vec<Url>,
+    /// How segments are addressed.
+    pub addressing: Addressing,
+    /// The initialization segment, if any.
+    pub init: Option<Resource>,
+    /// `RepresentationIndex` or `SegmentBase@indexRange` (the `sidx`), if any.
+    pub index: Option<Resource>,
+    /// For [`Addressing::Base`]: the media file players ask byte ranges of.
+    pub file: Option<Resource>,
+    /// Media segments available now (live: within the time-shift window), in order.
+    pub segments: Vec<Segment>,
+    /// For a live Representation whose next segments' names are predictable: how to name
+    /// them and when each becomes available.
+    pub live: Option<LiveTemplate>,
+}
+
+/// A resource at one URL, possibly a byte range of it, with its CDN alternatives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// Absolute origin URL under the first BaseURL.
+    pub url: Url,
+    /// The same resource under the other BaseURLs.
+    pub alternatives: Vec<Url>,
+    /// The URL the key is derived from: the smallest of `url` and `alternatives`, so viewers
+    /// whose MPDs order the CDNs differently still meet.
+    pub key_url: Url,
+    /// Byte range, if any.
+    pub range: Option<ByteRange>,
+    /// Identity shared by every viewer.
+    pub key: SegmentKey,
+}
+
+/// A media segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Where it is.
+    pub resource: Resource,
+    /// Its number (`startNumber` + index).
+    pub number: u64,
+    /// Presentation start within the whole presentation, milliseconds: unique and increasing
+    /// across periods, so it orders segments for the swarm.
+    pub sequence: u64,
+    /// Duration.
+    pub duration: Duration,
+}
+
+/// Names and availability times of a live Representation's segments to come, computed from
+/// its template: the node registers each as soon as it becomes available rather than waiting
+/// for an MPD refresh (players of `$Number$` templates hardly ever refresh).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveTemplate {
+    media: String,
+    representation_id: String,
+    bandwidth: Option<u64>,
+    timescale: u64,
+    /// Nominal segment duration in timescale units.
+    duration: u64,
+    pto: u64,
+    /// First number not listed in the MPD, and its media time.
+    first_number: u64,
+    first_time: u64,
+    /// `availabilityStartTime` + period start.
+    period_anchor: SystemTime,
+    period_start_ms: u64,
+    /// Numbers beyond this are past the period's end.
+    last_number: Option<u64>,
+    bases: Vec<Url>,
+}
+
+impl LiveTemplate {
+    /// The first segment number the MPD did not list (the next to appear).
+    pub fn first_number(&self) -> u64 {
+        self.first_number
+    }
+
+    /// Segment `number` (at least [`LiveTemplate::first_number`]); `None` past the period's
+    /// end or for a number the template cannot name.
+    pub fn segment(&self, number: u64) -> Option<Segment> {
+        if number < self.first_number || self.last_number.is_some_and(|l| number > l) {
+            return None;
+        }
+        let time = self.time_of(number)?;
+        let vars = Vars {
+            representation_id: &self.representation_id,
+            bandwidth: self.bandwidth,
+            number: Some(number),
+            time: Some(time),
+        };
+        let rel = template::expand(&self.media, &vars).ok()?;
+        let resource = resource(&self.bases, &rel, None).ok()?;
+        Some(Segment {
+            resource,
+            number,
+            sequence: self.period_start_ms
+                + ticks_ms(time.saturating_sub(self.pto), self.timescale),
+            duration: ticks(self.duration, self.timescale),
+        })
+    }
+
+    /// When segment `number` is complete at the origin: the anchor plus its end time.
+    pub fn available_at(&self, number: u64) -> Option<SystemTime> {
+        let end = self.time_of(number)?.checked_add(self.duration)?;
+        let offset = ticks(end.saturating_sub(self.pto), self.timescale);
+        self.period_anchor.checked_add(offset)
+    }
+
+    fn time_of(&self, number: u64) -> Option<u64> {
+        let k = number.checked_sub(self.first_number)?;
+        k.checked_mul(self.duration)?.checked_add(self.first_time)
+    }
+}
+
+fn ticks(t: u64, timescale: u64) -> Duration {
+    Duration::from_secs_f64(t as f64 / timescale as f64)
+}
+
+fn ticks_ms(t: u64, timescale: u64) -> u64 {
+    ((t as u128 * 1000) / timescale as u128).min(u64::MAX as u128) as u64
+}
+
+fn bad(element: &'static str, attribute: &'static str, value: &str) -> DashError {
+    DashError::BadAttribute {
+        element,
+        attribute,
+        value: value.chars().take(64).collect(),
+    }
+}
+
+fn num<T: std::str::FromStr>(
+    el: Option<&str>,
+    element: &'static str,
+    attribute: &'static str,
+) -> Result<Option<T>, DashError> {
+    el.map(|v| v.trim().parse().map_err(|_| bad(element, attribute, v)))
+        .transpose()
+}
+
+fn dur(
+    v: Option<&str>,
+    element: &'static str,
+    attribute: &'static str,
+) -> Result<Option<Duration>, DashError> {
+    v.map(|s| template::parse_duration(s).ok_or_else(|| bad(element, attribute, s)))
+        .transpose()
+}
+
+fn datetime(v: Option<&str>, attribute: &'static str) -> Result<Option<SystemTime>, DashError> {
+    v.map(|s| template::parse_datetime(s).ok_or_else(|| bad("MPD", attribute, s)))
+        .transpose()
+}
+
+/// `first-last` (inclusive) as MPDs write ranges.
+fn range(
+    v: Option<&str>,
+    element: &'static str,
+    attribute: &'static str,
+) -> Result<Option<ByteRange>, DashError> {
+    let Some(v) = v else { return Ok(None) };
+    let (a, b) = v
+        .trim()
+        .split_once('-')
+        .ok_or_else(|| bad(element, attribute, v))?;
+    let (a, b): (u64, u64) = (
+        a.parse().map_err(|_| bad(element, attribute, v))?,
+        b.parse().map_err(|_| bad(element, attribute, v))?,
+    );
+    if b < a {
+        return Err(bad(element, attribute, v));
+    }
+    Ok(Some(ByteRange {
+        offset: a,
+        length: b - a + 1,
+    }))
+}
+
+/// The BaseURLs in effect inside `el`: each of its `BaseURL`s resolved against each of the
+/// parent's, or the parent's when it has none.
+fn bases(parent: &[Url], el: &El) -> Result<Vec<Url>, DashError> {
+    let own: Vec<&str> = el.all("BaseURL").map(|b| b.text.trim()).collect();
+    if own.is_empty() {
+        return Ok(parent.to_vec());
+    }
+    let mut out: Vec<Url> = Vec::new();
+    for p in parent {
+        for b in &own {
+            let u = p.join(b).map_err(|_| DashError::BadUrl(b.to_string()))?;
+            if !out.contains(&u) && out.len() < MAX_BASES {
+                out.push(u);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A resource `rel` resolves to under each base.
+fn resource(bases: &[Url], rel: &str, range: Option<ByteRange>) -> Result<Resource, DashError> {
+    let mut urls: Vec<Url> = Vec::with_capacity(bases.len());
+    for b in bases {
+        let u = b.join(rel).map_err(|_| DashError::BadUrl(rel.to_owned()))?;
+        if !urls.contains(&u) {
+            urls.push(u);
+        }
+    }
+    if urls.is_empty() {
+        return Err(DashError::BadUrl(rel.to_owned()));
+    }
+    let key_url = urls
+        .iter()
+        .min_by_key(|u| segment_key(u, None))
+        .cloned()
+        .unwrap_or_else(|| urls[0].clone());
+    let url = urls.remove(0);
+    Ok(Resource {
+        key: segment_key(&key_url, range),
+        url,
+        alternatives: urls,
+        key_url,
+        range,
+    })
+}
+
+/// Segment information inherited from Period, AdaptationSet and Representation: the
+/// `SegmentBase`/`SegmentList`/`SegmentTemplate` of each level, outermost first.
+#[derive(Clone, Default)]
+struct Inherit<'a> {
+    levels: Vec<&'a El>,
+    mode: Option<&'static str>,
+}
+
+impl<'a> Inherit<'a> {
+    fn enter(&self, el: &'a El) -> Self {
+        let mut next = self.clone();
+        for name in ["SegmentTemplate", "SegmentList", "SegmentBase"] {
+            if let Some(s) = el.child(name) {
+                next.levels.push(s);
+                next.mode = Some(name);
+                break;
+            }
+        }
+        next
+    }
+
+    /// Innermost value of `attr` among elements of the current mode.
+    fn attr(&self, attr: &str) -> Option<&'a str> {
+        let mode = self.mode?;
+        self.levels
+            .iter()
+            .rev()
+            .filter(|e| e.name == mode)
+            .find_map(|e| e.attr(attr))
+    }
+
+    /// Innermost child `name` among elements of the current mode.
+    fn child(&self, name: &str) -> Option<&'a El> {
+        let mode = self.mode?;
+        self.levels
+            .iter()
+            .rev()
+            .filter(|e| e.name == mode)
+            .find_map(|e| e.child(name))
+    }
+
+    /// Innermost `SegmentURL`s of a list.
+    fn segment_urls(&self) -> Vec<&'a El> {
+        self.levels
+            .iter()
+            .rev()
+            .filter(|e| e.name == "SegmentList")
+            .map(|e| e.all("SegmentURL").collect::<Vec<_>>())
+            .find(|v| !v.is_empty())
+            .unwrap_or_default()
+    }
+}
+
+struct Ctx {
+    dynamic: bool,
+    now: SystemTime,
+    ast: Option<SystemTime>,
+    tsbd: Option<Duration>,
+}
+
+/// Builds the model. `now` places a live window; it is ignored for static MPDs.
+pub(super) fn build(root: &El, mpd_url: &Url, now: SystemTime) -> Result<Mpd, DashError> {
+    if root.name != "MPD" {
+        return Err(DashError::NotMpd(root.name.chars().take(64).collect()));
+    }
+    let dynamic = match root.attr("type").map(str::trim) {
+        None | Some("static") => false,
+        Some("dynamic") => true,
+        Some(other) => return Err(bad("MPD", "type", other)),
+    };
+    let mpd = Mpd {
+        dynamic,
+        availability_start_time: datetime(
+            root.attr("availabilityStartTime"),
+            "availabilityStartTime",
+        )?,
+        publish_time: datetime(root.attr("publishTime"), "publishTime")?,
+        media_presentation_duration: dur(
+            root.attr("mediaPresentationDuration"),
+            "MPD",
+            "mediaPresentationDuration",
+        )?,
+        minimum_update_period: dur(
+            root.attr("minimumUpdatePeriod"),
+            "MPD",
+            "minimumUpdatePeriod",
+        )?,
+        time_shift_buffer_depth: dur(
+            root.attr("timeShiftBufferDepth"),
+            "MPD",
+            "timeShiftBufferDepth",
+        )?,
+        max_segment_duration: dur(root.attr("maxSegmentDuration"), "MPD", "maxSegmentDuration")?,
+        locations: root
+            .all("Location")
+            .filter_map(|l| mpd_url.join(l.text.trim()).ok())
+            .collect(),
+        utc_timing: root
+            .all("UTCTiming")
+            .map(|u| {
+                (
+                    u.attr("schemeIdUri").unwrap_or_default().to_owned(),
+                    u.attr("value").unwrap_or_default().to_owned(),
+                )
+            })
+            .collect(),
+        periods: Vec::new(),
+    };
+    if dynamic && mpd.availability_start_time.is_none() {
+        return Err(DashError::MissingAttribute {
+            element: "MPD",
+            attribute: "availabilityStartTime",
+        });
+    }
+    let ctx = Ctx {
+        dynamic,
+        now,
+        ast: mpd.availability_start_time,
+        tsbd: mpd.time_shift_buffer_depth,
+    };
+    let top_bases = bases(std::slice::from_ref(mpd_url), root)?;
+    let period_els: Vec<&El> = root.all("Period").collect();
+    if period_els.is_empty() {
+        return Err(DashError::NoPeriod);
+    }
+    // Starts and durations first: a period's end is the next one's start.
+    let mut starts = Vec::with_capacity(period_els.len());
+    let mut prev_end = Some(Duration::ZERO);
+    for p in &period_els {
+        let start = dur(p.attr("start"), "Period", "start")?.or(prev_end);
+        let start = start.ok_or(DashError::MissingAttribute {
+            element: "Period",
+            attribute: "start",
+        })?;
+        let own = dur(p.attr("duration"), "Period", "duration")?;
+        prev_end = own.and_then(|d| start.checked_add(d));
+        starts.push((start, own));
+    }
+    let mut mpd = mpd;
+    for (i, p) in period_els.iter().enumerate() {
+        let (start, own) = starts[i];
+        let duration = own.or_else(|| match starts.get(i + 1) {
+            Some((next, _)) => next.checked_sub(start),
+            None => mpd
+                .media_presentation_duration
+                .and_then(|d| d.checked_sub(start)),
+        });
+        let p_bases = bases(&top_bases, p)?;
+        let p_inh = Inherit::default().enter(p);
+        let mut reps = Vec::new();
+        for a in p.all("AdaptationSet") {
+            let a_bases = bases(&p_bases, a)?;
+            let a_inh = p_inh.enter(a);
+            for r in a.all("Representation") {
+                let r_bases = bases(&a_bases, r)?;
+                let r_inh = a_inh.enter(r);
+                let content_type = a
+                    .attr("contentType")
+                    .or_else(|| r.attr("mimeType").or(a.attr("mimeType")))
+                    .map(|c| c.split('/').next().unwrap_or(c).to_owned());
+                reps.push(representation(
+                    &ctx,
+                    start,
+                    duration,
+                    &r_inh,
+                    r_bases,
+                    r,
+                    content_type,
+                )?);
+            }
+        }
+        mpd.periods.push(Period {
+            id: p.attr("id").map(str::to_owned),
+            start,
+            duration,
+            representations: reps,
+        });
+    }
+    Ok(mpd)
+}
+
+fn representation(
+    ctx: &Ctx,
+    period_start: Duration,
+    period_duration: Option<Duration>,
+    inh: &Inherit<'_>,
+    bases: Vec<Url>,
+    r: &El,
+    content_type: Option<String>,
+) -> Result<Representation, DashError> {
+    let id = r
+        .attr("id")
+        .ok_or(DashError::MissingAttribute {
+            element: "Representation",
+            attribute: "id",
+        })?
+        .to_owned();
+    let bandwidth: Option<u64> = num(r.attr("bandwidth"), "Representation", "bandwidth")?;
+    let rid = r.attr("id").unwrap_or_default();
+    let mut rep = Representation {
+        id,
+        bandwidth,
+        content_type,
+        base_urls: bases.clone(),
+        addressing: Addressing::Base,
+        init: None,
+        index: None,
+        file: None,
+        segments: Vec::new(),
+        live: None,
+    };
+    let vars = |number: Option<u64>, time: Option<u64>| Vars {
+        representation_id: rid,
+        bandwidth,
+        number,
+        time,
+    };
+    let element = inh.mode.unwrap_or("SegmentBase");
+    let timescale: u64 = num(inh.attr("timescale"), "SegmentTemplate", "timescale")?.unwrap_or(1);
+    if timescale == 0 {
+        return Err(bad("SegmentTemplate", "timescale", "0"));
+    }
+    let pto: u64 = num(
+        inh.attr("presentationTimeOffset"),
+        "SegmentTemplate",
+        "presentationTimeOffset",
+    )?
+    .unwrap_or(0);
+    let start_number: u64 =
+        num(inh.attr("startNumber"), "SegmentTemplate", "startNumber")?.unwrap_or(1);
+    let seg_duration: Option<u64> = num(inh.attr("duration"), "SegmentTemplate", "duration")?;
+    let period_start_ms = period_start.as_millis().min(u64::MAX as u128) as u64;
+    let base_res = |rel: &str, range| resource(&bases, rel, range);
+
+    // Initialization: a template attribute, or an `Initialization` element.
+    if let Some(t) = inh
+        .attr("initialization")
+        .filter(|_| inh.mode == Some("SegmentTemplate"))
+    {
+        let rel = template::expand(t, &vars(None, None))?;
+        rep.init = Some(base_res(&rel, None)?);
+    } else if let Some(i) = inh.child("Initialization") {
+        let r = range(i.attr("range"), "Initialization", "range")?;
+        rep.init = Some(base_res(i.attr("sourceURL").unwrap_or(""), r)?);
+    }
+    if let Some(i) = inh.child("RepresentationIndex") {
+        let r = range(i.attr("range"), "RepresentationIndex", "range")?;
+        rep.index = Some(base_res(i.attr("sourceURL").unwrap_or(""), r)?);
+    }
+
+    match inh.mode {
+        Some("SegmentTemplate") => {
+            let media = inh.attr("media").ok_or(DashError::MissingAttribute {
+                element: "SegmentTemplate",
+                attribute: "media",
+            })?;
+            let mut list: Vec<(u64, u64, u64)> = Vec::new(); // (number, time, duration)
+            let mut predictable = !template::uses(media, "Time");
+            if let Some(tl) = inh.child("SegmentTimeline") {
+                rep.addressing = Addressing::Timeline;
+                timeline(
+                    ctx,
+                    tl,
+                    timescale,
+                    pto,
+                    period_start,
+                    period_duration,
+                    start_number,
+                    &mut list,
+                )?;
+            } else {
+                rep.addressing = Addressing::Template;
+                predictable = true;
+                let d = seg_duration
+                    .filter(|&d| d > 0)
+                    .ok_or(DashError::MissingAttribute {
+                        element: "SegmentTemplate",
+                        attribute: "duration",
+                    })?;
+                let (first, count) = if ctx.dynamic {
+                    live_window(ctx, period_start, period_duration, d, timescale)
+                } else {
+                    let total = period_duration.ok_or(DashError::MissingAttribute {
+                        element: "MPD",
+                        attribute: "mediaPresentationDuration",
+                    })?;
+                    let n = (total.as_secs_f64() * timescale as f64 / d as f64).ceil();
+                    if n > MAX_SEGMENTS as f64 {
+                        return Err(DashError::TooManySegments);
+                    }
+                    (0, n as u64)
+                };
+                for k in first..first + count {
+                    list.push((start_number + k, pto + k * d, d));
+                }
+            }
+            for &(number, time, d) in &list {
+                let rel = template::expand(media, &vars(Some(number), Some(time)))?;
+                rep.segments.push(Segment {
+                    resource: base_res(&rel, None)?,
+                    number,
+                    sequence: period_start_ms + ticks_ms(time.saturating_sub(pto), timescale),
+                    duration: ticks(d, timescale),
+                });
+            }
+            // Check the template resolves for any number before promising future segments.
+            template::expand(media, &vars(Some(start_number), Some(pto)))?;
+            if ctx.dynamic && predictable {
+                let (first_number, first_time, d) = match list.last() {
+                    Some(&(n, t, d)) => (n + 1, t + d, d),
+                    None => match seg_duration {
+                        Some(d) if d > 0 => {
+                            let (first, _) =
+                                live_window(ctx, period_start, period_duration, d, timescale);
+                            (start_number + first, pto + first * d, d)
+                        }
+                        _ => (0, 0, 0),
+                    },
+                };
+                if d > 0 {
+                    let last_number = period_duration.map(|pd| {
+                        let n = (pd.as_secs_f64() * timescale as f64 / d as f64).ceil() as u64;
+                        start_number + n.saturating_sub(1)
+                    });
+                    rep.live =
+                        ctx.ast
+                            .and_then(|ast| ast.checked_add(period_start))
+                            .map(|anchor| LiveTemplate {
+                                media: media.to_owned(),
+                                representation_id: rep.id.clone(),
+                                bandwidth,
+                                timescale,
+                                duration: d,
+                                pto,
+                                first_number,
+                                first_time,
+                                period_anchor: anchor,
+                                period_start_ms,
+                                last_number,
+                                bases: bases.clone(),
+                            });
+                }
+            }
+        }
+        Some("SegmentList") => {
+            rep.addressing = Addressing::List;
+            let d = seg_duration.unwrap_or(0);
+            for (k, s) in inh.segment_urls().into_iter().enumerate() {
+                if k >= MAX_SEGMENTS {
+                    return Err(DashError::TooManySegments);
+                }
+                let k = k as u64;
+                let r = range(s.attr("mediaRange"), "SegmentURL", "mediaRange")?;
+                rep.segments.push(Segment {
+                    resource: base_res(s.attr("media").unwrap_or(""), r)?,
+                    number: start_number + k,
+                    sequence: period_start_ms + ticks_ms(k * d, timescale),
+                    duration: ticks(d, timescale),
+                });
+            }
+        }
+        _ => {
+            rep.addressing = Addressing::Base;
+            let file = base_res("", None)?;
+            if let Some(r) = range(inh.attr("indexRange"), element, "indexRange")? {
+                if rep.index.is_none() {
+                    rep.index = Some(base_res("", Some(r))?);
+                }
+            }
+            rep.file = Some(file);
+        }
+    }
+    Ok(rep)
+}
+
+/// First segment index and count of a `$Number$` live window at `now`.
+fn live_window(
+    ctx: &Ctx,
+    period_start: Duration,
+    period_duration: Option<Duration>,
+    d: u64,
+    timescale: u64,
+) -> (u64, u64) {
+    let Some(anchor) = ctx.ast.and_then(|a| a.checked_add(period_start)) else {
+        return (0, 0);
+    };
+    let elapsed = ctx.now.duration_since(anchor).unwrap_or_default();
+    let seg = d as f64 / timescale as f64;
+    // Segment k is complete at anchor + (k + 1) * seg.
+    let mut complete = (elapsed.as_secs_f64() / seg).floor() as u64;
+    if let Some(pd) = period_duration {
+        complete = complete.min((pd.as_secs_f64() / seg).ceil() as u64);
+    }
+    let window = ctx
+        .tsbd
+        .map_or(MAX_LIVE_WINDOW, |t| {
+            (t.as_secs_f64() / seg).ceil() as u64 + 1
+        })
+        .min(MAX_LIVE_WINDOW);
+    let first = complete.saturating_sub(window);
+    (first, complete - first)
+}
+
+/// Expands a `SegmentTimeline` into (number, time, duration).
+#[allow(clippy::too_many_arguments)]
+fn timeline(
+    ctx: &Ctx,
+    tl: &El,
+    timescale: u64,
+    pto: u64,
+    period_start: Duration,
+    period_duration: Option<Duration>,
+    start_number: u64,
+    out: &mut Vec<(u64, u64, u64)>,
+) -> Result<(), DashError> {
+    let entries: Vec<&El> = tl.all("S").collect();
+    // Where an open-ended `r="-1"` stops: the period's end, or (live) now.
+    let horizon = |ctx: &Ctx| -> Option<u64> {
+        let secs = match period_duration {
+            Some(pd) => pd.as_secs_f64(),
+            None if ctx.dynamic => {
+                let anchor = ctx.ast?.checked_add(period_start)?;
+                ctx.now.duration_since(anchor).ok()?.as_secs_f64()
+            }
+            None => return None,
+        };
+        Some(pto + (secs * timescale as f64) as u64)
+    };
+    let mut time = pto;
+    let mut number = start_number;
+    for (i, s) in entries.iter().enumerate() {
+        if let Some(t) = num::<u64>(s.attr("t"), "S", "t")? {
+            time = t;
+        }
+        let d: u64 = num(s.attr("d"), "S", "d")?.ok_or(DashError::MissingAttribute {
+            element: "S",
+            attribute: "d",
+        })?;
+        if d == 0 {
+            return Err(bad("S", "d", "0"));
+        }
+        let r: i64 = num(s.attr("r"), "S", "r")?.unwrap_or(0);
+        let count = if r >= 0 {
+            r as u64 + 1
+        } else {
+            let until = entries
+                .get(i + 1)
+                .and_then(|n| n.attr("t"))
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .or_else(|| horizon(ctx))
+                .ok_or(DashError::OpenTimeline)?;
+            // Live: only segments complete by `until`.
+            if ctx.dynamic && entries.get(i + 1).is_none() {
+                until.saturating_sub(time) / d
+            } else {
+                until.saturating_sub(time).div_ceil(d)
+            }
+        };
+        if count as usize > MAX_SEGMENTS || out.len() + count as usize > MAX_SEGMENTS {
+            return Err(DashError::TooManySegments);
+        }
+        for _ in 0..count {
+            out.push((number, time, d));
+            number += 1;
+            time = time.checked_add(d).ok_or(DashError::TooManySegments)?;
+        }
+    }
+    Ok(())
+}
