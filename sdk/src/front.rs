@@ -4,6 +4,8 @@
 //! learned and rewritten; segments of a known swarm go through the scheduler (cache, peers,
 //! origin); everything else streams through from the origin unchanged.
 
+mod dash;
+
 use crate::fetch::{self, FetchError, Mode};
 use crate::manifest::{self, hls, ByteRange, MapError};
 use crate::metrics::Source;
@@ -141,7 +143,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 
 fn is_manifest_path(url: &url::Url) -> bool {
     let p = url.path().to_ascii_lowercase();
-    p.ends_with(".m3u8") || p.ends_with(".m3u")
+    p.ends_with(".m3u8") || p.ends_with(".m3u") || p.ends_with(".mpd")
 }
 
 /// A single byte range as players send it.
@@ -186,6 +188,13 @@ async fn serve_segment(
         Some(h) => Some(parse_range(h)?),
         None => None,
     };
+    let closed = match asked {
+        Some(Asked::Closed(r)) => Some(r),
+        _ => None,
+    };
+    // DASH URLs keyed under another URL (CDN alternatives, SegmentBase byte ranges).
+    let routed = dash::route(shared, url, closed);
+    let url = routed.as_ref().unwrap_or(url);
     // An EXT-X-BYTERANGE segment is keyed with its range; a whole segment without, and a
     // range of it is cut from the whole.
     let (key, slice) = match asked {
@@ -302,6 +311,9 @@ async fn serve_manifest(shared: &Arc<Shared>, url: &url::Url) -> Response<Body> 
     };
     let n = fetched.body.len() as u64;
     shared.metrics.origin_bytes.inc_by(n);
+    if url.path().to_ascii_lowercase().ends_with(".mpd") {
+        return serve_mpd(shared, url, fetched);
+    }
     let processed = hls::process(&fetched.body, url, &shared.mapper);
     let swarm = match &processed.playlist {
         Ok(hls::Playlist::Media(media)) => Some(learn(shared, url, media)),
@@ -350,6 +362,53 @@ fn learn(shared: &Arc<Shared>, url: &url::Url, media: &hls::Media) -> Arc<Swarm>
         media.ended,
         target,
     );
+    prefetch(shared, &swarm, fresh);
+    swarm
+}
+
+/// An MPD: rewritten, and every Representation's segments learned (see [`dash::learn`]).
+fn serve_mpd(
+    shared: &Arc<Shared>,
+    url: &url::Url,
+    fetched: crate::origin::Fetched,
+) -> Response<Body> {
+    let n = fetched.body.len() as u64;
+    let processed = manifest::dash::process(
+        &fetched.body,
+        url,
+        &shared.mapper,
+        std::time::SystemTime::now(),
+    );
+    match &processed.mpd {
+        Ok(mpd) => dash::learn(shared, url, mpd),
+        Err(_) => {
+            shared.metrics.manifest_parse_failures.inc();
+        }
+    }
+    shared.unreported_cdn.fetch_add(n, Ordering::Relaxed);
+    let body = Bytes::from(processed.body.into_owned());
+    shared.metrics.delivered(Source::Cdn, body.len() as u64);
+    let mut resp = full(StatusCode::OK, body);
+    let h = resp.headers_mut();
+    let ctype = fetched
+        .content_type
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+        .unwrap_or(HeaderValue::from_static("application/dash+xml"));
+    h.insert(header::CONTENT_TYPE, ctype);
+    if let Some(cc) = fetched
+        .cache_control
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        h.insert(header::CACHE_CONTROL, cc);
+    }
+    resp
+}
+
+/// Prefetches fresh live segments (rendezvous seeders from the origin at once, the others
+/// from peers, then the origin past their turn).
+fn prefetch(shared: &Arc<Shared>, swarm: &Arc<Swarm>, fresh: Vec<SegmentKey>) {
     if swarm.lock().p2p_allowed {
         for key in fresh {
             let Some(deadline) = swarm.prefetch_deadline(&key, shared.config.origin_seeders) else {
@@ -361,7 +420,6 @@ fn learn(shared: &Arc<Shared>, url: &url::Url, media: &hls::Media) -> Arc<Swarm>
             });
         }
     }
-    swarm
 }
 
 /// Headers forwarded from the player to the origin.

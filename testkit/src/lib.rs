@@ -10,12 +10,14 @@
 //! | [`RedisServer`] | `redis-server` without persistence |
 //! | [`Nginx`] | nginx as the origin CDN, with HLS/DASH MIME types and a parseable access log |
 //! | [`LiveHls`] | an ffmpeg live HLS encoder (TS or fMP4) writing into a folder nginx serves |
+//! | [`LiveDash`] | an ffmpeg live DASH encoder (`$Number$` template or `SegmentTimeline`) |
 //! | [`encode_vod_ladder`] | a cached two-rendition VOD ladder (fMP4 + TS) and a byte-range rendition |
 //! | [`FfmpegPlayer`] | ffmpeg as a player that downloads a stream and reports its errors |
 //! | [`RecordingRelay`] | an HTTP relay that records a SHA-256 of every response body it forwards |
 
 mod ffmpeg;
 mod live;
+mod live_dash;
 mod nginx;
 mod player;
 mod redis;
@@ -23,6 +25,7 @@ mod relay;
 mod vod;
 
 pub use live::{LiveHls, LiveHlsOpts, SegmentFormat};
+pub use live_dash::{LiveDash, LiveDashOpts};
 pub use nginx::{AccessLogEntry, Nginx};
 pub use player::{FfmpegPlayer, PlayerOpts, PlayerOutcome};
 pub use redis::RedisServer;

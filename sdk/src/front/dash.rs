@@ -1,0 +1,178 @@
+//! The DASH side of the player front: one swarm per Representation, its segments learned
+//! from each MPD load and, for live templates, the moment each becomes available; and routes
+//! for request URLs whose segment key the URL alone does not give (a CDN alternative's
+//! BaseURL, byte ranges of a `SegmentBase` file).
+
+use super::prefetch;
+use crate::manifest::{dash, segment_key, ByteRange};
+use crate::node::Shared;
+use crate::swarm::Swarm;
+use shoal_proto::{SegmentKey, SwarmId};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use url::Url;
+
+/// Where a request URL belongs when its own key is not the segment's.
+#[derive(Debug, Clone)]
+struct Route {
+    swarm: SwarmId,
+    /// The URL the segment's key derives from.
+    key_url: Url,
+    /// A `SegmentBase` file: each byte range a player asks for becomes a segment.
+    on_demand: bool,
+}
+
+/// Routes by the request URL's own key (query dropped). They state facts about URLs (which
+/// representation's segment a URL is), the same for every node of a process; bounded.
+static ROUTES: LazyLock<moka::sync::Cache<SegmentKey, Route>> =
+    LazyLock::new(|| moka::sync::Cache::new(200_000));
+
+/// Live schedules by (node, swarm): the newest template of each live Representation.
+/// The `usize` is the swarm's address: a swarm left and joined again needs a new ticker.
+type Schedules = HashMap<(String, SwarmId), (usize, watch::Sender<dash::LiveTemplate>)>;
+static LIVE: LazyLock<Mutex<Schedules>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Registered this long after the template says a segment is complete: packagers publish a
+/// moment after the segment's end, and a prefetch that comes too early costs a 404.
+const AVAILABILITY_MARGIN: Duration = Duration::from_millis(500);
+
+/// Joins every Representation's swarm, learns its segments, prefetches fresh ones, and keeps
+/// live templates ticking. Call on every MPD load.
+pub(super) fn learn(shared: &Arc<Shared>, mpd_url: &Url, mpd: &dash::Mpd) {
+    let now = Instant::now();
+    for rep in mpd.periods.iter().flat_map(|p| &p.representations) {
+        let id = dash::swarm_id(mpd_url, &rep.id);
+        let swarm = shared.join(id.clone());
+        let target = rep
+            .segments
+            .iter()
+            .map(|s| s.duration)
+            .max()
+            .or(mpd.max_segment_duration)
+            .unwrap_or(Duration::from_secs(2))
+            .clamp(Duration::from_millis(100), Duration::from_secs(3600));
+        for s in &rep.segments {
+            add_routes(&id, &s.resource, false);
+        }
+        if let Some(f) = &rep.file {
+            add_routes(&id, f, true);
+        }
+        let fresh = swarm.learn_segments(
+            now,
+            rep.segments.iter().map(|s| {
+                let r = &s.resource;
+                (r.key.clone(), r.url.clone(), r.range, s.sequence)
+            }),
+            !mpd.dynamic,
+            target,
+        );
+        prefetch(shared, &swarm, fresh);
+        if let Some(live) = &rep.live {
+            schedule(shared, &swarm, live.clone());
+        }
+    }
+}
+
+fn add_routes(swarm: &SwarmId, r: &dash::Resource, on_demand: bool) {
+    for u in std::iter::once(&r.url).chain(&r.alternatives) {
+        if on_demand || u != &r.key_url {
+            ROUTES.insert(
+                segment_key(u, None),
+                Route {
+                    swarm: swarm.clone(),
+                    key_url: r.key_url.clone(),
+                    on_demand,
+                },
+            );
+        }
+    }
+}
+
+/// The URL to key a request by, if it is a DASH URL whose key is not its own. A closed byte
+/// range of a `SegmentBase` file is registered as a segment on first sight, so the next viewer
+/// asking for it finds it among its neighbours. A request under a CDN alternative makes the
+/// swarm fetch that segment from the alternative from now on (the player fell back to it).
+pub(super) fn route(shared: &Arc<Shared>, url: &Url, closed: Option<ByteRange>) -> Option<Url> {
+    let r = ROUTES.get(&segment_key(url, None))?;
+    let swarm = shared.swarms.get(&r.swarm).map(|s| s.value().clone())?;
+    let key = segment_key(&r.key_url, closed);
+    if r.on_demand {
+        let range = closed?;
+        let (ended, target) = {
+            let st = swarm.lock();
+            (st.ended, st.target_duration)
+        };
+        swarm.learn_segments(
+            Instant::now(),
+            [(key, url.clone(), Some(range), range.offset)],
+            ended,
+            target,
+        );
+    } else if let Some(info) = swarm.lock().segments.get_mut(&key) {
+        info.url = url.clone();
+    }
+    Some(r.key_url)
+}
+
+/// Hands `live` to the swarm's ticker, starting one if none runs.
+fn schedule(shared: &Arc<Shared>, swarm: &Arc<Swarm>, live: dash::LiveTemplate) {
+    let k = (shared.node_id.clone(), swarm.id.clone());
+    let mut map = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    map.retain(|_, (_, tx)| !tx.is_closed());
+    let addr = Arc::as_ptr(swarm) as usize;
+    if let Some((a, tx)) = map.get(&k) {
+        if *a == addr && tx.send(live.clone()).is_ok() {
+            return;
+        }
+    }
+    let (tx, rx) = watch::channel(live);
+    map.insert(k, (addr, tx));
+    tokio::spawn(tick(shared.clone(), swarm.clone(), rx));
+}
+
+/// Registers each next segment of a live Representation when it becomes available, until
+/// the node leaves the swarm or shuts down, or the period ends.
+async fn tick(shared: Arc<Shared>, swarm: Arc<Swarm>, mut rx: watch::Receiver<dash::LiveTemplate>) {
+    let mut next: Option<u64> = None;
+    loop {
+        let joined = shared
+            .swarms
+            .get(&swarm.id)
+            .is_some_and(|s| Arc::ptr_eq(s.value(), &swarm));
+        if !joined || shared.shutdown.is_cancelled() {
+            break;
+        }
+        let t = rx.borrow_and_update().clone();
+        let n = next.map_or(t.first_number(), |n| n.max(t.first_number()));
+        let due = t.segment(n).zip(t.available_at(n));
+        let wait = due.as_ref().map(|(_, at)| {
+            at.duration_since(SystemTime::now()).unwrap_or_default() + AVAILABILITY_MARGIN
+        });
+        tokio::select! {
+            // Past the period's end: only a new template brings more.
+            _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => {}
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                continue;
+            }
+            _ = shared.shutdown.cancelled() => break,
+        }
+        let Some((seg, _)) = due else { continue };
+        let target = swarm.lock().target_duration;
+        let r = &seg.resource;
+        add_routes(&swarm.id, r, false);
+        let fresh = swarm.learn_segments(
+            Instant::now(),
+            [(r.key.clone(), r.url.clone(), r.range, seg.sequence)],
+            false,
+            target,
+        );
+        prefetch(&shared, &swarm, fresh);
+        next = Some(n + 1);
+    }
+}

@@ -1,0 +1,202 @@
+//! A live MPEG-DASH encoder: ffmpeg's `dash` muxer turning a test pattern into a dynamic MPD
+//! and fMP4 segments in real time.
+
+use crate::ffmpeg::{poll_async, test_source_args, FfmpegProcess, Rendition};
+use crate::{io_err, Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How [`LiveDash`] encodes. The defaults keep CPU low: many processes share two cores.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveDashOpts {
+    /// `SegmentTimeline` (`-use_timeline 1`) or a plain `$Number$` template with `duration`.
+    pub timeline: bool,
+    /// Segment duration in seconds (`-seg_duration`).
+    pub segment_secs: u32,
+    /// Segments in the MPD's window (`-window_size`).
+    pub window_size: u32,
+    /// Picture width.
+    pub width: u32,
+    /// Picture height.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Video bitrate in kbit/s (audio adds 48).
+    pub video_kbps: u32,
+}
+
+impl Default for LiveDashOpts {
+    fn default() -> Self {
+        Self {
+            timeline: false,
+            segment_secs: 2,
+            window_size: 6,
+            width: 320,
+            height: 180,
+            fps: 25,
+            video_kbps: 250,
+        }
+    }
+}
+
+/// A running ffmpeg that encodes a live DASH stream into `<out_dir>/live-dash/`, stopped on
+/// drop: `manifest.mpd` (`type="dynamic"`, one video and one audio Representation with ids
+/// `0` and `1`), `init-<id>.m4s` and `seg-<id>-<number>.m4s` (`$Number%05d$`).
+///
+/// ffmpeg deletes segments that leave the window, so a watcher thread hard-links each finished
+/// one into `live-dash-archive/` (outside what nginx serves); see [`LiveDash::archived`].
+#[derive(Debug)]
+pub struct LiveDash {
+    /// `<out_dir>/live-dash`, where the MPD and segments are.
+    pub dir: PathBuf,
+    opts: LiveDashOpts,
+    ffmpeg: FfmpegProcess,
+    archive: PathBuf,
+    archiver: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+impl Drop for LiveDash {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.archiver.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl LiveDash {
+    /// URL path of the MPD when nginx serves `out_dir`.
+    pub const MPD: &'static str = "/live-dash/manifest.mpd";
+
+    /// Starts encoding now. Segments appear every `segment_secs`; see [`LiveDash::wait_ready`].
+    pub fn start(out_dir: &Path, opts: LiveDashOpts) -> Result<Self> {
+        if opts.segment_secs == 0 || opts.fps == 0 || opts.window_size == 0 {
+            return Err(Error::Invalid {
+                what: format!("{opts:?}"),
+                detail: "segment_secs, fps and window_size must be positive".into(),
+            });
+        }
+        let dir = out_dir.join("live-dash");
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let rendition = Rendition {
+            width: opts.width,
+            height: opts.height,
+            fps: opts.fps,
+            video_kbps: opts.video_kbps,
+            gop: opts.fps * opts.segment_secs,
+        };
+        let mut args = test_source_args(&rendition, true, None);
+        args.extend(rendition.encoder_args());
+        args.extend(
+            [
+                "-f",
+                "dash",
+                "-seg_duration",
+                &opts.segment_secs.to_string(),
+                "-window_size",
+                &opts.window_size.to_string(),
+                // Keep deleted-from-the-MPD segments a while: players a little behind.
+                "-extra_window_size",
+                "10",
+                "-use_template",
+                "1",
+                "-use_timeline",
+                if opts.timeline { "1" } else { "0" },
+                "-streaming",
+                "0",
+                "-init_seg_name",
+                "init-$RepresentationID$.m4s",
+                "-media_seg_name",
+                "seg-$RepresentationID$-$Number%05d$.m4s",
+                "-adaptation_sets",
+                "id=0,streams=v id=1,streams=a",
+                "manifest.mpd",
+            ]
+            .map(String::from),
+        );
+        let ffmpeg = FfmpegProcess::spawn("live DASH encoder", &dir, &args)?;
+        let archive = out_dir.join("live-dash-archive");
+        std::fs::create_dir_all(&archive)
+            .map_err(io_err(format!("creating {}", archive.display())))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (dir, archive, stop) = (dir.clone(), archive.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("live-dash-archiver".into())
+                .spawn(move || archive_segments(dir, archive, stop))
+                .map_err(io_err("starting the segment archiver"))?
+        };
+        Ok(Self {
+            dir,
+            opts,
+            ffmpeg,
+            archive,
+            archiver: Some((stop, thread)),
+        })
+    }
+
+    /// The archived copy of the file a request path names (its last path segment, query
+    /// dropped), which outlives ffmpeg's deletion of the original.
+    pub fn archived(&self, uri: &str) -> PathBuf {
+        let path = uri.split(['?', '#']).next().unwrap_or_default();
+        let name = path.rsplit('/').next().unwrap_or_default();
+        self.archive.join(name)
+    }
+
+    /// The encoder's process id.
+    pub fn pid(&self) -> u32 {
+        self.ffmpeg.pid()
+    }
+
+    /// The options it was started with.
+    pub fn opts(&self) -> LiveDashOpts {
+        self.opts
+    }
+
+    /// Finished media segments of the first (video) Representation written so far.
+    pub fn video_segments(&self) -> Result<usize> {
+        let entries = std::fs::read_dir(&self.archive)
+            .map_err(io_err(format!("reading {}", self.archive.display())))?;
+        Ok(entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("seg-0-"))
+            .count())
+    }
+
+    /// Waits until the MPD exists and `n` video segments are finished.
+    pub async fn wait_ready(&mut self, n: usize, timeout: Duration) -> Result<()> {
+        let mpd = self.dir.join("manifest.mpd");
+        let ready = poll_async(timeout, || {
+            self.ffmpeg.ensure_running()?;
+            Ok((mpd.is_file() && self.video_segments()? >= n).then_some(()))
+        })
+        .await?;
+        ready.ok_or_else(|| Error::Timeout {
+            what: format!("{} to write {n} segments", self.ffmpeg.what()),
+            timeout,
+            log: self.ffmpeg.log(),
+        })
+    }
+}
+
+/// Hard-links each new finished `seg-*`/`init-*` file of `dir` into `archive` every 200 ms
+/// (ffmpeg writes `*.tmp` and renames), until `stop`.
+fn archive_segments(dir: PathBuf, archive: PathBuf, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let keep = name.to_str().is_some_and(|n| {
+                    (n.starts_with("seg-") || n.starts_with("init-")) && n.ends_with(".m4s")
+                });
+                let target = archive.join(&name);
+                if keep && !target.exists() {
+                    let _ = std::fs::hard_link(e.path(), target);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
