@@ -1,17 +1,22 @@
 //! The HTTP API: routes, request parsing, and every error mapped to a JSON `ErrorBody`.
 
-use crate::metrics::{AnnounceResult, Metrics};
-use crate::store::{Store, StoreError};
+use crate::digest::{DigestError, DigestService};
+use crate::metrics::{AnnounceResult, DigestResult, Metrics};
+use crate::policy::Policies;
+use crate::store::{BanRule, Store, StoreError};
+use crate::token::{unix_now, Keys, TokenError};
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use shoal_proto::{
-    AnnounceRequest, AnnounceResponse, ErrorBody, InvalidField, LeaveRequest, SwarmPolicy,
+    AnnounceRequest, AnnounceResponse, DigestResponse, ErrorBody, InvalidField, LeaveRequest,
+    PeerId, ReportRequest, SegmentKey, SwarmId,
 };
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -27,8 +32,16 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Announce interval handed to peers, in seconds.
     pub interval_secs: u32,
-    /// Policy handed to every swarm's peers.
-    pub policy: SwarmPolicy,
+    /// Per-swarm policy: P2P switch and excluded addresses.
+    pub policies: Policies,
+    /// Trusted segment digests.
+    pub digests: DigestService,
+    /// Keys access tokens are checked against; `None`: tokens are not checked.
+    pub keys: Option<Keys>,
+    /// Refuse announces without a token (only with `keys`).
+    pub auth_required: bool,
+    /// When reports ban a peer.
+    pub ban_rule: BanRule,
 }
 
 /// The tracker's routes.
@@ -36,6 +49,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/announce", post(announce))
         .route("/v1/leave", post(leave))
+        .route("/v1/report", post(report))
+        .route("/v1/digest", get(digest))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -68,6 +83,18 @@ pub enum ApiError {
     /// The request is not labelled `application/json`.
     #[error("send the body as JSON with the header `Content-Type: application/json`")]
     ContentType,
+    /// The query string does not have the request's shape.
+    #[error("query string does not match the request: {0}")]
+    Query(String),
+    /// A peer reported itself.
+    #[error("a peer cannot report itself")]
+    SelfReport,
+    /// The access token is missing or invalid.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// No digest could be given.
+    #[error(transparent)]
+    Digest(#[from] DigestError),
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -83,6 +110,22 @@ impl ApiError {
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::Body(_) => (StatusCode::BAD_REQUEST, "unreadable_body"),
             Self::ContentType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::Query(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::SelfReport => (StatusCode::BAD_REQUEST, "self_report"),
+            Self::Token(e) => (StatusCode::UNAUTHORIZED, e.code()),
+            Self::Digest(e) => match e {
+                DigestError::Unresolvable(_) => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "segment_unresolvable")
+                }
+                DigestError::BadKey { .. } => (StatusCode::BAD_REQUEST, "invalid_segment"),
+                DigestError::NotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
+                DigestError::NotFound(_) => (StatusCode::NOT_FOUND, "segment_not_found"),
+                DigestError::TooLarge(_) => (StatusCode::BAD_GATEWAY, "segment_too_large"),
+                DigestError::OriginStatus(_) | DigestError::OriginUnreachable(_) => {
+                    (StatusCode::BAD_GATEWAY, "origin_error")
+                }
+            },
+            Self::Store(StoreError::Banned) => (StatusCode::FORBIDDEN, "banned"),
             Self::Store(StoreError::Conflict) => (StatusCode::CONFLICT, "peer_id_conflict"),
             Self::Store(StoreError::KeyMismatch) => (StatusCode::FORBIDDEN, "peer_key_mismatch"),
             Self::Store(StoreError::NotMember) => (StatusCode::NOT_FOUND, "not_a_member"),
@@ -95,7 +138,8 @@ impl ApiError {
     fn result(&self) -> AnnounceResult {
         match self {
             Self::Store(StoreError::Conflict) => AnnounceResult::Conflict,
-            Self::Store(StoreError::KeyMismatch) => AnnounceResult::Forbidden,
+            Self::Store(StoreError::KeyMismatch | StoreError::Banned) => AnnounceResult::Forbidden,
+            Self::Token(_) => AnnounceResult::Unauthorized,
             Self::Store(StoreError::Redis(_) | StoreError::Corrupt(_)) => AnnounceResult::Error,
             _ => AnnounceResult::Invalid,
         }
@@ -180,18 +224,89 @@ async fn announce_inner(
 ) -> Result<AnnounceResponse, ApiError> {
     let req: AnnounceRequest = parse(headers, body)?;
     req.validate().map_err(field_error)?;
+    check_token(app, req.token.as_deref(), &req.swarm_id)?;
     let joined = app.store.announce(&req).await?;
     app.metrics.report(&req.counters);
+    let policy = app.policies.for_swarm(&req.swarm_id);
     Ok(AnnounceResponse {
         interval_secs: app.interval_secs,
         peer_key: joined.peer_key,
-        neighbours: if app.policy.p2p {
-            joined.neighbours
-        } else {
-            Vec::new()
-        },
-        policy: app.policy.clone(),
+        neighbours: policy.filter(joined.neighbours),
+        policy: policy.policy.clone(),
     })
+}
+
+/// Checks the access token when the tracker has keys: a token that is present must be valid;
+/// a missing one is refused only when auth is required. Leave, report and digest need no
+/// token: they need the `peer_key`, which only an announce that passed this check obtains.
+fn check_token(app: &AppState, token: Option<&str>, swarm: &SwarmId) -> Result<(), TokenError> {
+    let Some(keys) = &app.keys else {
+        return Ok(());
+    };
+    match token {
+        Some(t) => keys.verify(t, swarm, unix_now()).map(|_| ()),
+        None if app.auth_required => Err(TokenError::Missing),
+        None => Ok(()),
+    }
+}
+
+async fn report(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let req: ReportRequest = parse(&headers, body)?;
+    req.validate().map_err(field_error)?;
+    if req.peer_id == req.offender {
+        return Err(ApiError::SelfReport);
+    }
+    app.store
+        .check_member(&req.swarm_id, &req.peer_id, &req.peer_key)
+        .await?;
+    let reported = app
+        .store
+        .report(&req.swarm_id, &req.peer_id, &req.offender, app.ban_rule)
+        .await?;
+    app.metrics.peer_report(req.reason);
+    if reported.banned {
+        tracing::info!(swarm = %req.swarm_id, offender = %req.offender, reporters = reported.reporters, "peer banned after reports");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `GET /v1/digest`: the segment, and the asking member's credentials.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DigestQuery {
+    swarm: SwarmId,
+    segment: SegmentKey,
+    peer_id: PeerId,
+    peer_key: String,
+}
+
+async fn digest(
+    State(app): State<Arc<AppState>>,
+    query: Result<Query<DigestQuery>, QueryRejection>,
+) -> Result<Json<DigestResponse>, ApiError> {
+    let result = digest_inner(&app, query).await;
+    if let Err(ApiError::Query(_) | ApiError::Field(_) | ApiError::Store(_)) = &result {
+        app.metrics.digest(DigestResult::Refused);
+    }
+    result.map(Json)
+}
+
+async fn digest_inner(
+    app: &AppState,
+    query: Result<Query<DigestQuery>, QueryRejection>,
+) -> Result<DigestResponse, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::Query(e.body_text()))?;
+    q.swarm.validate().map_err(ApiError::Field)?;
+    q.segment.validate().map_err(ApiError::Field)?;
+    q.peer_id.validate().map_err(ApiError::Field)?;
+    app.store
+        .check_member(&q.swarm, &q.peer_id, &q.peer_key)
+        .await?;
+    Ok(app.digests.digest(&q.segment).await?)
 }
 
 async fn leave(
@@ -214,7 +329,7 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Result<&'static str, ApiEr
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     match app.store.counts().await {
-        Ok(c) => app.metrics.set_counts(c.peers, c.swarms),
+        Ok(c) => app.metrics.set_counts(c.peers, c.swarms, c.bans),
         // Still serve the counters; the gauges keep their last value.
         Err(e) => tracing::warn!(error = %e, "cannot count peers for /metrics"),
     }
@@ -228,7 +343,8 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-const ROUTES: &str = "POST /v1/announce, POST /v1/leave, GET /metrics, GET /healthz";
+const ROUTES: &str = "POST /v1/announce, POST /v1/leave, POST /v1/report, GET /v1/digest, \
+                      GET /metrics, GET /healthz";
 
 async fn not_found(method: Method, uri: Uri) -> Response {
     error_response(

@@ -1,8 +1,13 @@
 //! Configuration: defaults, overridden by a TOML file, overridden by `SHOAL_TRACKER_*` env vars,
 //! overridden by flags.
 
+use crate::digest::{DigestConfig, Scheme};
+use crate::policy::{Policies, PolicyError, PolicyRule};
+use crate::store::BanRule;
+use bytesize::ByteSize;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
+use shoal_proto::SwarmPolicy;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +30,32 @@ pub struct Config {
     pub store: StoreSpec,
     /// Origins (`host` or `host:port`) the digest service may fetch segments from.
     pub origins: Vec<String>,
+    /// Origins reached over plain HTTP, as `HOST=http` (local test origins); others use HTTPS.
+    pub origin_schemes: Vec<String>,
+    /// Take a segment's digest from the origin's `Repr-Digest` (RFC 9530) answer to a HEAD
+    /// request when it sends one, instead of fetching the body.
+    pub repr_digest: bool,
+    /// How long the digest service keeps a segment's digest, e.g. "10m".
+    #[serde(with = "humantime_serde")]
+    pub digest_ttl: Duration,
+    /// Most digests kept in memory.
+    pub digest_cache_entries: u64,
+    /// Largest segment the digest service fetches, e.g. "64 MiB".
+    pub max_segment_size: ByteSize,
+    /// Distinct peers whose reports within two intervals ban a peer from a swarm.
+    pub ban_threshold: u32,
+    /// How long a ban lasts, e.g. "1h".
+    #[serde(with = "humantime_serde")]
+    pub ban_duration: Duration,
+    /// File of access-token keys, one `<key id> <base64url secret>` per line (see
+    /// `shoal-tracker token keygen`). The secrets never appear in this config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_keys_file: Option<PathBuf>,
+    /// Refuse announces without a valid access token (needs `auth_keys_file`).
+    pub auth_required: bool,
+    /// Per-swarm rules, first match wins: `[[policy]] swarm = "prefix*"`, `p2p = false`,
+    /// `exclude = ["10.0.0.0/8"]`.
+    pub policy: Vec<PolicyRule>,
     /// How often peers must announce, e.g. "20s"; a peer silent for two intervals expires.
     #[serde(with = "humantime_serde")]
     pub announce_interval: Duration,
@@ -49,6 +80,40 @@ const FIELD_DOCS: &[(&str, &str)] = &[
         "Origins (\"host\" or \"host:port\") the digest service may fetch segments from.",
     ),
     (
+        "origin_schemes",
+        "Origins reached over plain HTTP, as \"HOST=http\" (local test origins); others use HTTPS.",
+    ),
+    (
+        "repr_digest",
+        "Take digests from the origin's Repr-Digest header (RFC 9530) on a HEAD request when it sends one.",
+    ),
+    (
+        "digest_ttl",
+        "How long the digest service keeps a segment's digest, e.g. \"10m\".",
+    ),
+    ("digest_cache_entries", "Most digests kept in memory."),
+    (
+        "max_segment_size",
+        "Largest segment the digest service fetches, e.g. \"64 MiB\".",
+    ),
+    (
+        "ban_threshold",
+        "Distinct peers whose reports within two intervals ban a peer from a swarm.",
+    ),
+    ("ban_duration", "How long a ban lasts, e.g. \"1h\"."),
+    (
+        "auth_keys_file",
+        "File of access-token keys, one \"<key id> <base64url secret>\" per line (shoal-tracker token keygen).",
+    ),
+    (
+        "auth_required",
+        "Refuse announces without a valid access token (needs auth_keys_file).",
+    ),
+    (
+        "policy",
+        "Per-swarm rules, first match wins: { swarm = \"prefix*\", p2p = false, exclude = [\"10.0.0.0/8\"] }.",
+    ),
+    (
         "announce_interval",
         "How often peers must announce, e.g. \"20s\"; a peer silent for two intervals expires.",
     ),
@@ -68,6 +133,16 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
             store: StoreSpec::Memory,
             origins: Vec::new(),
+            origin_schemes: Vec::new(),
+            repr_digest: false,
+            digest_ttl: Duration::from_secs(600),
+            digest_cache_entries: 100_000,
+            max_segment_size: ByteSize::mib(64),
+            ban_threshold: 2,
+            ban_duration: Duration::from_secs(3600),
+            auth_keys_file: None,
+            auth_required: false,
+            policy: Vec::new(),
             announce_interval: Duration::from_secs(20),
             p2p: true,
             log_format: LogFormat::Text,
@@ -108,7 +183,64 @@ impl Config {
         {
             return Err(ConfigError::Interval(self.announce_interval));
         }
+        for s in &self.origin_schemes {
+            let ok = s.split_once('=').is_some_and(|(host, scheme)| {
+                matches!(scheme, "http" | "https")
+                    && self.origins.iter().any(|o| o.eq_ignore_ascii_case(host))
+            });
+            if !ok {
+                return Err(ConfigError::OriginScheme(s.clone()));
+            }
+        }
+        if self.ban_threshold == 0 {
+            return Err(ConfigError::BanThreshold);
+        }
+        if self.auth_required && self.auth_keys_file.is_none() {
+            return Err(ConfigError::AuthWithoutKeys);
+        }
+        self.policies()?;
         Ok(())
+    }
+
+    /// The digest service's settings.
+    pub fn digest(&self) -> DigestConfig {
+        let origins = self
+            .origins
+            .iter()
+            .map(|o| {
+                let http = self.origin_schemes.iter().any(|s| {
+                    s.split_once('=')
+                        .is_some_and(|(h, sch)| h.eq_ignore_ascii_case(o) && sch == "http")
+                });
+                let scheme = if http { Scheme::Http } else { Scheme::Https };
+                (o.to_ascii_lowercase(), scheme)
+            })
+            .collect();
+        DigestConfig {
+            origins,
+            ttl: self.digest_ttl,
+            capacity: self.digest_cache_entries,
+            max_segment_bytes: self.max_segment_size.as_u64(),
+            repr_digest: self.repr_digest,
+            fetch_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The per-swarm policies, over the global `p2p` switch.
+    pub fn policies(&self) -> Result<Policies, ConfigError> {
+        let default = SwarmPolicy {
+            p2p: self.p2p,
+            ..SwarmPolicy::default()
+        };
+        Ok(Policies::new(&self.policy, default)?)
+    }
+
+    /// When reports ban a peer.
+    pub fn ban_rule(&self) -> BanRule {
+        BanRule {
+            threshold: self.ban_threshold,
+            duration: self.ban_duration,
+        }
     }
 
     /// The announce interval in whole seconds, as the wire carries it.
@@ -209,6 +341,23 @@ pub enum ConfigError {
     /// The announce interval is out of range.
     #[error("announce interval {0:?} is out of range: use 1s..=1h")]
     Interval(Duration),
+    /// An origin scheme entry is malformed or names a host not in `origins`.
+    #[error(
+        "origin scheme {0:?} must look like HOST=http or HOST=https, with HOST in the origin list"
+    )]
+    OriginScheme(String),
+    /// `ban_threshold` is 0.
+    #[error("ban_threshold must be at least 1")]
+    BanThreshold,
+    /// `auth_required` without keys to check tokens with.
+    #[error("auth_required is set but no auth_keys_file is given: the tracker could not verify any token")]
+    AuthWithoutKeys,
+    /// A `[[policy]]` rule is invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The access-token key file is unreadable or malformed.
+    #[error(transparent)]
+    Keys(#[from] crate::token::KeyFileError),
 }
 
 /// Command line of `shoal-tracker`. Every flag can also come from the environment variable
@@ -249,6 +398,26 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub origins: Option<Vec<String>>,
+    /// Plain-HTTP origins for the digest service, as HOST=http, comma-separated.
+    #[arg(
+        long = "origin-scheme",
+        env = "SHOAL_TRACKER_ORIGIN_SCHEME",
+        value_name = "HOST=http[,...]",
+        value_delimiter = ','
+    )]
+    pub origin_schemes: Option<Vec<String>>,
+    /// Take digests from the origin's Repr-Digest header on HEAD when present [default: false].
+    #[arg(long, env = "SHOAL_TRACKER_REPR_DIGEST", value_name = "true|false")]
+    pub repr_digest: Option<bool>,
+    /// Distinct reporters that ban a peer from a swarm [default: 2].
+    #[arg(long, env = "SHOAL_TRACKER_BAN_THRESHOLD", value_name = "N")]
+    pub ban_threshold: Option<u32>,
+    /// File of access-token keys (`<key id> <secret>` lines; see `token keygen`).
+    #[arg(long, env = "SHOAL_TRACKER_AUTH_KEYS_FILE", value_name = "FILE")]
+    pub auth_keys_file: Option<PathBuf>,
+    /// Refuse announces without a valid access token [default: false].
+    #[arg(long, env = "SHOAL_TRACKER_AUTH_REQUIRED", value_name = "true|false")]
+    pub auth_required: Option<bool>,
     /// How often peers announce, e.g. 20s or 1m; silent for two intervals expires [default: 20s].
     #[arg(long, env = "SHOAL_TRACKER_ANNOUNCE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub announce_interval: Option<Duration>,
@@ -261,6 +430,43 @@ pub struct Cli {
     /// Print the effective configuration as a commented TOML file and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Tools instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `shoal-tracker <command>`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Access tokens: make keys, mint tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `shoal-tracker token <command>`.
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random key as a key-file line `<key id> <secret>`.
+    Keygen {
+        /// The key's id, carried in tokens so the tracker knows which key to check.
+        #[arg(long, default_value = "k1")]
+        kid: String,
+    },
+    /// Print a token for a swarm (or a prefix of swarms), signed with a key from a key file.
+    Mint {
+        /// Key file (as `auth_keys_file`).
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+        /// Which key of the file signs [default: the first].
+        #[arg(long)]
+        kid: Option<String>,
+        /// A swarm id, or a prefix of swarm ids followed by `*`.
+        #[arg(long, value_name = "PATTERN")]
+        swarm: String,
+        /// How long the token is valid, e.g. 1h or 30m.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
 }
 
 impl Cli {
@@ -278,6 +484,21 @@ impl Cli {
         }
         if let Some(v) = self.origins {
             c.origins = v.into_iter().filter(|o| !o.is_empty()).collect();
+        }
+        if let Some(v) = self.origin_schemes {
+            c.origin_schemes = v.into_iter().filter(|o| !o.is_empty()).collect();
+        }
+        if let Some(v) = self.repr_digest {
+            c.repr_digest = v;
+        }
+        if let Some(v) = self.ban_threshold {
+            c.ban_threshold = v;
+        }
+        if let Some(v) = self.auth_keys_file {
+            c.auth_keys_file = Some(v);
+        }
+        if let Some(v) = self.auth_required {
+            c.auth_required = v;
         }
         if let Some(v) = self.announce_interval {
             c.announce_interval = v;
@@ -303,6 +524,27 @@ mod tests {
             listen: "127.0.0.1:9999".parse().unwrap(),
             store: StoreSpec::Redis("redis://10.0.0.1:6379".into()),
             origins: vec!["cdn.example.com".into(), "127.0.0.1:8000".into()],
+            origin_schemes: vec!["127.0.0.1:8000=http".into()],
+            repr_digest: true,
+            digest_ttl: Duration::from_secs(60),
+            digest_cache_entries: 10,
+            max_segment_size: ByteSize::mib(8),
+            ban_threshold: 3,
+            ban_duration: Duration::from_secs(600),
+            auth_keys_file: Some("/etc/shoal/keys".into()),
+            auth_required: true,
+            policy: vec![
+                PolicyRule {
+                    swarm: "cdn.example.com/premium/*".into(),
+                    p2p: Some(false),
+                    exclude: vec![],
+                },
+                PolicyRule {
+                    swarm: "*".into(),
+                    p2p: None,
+                    exclude: vec!["10.0.0.0/8".into(), "192.0.2.7".into()],
+                },
+            ],
             announce_interval: Duration::from_secs(90),
             p2p: false,
             log_format: LogFormat::Json,
@@ -364,6 +606,13 @@ mod tests {
         assert!(e.to_string().contains("redis://"), "{e}");
         let e = Config::from_toml("announce_interval = \"10ms\"").unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
+        let e = Config::from_toml("origin_schemes = [\"a.example=http\"]").unwrap_err();
+        assert!(e.to_string().contains("origin list"), "{e}");
+        let e = Config::from_toml("auth_required = true").unwrap_err();
+        assert!(e.to_string().contains("auth_keys_file"), "{e}");
+        let e = Config::from_toml("[[policy]]\nswarm = \"*\"\nexclude = [\"10.0.0.0/40\"]\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("10.0.0.0/40"), "{e}");
         assert!(Cli::try_parse_from(["shoal-tracker", "--announce-interval", "soon"]).is_err());
     }
 }

@@ -6,15 +6,19 @@
 
 pub mod api;
 pub mod config;
+pub mod digest;
 pub mod metrics;
+pub mod policy;
 pub mod store;
+pub mod token;
 
 use crate::api::AppState;
 use crate::config::{Config, ConfigError, StoreSpec};
+use crate::digest::DigestService;
 use crate::metrics::Metrics;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+use crate::token::Keys;
 use axum::serve::ListenerExt;
-use shoal_proto::SwarmPolicy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +42,9 @@ pub enum Error {
     /// The store could not be opened (Redis unreachable, bad URL).
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    /// The HTTP client of the digest service could not be built (no TLS roots).
+    #[error("cannot build the digest service's HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
     /// The server failed while running.
     #[error("server failed: {0}")]
     Serve(std::io::Error),
@@ -112,6 +119,8 @@ pub async fn spawn_with_store(
     store: Arc<dyn Store>,
 ) -> Result<RunningTracker, Error> {
     config.check()?;
+    let state = Arc::new(app_state(&config, store.clone())?);
+    let metrics = state.metrics.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Bind {
@@ -122,16 +131,6 @@ pub async fn spawn_with_store(
         addr: config.listen,
         source,
     })?;
-    let metrics = Arc::new(Metrics::new());
-    let state = Arc::new(AppState {
-        store: store.clone(),
-        metrics: metrics.clone(),
-        interval_secs: config.interval_secs(),
-        policy: SwarmPolicy {
-            p2p: config.p2p,
-            upload_limit_bps: None,
-        },
-    });
     let sweeper = tokio::spawn(sweep_forever(store, metrics, config.announce_interval));
     let (stop, stopped) = oneshot::channel::<()>();
     // Small request/response pairs: send each at once rather than wait for Nagle.
@@ -151,6 +150,25 @@ pub async fn spawn_with_store(
         stop: Some(stop),
         server: Some(server),
         sweeper,
+    })
+}
+
+/// Everything the routes share, built from `config` around `store` (for [`api::router`]).
+pub fn app_state(config: &Config, store: Arc<dyn Store>) -> Result<AppState, Error> {
+    let metrics = Arc::new(Metrics::new());
+    let keys = match &config.auth_keys_file {
+        Some(path) => Some(Keys::load(path).map_err(ConfigError::from)?),
+        None => None,
+    };
+    Ok(AppState {
+        store,
+        digests: DigestService::new(&config.digest(), metrics.clone())?,
+        metrics,
+        interval_secs: config.interval_secs(),
+        policies: config.policies()?,
+        keys,
+        auth_required: config.auth_required,
+        ban_rule: config.ban_rule(),
     })
 }
 

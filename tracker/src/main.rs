@@ -2,12 +2,17 @@
 
 use anyhow::Context;
 use clap::Parser;
-use shoal_tracker::config::{Cli, LogFormat};
+use shoal_tracker::config::{Cli, Command, LogFormat, TokenCommand};
+use shoal_tracker::token::{unix_now, Claims, Key, Keys};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Token(cmd)) = cli.command.take() {
+        println!("{}", token_command(cmd)?);
+        return Ok(());
+    }
     let print_config = cli.print_config;
     let config = cli.into_config()?;
     if print_config {
@@ -28,6 +33,42 @@ async fn main() -> anyhow::Result<()> {
     tracker.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `shoal-tracker token ...`: what to print.
+fn token_command(cmd: TokenCommand) -> anyhow::Result<String> {
+    match cmd {
+        TokenCommand::Keygen { kid } => {
+            anyhow::ensure!(
+                !kid.is_empty() && !kid.contains(char::is_whitespace),
+                "--kid must be non-empty and without spaces"
+            );
+            Ok(Key::generate_line(&kid))
+        }
+        TokenCommand::Mint {
+            key_file,
+            kid,
+            swarm,
+            ttl,
+        } => {
+            shoal_tracker::policy::check_pattern(&swarm)?;
+            let keys = Keys::load(&key_file)?;
+            let key = keys.get(kid.as_deref()).with_context(|| {
+                format!(
+                    "no key {:?} in {}",
+                    kid.unwrap_or_default(),
+                    key_file.display()
+                )
+            })?;
+            let claims = Claims {
+                swarm,
+                exp: unix_now().saturating_add(ttl.as_secs()),
+                nbf: None,
+                kid: None,
+            };
+            Ok(key.mint(&claims))
+        }
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use shoal_proto::ByteCounters;
+use shoal_proto::{ByteCounters, ReportReason};
 use std::fmt::Write;
 
 /// How an announce ended; the `result` label of `shoal_tracker_announces_total`.
@@ -16,18 +16,21 @@ pub enum AnnounceResult {
     Ok,
     /// Refused as malformed or out of bounds (400, 413, 415).
     Invalid,
-    /// Wrong `peer_key` (403).
+    /// Wrong `peer_key`, or the peer is banned from the swarm (403).
     Forbidden,
+    /// Missing or invalid access token (401).
+    Unauthorized,
     /// Peer id in use in another swarm (409).
     Conflict,
     /// The store failed (503).
     Error,
 }
 
-const RESULTS: [AnnounceResult; 5] = [
+const RESULTS: [AnnounceResult; 6] = [
     AnnounceResult::Ok,
     AnnounceResult::Invalid,
     AnnounceResult::Forbidden,
+    AnnounceResult::Unauthorized,
     AnnounceResult::Conflict,
     AnnounceResult::Error,
 ];
@@ -40,6 +43,7 @@ impl AnnounceResult {
             Self::Ok => "ok",
             Self::Invalid => "invalid",
             Self::Forbidden => "forbidden",
+            Self::Unauthorized => "unauthorized",
             Self::Conflict => "conflict",
             Self::Error => "error",
         }
@@ -73,6 +77,74 @@ impl EncodeLabelValue for ByteSource {
     }
 }
 
+/// How a digest request ended; the `result` label of `shoal_tracker_digest_requests_total`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum DigestResult {
+    /// Answered from the cache (or from a fetch another request started).
+    Hit,
+    /// Answered after this request's own origin fetch.
+    Miss,
+    /// Refused before any fetch: bad key, origin not allowed, not a member (4xx).
+    Refused,
+    /// The origin has no such segment (404).
+    NotFound,
+    /// The origin failed, or the segment is too large (502).
+    OriginError,
+}
+
+const DIGEST_RESULTS: [DigestResult; 5] = [
+    DigestResult::Hit,
+    DigestResult::Miss,
+    DigestResult::Refused,
+    DigestResult::NotFound,
+    DigestResult::OriginError,
+];
+
+impl EncodeLabelValue for DigestResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Refused => "refused",
+            Self::NotFound => "not_found",
+            Self::OriginError => "origin_error",
+        })
+    }
+}
+
+const REASONS: [ReportReason; 4] = [
+    ReportReason::Integrity,
+    ReportReason::FalseHave,
+    ReportReason::Stall,
+    ReportReason::Flood,
+];
+
+/// A report reason as a label value.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+struct Reason(ReportReason);
+
+impl EncodeLabelValue for Reason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self.0 {
+            ReportReason::Integrity => "integrity",
+            ReportReason::FalseHave => "false_have",
+            ReportReason::Stall => "stall",
+            ReportReason::Flood => "flood",
+        })
+    }
+}
+
+/// `reason` label of `shoal_tracker_reports_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: Reason,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DigestLabel {
+    result: DigestResult,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: AnnounceResult,
@@ -90,12 +162,19 @@ pub struct Metrics {
     peers: Gauge,
     swarms: Gauge,
     /// One handle per `result`, in `AnnounceResult` order: no label lookup per announce.
-    announces: [Counter; 5],
+    announces: [Counter; 6],
     /// `p2p`, `cdn`, `upload`.
     reported_bytes: [Counter; 3],
     announce_duration: Histogram,
     leaves: Counter,
     expired_peers: Counter,
+    /// In `DigestResult` order.
+    digest_requests: [Counter; 5],
+    digest_origin_fetches: Counter,
+    digest_origin_bytes: Counter,
+    /// In `REASONS` order.
+    reports: [Counter; 4],
+    banned_peers: Gauge,
 }
 
 impl Default for Metrics {
@@ -151,6 +230,48 @@ impl Metrics {
             "Peers dropped because they stopped announcing",
             expired_peers.clone(),
         );
+        let digest_requests = Family::<DigestLabel, Counter>::default();
+        let digest_origin_fetches = Counter::default();
+        let digest_origin_bytes = Counter::default();
+        let reports = Family::<ReasonLabel, Counter>::default();
+        let banned_peers = Gauge::default();
+        registry.register(
+            "shoal_tracker_digest_requests",
+            "Digest requests answered, by result",
+            digest_requests.clone(),
+        );
+        registry.register(
+            "shoal_tracker_digest_origin_fetches",
+            "Requests the digest service sent to origins",
+            digest_origin_fetches.clone(),
+        );
+        registry.register(
+            "shoal_tracker_digest_origin_bytes",
+            "Body bytes the digest service received from origins",
+            digest_origin_bytes.clone(),
+        );
+        registry.register(
+            "shoal_tracker_reports",
+            "Accepted reports of misbehaving peers, by reason",
+            reports.clone(),
+        );
+        registry.register(
+            "shoal_tracker_banned_peers",
+            "Peers banned from a swarm now",
+            banned_peers.clone(),
+        );
+        let digest_requests = DIGEST_RESULTS.map(|result| {
+            digest_requests
+                .get_or_create(&DigestLabel { result })
+                .clone()
+        });
+        let reports = REASONS.map(|reason| {
+            reports
+                .get_or_create(&ReasonLabel {
+                    reason: Reason(reason),
+                })
+                .clone()
+        });
         // Creating every label value up front also makes dashboards see zeros, not gaps.
         let announces =
             RESULTS.map(|result| announces.get_or_create(&ResultLabel { result }).clone());
@@ -168,7 +289,33 @@ impl Metrics {
             announce_duration,
             leaves,
             expired_peers,
+            digest_requests,
+            digest_origin_fetches,
+            digest_origin_bytes,
+            reports,
+            banned_peers,
         }
+    }
+
+    /// Counts one digest request.
+    pub fn digest(&self, result: DigestResult) {
+        self.digest_requests[result as usize].inc();
+    }
+
+    /// Counts one request to an origin.
+    pub fn digest_origin_fetch(&self) {
+        self.digest_origin_fetches.inc();
+    }
+
+    /// Counts body bytes received from an origin.
+    pub fn digest_origin_bytes(&self, bytes: u64) {
+        self.digest_origin_bytes.inc_by(bytes);
+    }
+
+    /// Counts one accepted report.
+    pub fn peer_report(&self, reason: ReportReason) {
+        let i = REASONS.iter().position(|r| *r == reason).unwrap_or(0);
+        self.reports[i].inc();
     }
 
     /// Counts one announce and how long it took.
@@ -200,8 +347,10 @@ impl Metrics {
         self.expired_peers.inc_by(peers);
     }
 
-    /// Sets the live peer and swarm gauges.
-    pub fn set_counts(&self, peers: u64, swarms: u64) {
+    /// Sets the live peer, swarm and ban gauges.
+    pub fn set_counts(&self, peers: u64, swarms: u64, bans: u64) {
+        self.banned_peers
+            .set(i64::try_from(bans).unwrap_or(i64::MAX));
         self.peers.set(i64::try_from(peers).unwrap_or(i64::MAX));
         self.swarms.set(i64::try_from(swarms).unwrap_or(i64::MAX));
     }

@@ -316,6 +316,10 @@ pub struct SwarmPolicy {
     /// Upload cap per peer in bytes per second, if the provider sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_limit_bps: Option<u64>,
+    /// IPs and CIDR blocks (`10.0.0.0/8`, `192.0.2.7/32`) a node must not connect to in this
+    /// swarm; the tracker already leaves them out of neighbour lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 impl Default for SwarmPolicy {
@@ -323,6 +327,7 @@ impl Default for SwarmPolicy {
         Self {
             p2p: true,
             upload_limit_bps: None,
+            exclude: Vec::new(),
         }
     }
 }

@@ -5,12 +5,14 @@
 //! no copy of the swarm), plus a map from a peer id's hash to its swarm id's hash that enforces
 //! one swarm per peer id. Lock order: a swarm's shard, then an owner's shard, never the reverse.
 
-use super::{pack_info, unpack_info, Counts, Joined, Store, StoreError, StoreFuture};
+use super::{
+    pack_info, unpack_info, BanRule, Counts, Joined, Reported, Store, StoreError, StoreFuture,
+};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use indexmap::map::MutableKeys;
 use indexmap::{Equivalent, IndexMap};
-use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour, PeerId, MAX_PEER_ID_LEN};
+use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour, PeerId, SwarmId, MAX_PEER_ID_LEN};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,6 +32,10 @@ pub struct MemoryStore {
     owners: DashMap<u64, u64>,
     hasher: RandomState,
     peers: AtomicU64,
+    /// (swarm hash, offender hash) -> (reporter hash, when it reported), while under threshold.
+    reports: DashMap<(u64, u64), Vec<(u64, u32)>>,
+    /// (swarm hash, peer hash) -> when its ban ends.
+    bans: DashMap<(u64, u64), u32>,
 }
 
 #[derive(Debug, Default)]
@@ -107,6 +113,8 @@ impl MemoryStore {
             owners: DashMap::new(),
             hasher: RandomState::new(),
             peers: AtomicU64::new(0),
+            reports: DashMap::new(),
+            bans: DashMap::new(),
         }
     }
 
@@ -123,6 +131,9 @@ impl MemoryStore {
         let swarm_id = req.swarm_id.as_str();
         let ph = self.hasher.hash_one(peer);
         let sh = self.hasher.hash_one(swarm_id);
+        if self.bans.get(&(sh, ph)).is_some_and(|until| *until > now) {
+            return Err(StoreError::Banned);
+        }
         // Cheap check first so that a conflicting request does not create a swarm.
         if self.owners.get(&ph).is_some_and(|o| *o != sh) {
             return Err(StoreError::Conflict);
@@ -214,18 +225,41 @@ impl MemoryStore {
     }
 
     fn leave_now(&self, req: &LeaveRequest, now: u32) -> Result<(), StoreError> {
-        let peer = req.peer_id.as_str();
-        let swarm_id = req.swarm_id.as_str();
-        let mut swarm = self.swarms.get_mut(swarm_id).ok_or(StoreError::NotMember)?;
+        self.check_member_at(&req.swarm_id, &req.peer_id, &req.peer_key, now)?;
+        self.remove_member(req.swarm_id.as_str(), req.peer_id.as_str());
+        Ok(())
+    }
+
+    fn check_member_at(
+        &self,
+        swarm: &SwarmId,
+        peer: &PeerId,
+        key: &str,
+        now: u32,
+    ) -> Result<(), StoreError> {
+        let swarm = self
+            .swarms
+            .get(swarm.as_str())
+            .ok_or(StoreError::NotMember)?;
         let m = swarm
             .members
-            .get(&Id(peer))
+            .get(&Id(peer.as_str()))
             .filter(|m| self.live(m, now))
             .ok_or(StoreError::NotMember)?;
-        if u64::from_str_radix(&req.peer_key, 16).ok() != Some(m.key) {
+        if u64::from_str_radix(key, 16).ok() != Some(m.key) {
             return Err(StoreError::KeyMismatch);
         }
-        swarm.members.swap_remove(&Id(peer));
+        Ok(())
+    }
+
+    /// Removes a member (live or not) and frees its id; drops the swarm if it is left empty.
+    fn remove_member(&self, swarm_id: &str, peer: &str) {
+        let Some(mut swarm) = self.swarms.get_mut(swarm_id) else {
+            return;
+        };
+        if swarm.members.swap_remove(&Id(peer)).is_none() {
+            return;
+        }
         let sh = self.hasher.hash_one(swarm_id);
         self.owners
             .remove_if(&self.hasher.hash_one(peer), |_, s| *s == sh);
@@ -235,7 +269,44 @@ impl MemoryStore {
         if empty {
             self.swarms.remove_if(swarm_id, |_, s| s.members.is_empty());
         }
-        Ok(())
+    }
+
+    fn report_at(
+        &self,
+        swarm: &SwarmId,
+        reporter: &PeerId,
+        offender: &PeerId,
+        rule: BanRule,
+        now: u32,
+    ) -> Reported {
+        let at = (
+            self.hasher.hash_one(swarm.as_str()),
+            self.hasher.hash_one(offender.as_str()),
+        );
+        let by = self.hasher.hash_one(reporter.as_str());
+        let reporters = {
+            let mut list = self.reports.entry(at).or_default();
+            list.retain(|(_, when)| now.saturating_sub(*when) <= self.ttl);
+            match list.iter_mut().find(|(r, _)| *r == by) {
+                Some(entry) => entry.1 = now,
+                None => list.push((by, now)),
+            }
+            list.len() as u64
+        };
+        if reporters < u64::from(rule.threshold) {
+            return Reported {
+                reporters,
+                banned: false,
+            };
+        }
+        self.reports.remove(&at);
+        let tenths = u32::try_from(rule.duration.as_millis() / 100).unwrap_or(u32::MAX);
+        self.bans.insert(at, now.saturating_add(tenths));
+        self.remove_member(swarm.as_str(), offender.as_str());
+        Reported {
+            reporters,
+            banned: true,
+        }
     }
 
     fn sweep_at(&self, now: u32) -> u64 {
@@ -258,6 +329,11 @@ impl MemoryStore {
             !swarm.members.is_empty()
         });
         self.peers.fetch_sub(expired, Ordering::Relaxed);
+        self.bans.retain(|_, until| *until > now);
+        self.reports.retain(|_, list| {
+            list.retain(|(_, when)| now.saturating_sub(*when) <= self.ttl);
+            !list.is_empty()
+        });
         expired
     }
 }
@@ -279,7 +355,38 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(Counts {
             peers: self.peers.load(Ordering::Relaxed),
             swarms: self.swarms.len() as u64,
+            bans: self.bans.len() as u64,
         })))
+    }
+
+    fn check_member<'a>(
+        &'a self,
+        swarm: &'a SwarmId,
+        peer: &'a PeerId,
+        key: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(self.check_member_at(
+            swarm,
+            peer,
+            key,
+            self.now(),
+        )))
+    }
+
+    fn report<'a>(
+        &'a self,
+        swarm: &'a SwarmId,
+        reporter: &'a PeerId,
+        offender: &'a PeerId,
+        rule: BanRule,
+    ) -> StoreFuture<'a, Reported> {
+        Box::pin(std::future::ready(Ok(self.report_at(
+            swarm,
+            reporter,
+            offender,
+            rule,
+            self.now(),
+        ))))
     }
 }
 

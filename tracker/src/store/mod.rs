@@ -6,9 +6,10 @@ mod redis;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
-use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour};
+use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour, PeerId, SwarmId};
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 /// A boxed future, so that [`Store`] can be used as `dyn Store`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -29,6 +30,27 @@ pub struct Counts {
     pub peers: u64,
     /// Swarms with at least one such peer.
     pub swarms: u64,
+    /// Bans in force, over all swarms.
+    pub bans: u64,
+}
+
+/// When reports turn into a ban.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BanRule {
+    /// Distinct live reporters within two intervals that ban an offender.
+    pub threshold: u32,
+    /// How long a ban lasts.
+    pub duration: Duration,
+}
+
+/// What a report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported {
+    /// Distinct peers that reported the offender within the last two intervals, this one
+    /// included (0 once the offender is banned: the count starts over after the ban).
+    pub reporters: u64,
+    /// Whether this report banned the offender.
+    pub banned: bool,
 }
 
 /// Why a store refused or failed an operation.
@@ -43,6 +65,9 @@ pub enum StoreError {
     /// Leave for a peer that is not in the swarm (never joined, already left, or expired).
     #[error("peer is not in this swarm (it never joined, already left, or expired)")]
     NotMember,
+    /// Enough distinct peers reported this peer that it is banned from the swarm for now.
+    #[error("this peer id is banned from this swarm after reports from other peers; it may return once the ban expires")]
+    Banned,
     /// Redis failed or could not be reached; retry later.
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
@@ -64,8 +89,27 @@ pub trait Store: Send + Sync + 'static {
     /// peers it dropped. Call it periodically (every fraction of an interval).
     fn sweep(&self) -> StoreFuture<'_, u64>;
 
-    /// Live peers and swarms.
+    /// Live peers, swarms and bans.
     fn counts(&self) -> StoreFuture<'_, Counts>;
+
+    /// Succeeds when `peer` is a live member of `swarm` and `key` is its peer key.
+    fn check_member<'a>(
+        &'a self,
+        swarm: &'a SwarmId,
+        peer: &'a PeerId,
+        key: &'a str,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Records that `reporter` (a checked live member) reported `offender` in `swarm`. When
+    /// `rule.threshold` distinct reporters did so within two intervals, the offender is
+    /// removed from the swarm and its announces there are refused for `rule.duration`.
+    fn report<'a>(
+        &'a self,
+        swarm: &'a SwarmId,
+        reporter: &'a PeerId,
+        offender: &'a PeerId,
+        rule: BanRule,
+    ) -> StoreFuture<'a, Reported>;
 }
 
 /// A fresh random peer key: 128 bits as hex.

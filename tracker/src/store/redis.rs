@@ -5,24 +5,33 @@
 //! - `shoal:swarm:{<swarm id>}:i` hash, peer id -> fingerprint and addresses
 //! - `shoal:peer:{<peer id>}` string `<swarm id>\n<peer key>`, expiring two intervals after the
 //!   peer's last announce: who owns the peer id
+//! - `shoal:peer:{<peer id>}:ban:<swarm id>` present while the peer is banned from the swarm
+//! - `shoal:swarm:{<swarm id>}:r:<offender>` sorted set, reporter -> time of its report
 //! - `shoal:stats:peers`, `shoal:stats:swarms` sorted sets, id -> last announce: the counts
+//! - `shoal:stats:bans` sorted set, `<swarm id>\n<peer id>` -> end of the ban
 //!
 //! Each announce runs two Lua scripts (owner, then swarm), each atomic within its key slot.
 //! Expired members are pruned by score on every announce to their swarm; a swarm's keys expire
 //! two intervals after its last announce, so an abandoned swarm disappears by itself.
 
-use super::{new_peer_key, pack_info, unpack_info, Counts, Joined, Store, StoreError, StoreFuture};
+use super::{
+    new_peer_key, pack_info, unpack_info, BanRule, Counts, Joined, Reported, Store, StoreError,
+    StoreFuture,
+};
 use ::redis::aio::ConnectionManager;
 use ::redis::{ErrorKind, RedisError, Script, ServerErrorKind};
-use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour, PeerId};
+use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour, PeerId, SwarmId};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const PEERS_KEY: &str = "shoal:stats:peers";
 const SWARMS_KEY: &str = "shoal:stats:swarms";
+const BANS_KEY: &str = "shoal:stats:bans";
 
-/// Claims or refreshes a peer id. KEYS: owner. ARGV: swarm, presented key, fresh key, ttl ms.
-/// Returns {0, ''} conflict, {1, ''} key mismatch, {2, key} refreshed, {3, key} claimed.
+/// Claims or refreshes a peer id. KEYS: owner, ban. ARGV: swarm, presented key, fresh key,
+/// ttl ms. Returns {0, ''} conflict, {1, ''} key mismatch, {2, key} refreshed, {3, key}
+/// claimed, {4, ''} banned from this swarm.
 const OWNER_ANNOUNCE: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return {4, ''} end
 local v = redis.call('GET', KEYS[1])
 if v then
   local nl = string.find(v, '\n', 1, true)
@@ -89,6 +98,36 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return redis.call('ZCARD', KEYS[1])
 ";
 
+/// Counts a report; at the threshold, removes the offender from the swarm.
+/// KEYS: reports, members, infos. ARGV: reporter, offender, ttl ms, threshold.
+/// Returns {distinct reporters, 1 if this report reached the threshold else 0}.
+const SWARM_REPORT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl - 1)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ttl)
+local n = redis.call('ZCARD', KEYS[1])
+if n < tonumber(ARGV[4]) then return {n, 0} end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+return {n, 1}
+";
+
+/// Bans a peer id from a swarm and frees the id if it is held there.
+/// KEYS: owner, ban. ARGV: swarm, ban ms.
+const OWNER_BAN: &str = r"
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+local v = redis.call('GET', KEYS[1])
+if v then
+  local nl = string.find(v, '\n', 1, true)
+  if nl and string.sub(v, 1, nl - 1) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+end
+return 1
+";
+
 /// Swarms in a Redis server shared by every tracker instance that points at it.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -98,6 +137,8 @@ pub struct RedisStore {
     owner_leave: Script,
     swarm_announce: Script,
     swarm_leave: Script,
+    swarm_report: Script,
+    owner_ban: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -110,6 +151,14 @@ impl std::fmt::Debug for RedisStore {
 
 fn owner_key(peer: &PeerId) -> String {
     format!("shoal:peer:{{{peer}}}")
+}
+
+fn ban_key(peer: &PeerId, swarm: &str) -> String {
+    format!("shoal:peer:{{{peer}}}:ban:{swarm}")
+}
+
+fn reports_key(swarm: &str, offender: &PeerId) -> String {
+    format!("shoal:swarm:{{{swarm}}}:r:{offender}")
 }
 
 fn swarm_keys(swarm: &str) -> [String; 2] {
@@ -143,6 +192,8 @@ impl RedisStore {
             owner_leave: Script::new(OWNER_LEAVE),
             swarm_announce: Script::new(SWARM_ANNOUNCE),
             swarm_leave: Script::new(SWARM_LEAVE),
+            swarm_report: Script::new(SWARM_REPORT),
+            owner_ban: Script::new(OWNER_BAN),
         };
         store.load_scripts().await?;
         Ok(store)
@@ -172,6 +223,7 @@ impl RedisStore {
         let (code, key): (i64, String) = self
             .owner_announce
             .key(owner_key(&req.peer_id))
+            .key(ban_key(&req.peer_id, swarm))
             .arg(swarm)
             .arg(req.peer_key.as_deref().unwrap_or(""))
             .arg(new_peer_key())
@@ -181,6 +233,7 @@ impl RedisStore {
         let peer_key = match (code, key) {
             (0, _) => return Err(StoreError::Conflict),
             (1, _) => return Err(StoreError::KeyMismatch),
+            (4, _) => return Err(StoreError::Banned),
             (2 | 3, key) if !key.is_empty() => key,
             (code, _) => return Err(StoreError::Corrupt(format!("owner script said {code}"))),
         };
@@ -268,9 +321,10 @@ impl RedisStore {
     async fn sweep_impl(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
         let cutoff = unix_ms() - i64::try_from(self.ttl_ms()).unwrap_or(i64::MAX) - 1;
-        let (peers, _swarms): (u64, u64) = ::redis::pipe()
+        let (peers, _swarms, _bans): (u64, u64, u64) = ::redis::pipe()
             .zrembyscore(PEERS_KEY, "-inf", cutoff)
             .zrembyscore(SWARMS_KEY, "-inf", cutoff)
+            .zrembyscore(BANS_KEY, "-inf", unix_ms())
             .query_async(&mut conn)
             .await?;
         Ok(peers)
@@ -279,12 +333,91 @@ impl RedisStore {
     async fn counts_impl(&self) -> Result<Counts, StoreError> {
         let mut conn = self.conn.clone();
         let since = unix_ms() - i64::try_from(self.ttl_ms()).unwrap_or(i64::MAX);
-        let (peers, swarms): (u64, u64) = ::redis::pipe()
+        let (peers, swarms, bans): (u64, u64, u64) = ::redis::pipe()
             .zcount(PEERS_KEY, since, "+inf")
             .zcount(SWARMS_KEY, since, "+inf")
+            .zcount(BANS_KEY, format!("({}", unix_ms()), "+inf")
             .query_async(&mut conn)
             .await?;
-        Ok(Counts { peers, swarms })
+        Ok(Counts {
+            peers,
+            swarms,
+            bans,
+        })
+    }
+
+    async fn check_member_impl(
+        &self,
+        swarm: &SwarmId,
+        peer: &PeerId,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let record: Option<String> = ::redis::cmd("GET")
+            .arg(owner_key(peer))
+            .query_async(&mut conn)
+            .await?;
+        let Some((owner_swarm, held_key)) = record.as_deref().and_then(|r| r.split_once('\n'))
+        else {
+            return Err(StoreError::NotMember);
+        };
+        if owner_swarm != swarm.as_str() {
+            return Err(StoreError::NotMember);
+        }
+        if held_key != key {
+            return Err(StoreError::KeyMismatch);
+        }
+        Ok(())
+    }
+
+    async fn report_impl(
+        &self,
+        swarm: &SwarmId,
+        reporter: &PeerId,
+        offender: &PeerId,
+        rule: BanRule,
+    ) -> Result<Reported, StoreError> {
+        let mut conn = self.conn.clone();
+        let s = swarm.as_str();
+        let [members, infos] = swarm_keys(s);
+        let (reporters, reached): (u64, u8) = self
+            .swarm_report
+            .key(reports_key(s, offender))
+            .key(&members)
+            .key(&infos)
+            .arg(reporter.as_str())
+            .arg(offender.as_str())
+            .arg(self.ttl_ms())
+            .arg(rule.threshold)
+            .invoke_async(&mut conn)
+            .await?;
+        if reached == 0 {
+            return Ok(Reported {
+                reporters,
+                banned: false,
+            });
+        }
+        let ban_ms = u64::try_from(rule.duration.as_millis()).unwrap_or(u64::MAX);
+        let () = self
+            .owner_ban
+            .key(owner_key(offender))
+            .key(ban_key(offender, s))
+            .arg(s)
+            .arg(ban_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        let until = unix_ms().saturating_add(i64::try_from(ban_ms).unwrap_or(i64::MAX));
+        let _: () = ::redis::pipe()
+            .zadd(BANS_KEY, format!("{s}\n{offender}"), until)
+            .ignore()
+            .zrem(PEERS_KEY, offender.as_str())
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(Reported {
+            reporters,
+            banned: true,
+        })
     }
 }
 
@@ -303,5 +436,24 @@ impl Store for RedisStore {
 
     fn counts(&self) -> StoreFuture<'_, Counts> {
         Box::pin(self.counts_impl())
+    }
+
+    fn check_member<'a>(
+        &'a self,
+        swarm: &'a SwarmId,
+        peer: &'a PeerId,
+        key: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.check_member_impl(swarm, peer, key))
+    }
+
+    fn report<'a>(
+        &'a self,
+        swarm: &'a SwarmId,
+        reporter: &'a PeerId,
+        offender: &'a PeerId,
+        rule: BanRule,
+    ) -> StoreFuture<'a, Reported> {
+        Box::pin(self.report_impl(swarm, reporter, offender, rule))
     }
 }
