@@ -111,6 +111,14 @@ impl Harness {
         self.announce(&announce_body(peer, swarm, None)).await
     }
 
+    /// GETs a path; returns the status and the body as JSON.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status();
+        let v = r.json().await.unwrap_or(Value::Null);
+        (status, v)
+    }
+
     pub async fn metrics(&self) -> String {
         let r = self.client.get(self.url("/metrics")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
