@@ -70,6 +70,11 @@ struct Cli {
     /// Fixed node id for logs and peer ids. [default: random]
     #[arg(long, env = "SHOAL_EDGE_NODE_ID")]
     node_id: Option<String>,
+    /// Directory kept across restarts: holds the peer key and certificate (made at first
+    /// start), so neighbours keep knowing this node by the same fingerprint. [default: none,
+    /// a new key each run]
+    #[arg(long, env = "SHOAL_EDGE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long, env = "SHOAL_EDGE_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -105,7 +110,14 @@ impl Cli {
         set!(listen => listen, peer_listen => peer_listen, origin => origins,
              origin_scheme => origin_schemes, cache_size => cache_size, max_peers => max_peers,
              max_uploads => max_uploads, p2p_budget => p2p_budget);
-        set_opt!(peer_advertise, tracker, token, upload_limit, node_id);
+        set_opt!(
+            peer_advertise,
+            tracker,
+            token,
+            upload_limit,
+            node_id,
+            data_dir
+        );
         Ok(c)
     }
 }

@@ -4,6 +4,7 @@
 use crate::manifest::Scheme;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A rate in bits per second, written like `10Mbit`, `500kbit`, `2MB` (bytes) or a plain number
@@ -127,6 +128,10 @@ pub struct NodeConfig {
     pub max_manifest_size: bytesize::ByteSize,
     /// Fixed node id (for logs and peer ids); random when unset.
     pub node_id: Option<String>,
+    /// Directory for the node's persistent state: its peer key and certificate
+    /// (`peer-identity.pem`, owner-only), made at first start. Unset: a new key in memory
+    /// each run, so neighbours see a new fingerprint after every restart.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -152,6 +157,7 @@ impl Default for NodeConfig {
             max_segment_size: bytesize::ByteSize::mib(64),
             max_manifest_size: bytesize::ByteSize::mib(8),
             node_id: None,
+            data_dir: None,
         }
     }
 }

@@ -8,7 +8,10 @@ use crate::config::NodeConfig;
 use crate::manifest::UrlMapper;
 use crate::metrics::NodeMetrics;
 use crate::origin::OriginClient;
-use crate::peer::{PeerClient, PeerClientConfig, PeerServer, PeerServerConfig};
+use crate::peer::{
+    IdentityError, NodeIdentity, PeerAddr, PeerClient, PeerClientConfig, PeerServer,
+    PeerServerConfig,
+};
 use crate::swarm::tracker::{TrackerClient, TrackerError};
 use crate::swarm::{Neighbour, Swarm};
 use dashmap::{DashMap, DashSet};
@@ -42,6 +45,9 @@ pub enum NodeError {
     /// The peer server failed to start.
     #[error("peer server: {0}")]
     Peer(String),
+    /// The node's peer key could not be made or loaded from its data directory.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
 }
 
 /// State shared by the node's tasks.
@@ -70,6 +76,8 @@ pub struct Shared {
     pub node_id: String,
     /// Address announced to the tracker for the peer server.
     pub peer_advertise: String,
+    /// The node's peer key; its fingerprint is announced to the tracker.
+    pub identity: NodeIdentity,
     /// When the node started (for idle accounting).
     pub started: Instant,
     /// Origin bytes that belong to no swarm (master playlists, pass-through) not yet reported.
@@ -190,7 +198,7 @@ async fn announce(
         peer_id: swarm.peer_id.clone(),
         swarm_id: swarm.id.clone(),
         addrs: vec![shared.peer_advertise.clone()],
-        fingerprint: String::new(),
+        fingerprint: shared.identity.fingerprint().to_string(),
         counters,
         numwant: shared.config.max_peers as u32,
         client_version: concat!("shoal/", env!("CARGO_PKG_VERSION")).to_string(),
@@ -222,9 +230,11 @@ async fn announce(
             }
             st.members.insert(n.peer_id.clone());
             let room = st.neighbours.len() + to_connect.len() < shared.config.max_peers;
-            if room && !st.neighbours.contains_key(&n.peer_id) {
+            // Without a vouched-for key there is nothing to check its certificate against.
+            if room && !st.neighbours.contains_key(&n.peer_id) && !n.fingerprint.is_empty() {
                 if let Some(addr) = n.addrs.iter().find_map(|a| a.parse::<SocketAddr>().ok()) {
-                    to_connect.push((n.peer_id.clone(), addr));
+                    let fingerprint = n.fingerprint.clone();
+                    to_connect.push((n.peer_id.clone(), PeerAddr { addr, fingerprint }));
                 }
             }
         }
@@ -262,7 +272,7 @@ fn connect_neighbour(
     shared: &Arc<Shared>,
     swarm: &Arc<Swarm>,
     peer: PeerId,
-    addr: SocketAddr,
+    addr: PeerAddr,
     awaited: bool,
 ) {
     {
@@ -273,7 +283,8 @@ fn connect_neighbour(
         st.neighbours.insert(
             peer.clone(),
             Neighbour {
-                addr,
+                addr: addr.addr,
+                fingerprint: addr.fingerprint.clone(),
                 haves: Default::default(),
                 stats: Default::default(),
                 task: None,
@@ -284,7 +295,7 @@ fn connect_neighbour(
     let (shared2, swarm2, peer2) = (shared.clone(), swarm.clone(), peer.clone());
     let handle = tokio::spawn(async move {
         let mut awaited = awaited;
-        let result = follow_haves(&shared2, &swarm2, &peer2, addr, &mut awaited).await;
+        let result = follow_haves(&shared2, &swarm2, &peer2, &addr, &mut awaited).await;
         if awaited {
             swarm2.snapshot_settled();
         }
@@ -306,7 +317,7 @@ async fn follow_haves(
     shared: &Arc<Shared>,
     swarm: &Arc<Swarm>,
     peer: &PeerId,
-    addr: SocketAddr,
+    addr: &PeerAddr,
     awaited: &mut bool,
 ) -> Result<(), crate::peer::PeerError> {
     let stream = shared.peer_client.haves(addr, &swarm.id).await?;
@@ -418,10 +429,15 @@ impl Node {
             .map_err(|e| NodeError::Config(e.to_string()))?;
         let cache = SegmentCache::new(config.cache_size.as_u64());
         let joined = Arc::new(DashSet::new());
+        let identity = match &config.data_dir {
+            Some(dir) => NodeIdentity::load_or_create(dir)?,
+            None => NodeIdentity::generate()?,
+        };
         let peer_server = PeerServer::bind(
             config.peer_listen,
             cache.clone(),
             joined.clone(),
+            &identity,
             PeerServerConfig {
                 upload_limit_bytes_per_sec: config.upload_limit.map(|r| r.bytes_per_sec()),
                 max_concurrent_uploads: config.max_uploads,
@@ -448,7 +464,7 @@ impl Node {
         let origin = OriginClient::new().map_err(|e| NodeError::Config(e.to_string()))?;
         let node_id = config.node_id.clone().unwrap_or_else(random_node_id);
         let shared = Arc::new(Shared {
-            peer_client: PeerClient::new(PeerClientConfig::default()),
+            peer_client: PeerClient::new(PeerClientConfig::default(), identity.clone()),
             config,
             cache,
             origin,
@@ -460,6 +476,7 @@ impl Node {
             joined,
             node_id,
             peer_advertise,
+            identity,
             started: Instant::now(),
             unreported_cdn: AtomicU64::new(0),
             reported_upload: AtomicU64::new(0),
@@ -467,7 +484,7 @@ impl Node {
             swarm_tasks: TaskTracker::new(),
         });
         let front = tokio::spawn(crate::front::serve(shared.clone(), front_listener));
-        tracing::info!(player = %player_addr, peer = %peer_addr, "node started");
+        tracing::info!(player = %player_addr, peer = %peer_addr, fingerprint = shared.identity.fingerprint(), "node started");
         Ok(Node {
             shared,
             player_addr,

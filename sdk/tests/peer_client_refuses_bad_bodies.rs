@@ -7,7 +7,7 @@ use http::Response;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use peer_support::*;
-use shoal::peer::{PeerClient, PeerClientConfig, PeerError};
+use shoal::peer::{PeerClientConfig, PeerError};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -19,12 +19,12 @@ async fn body_over_the_size_limit_is_refused() {
         boxed(async { Response::new(Full::new(Bytes::from(vec![0u8; 5000])).boxed()) })
     })
     .await;
-    let client = PeerClient::new(PeerClientConfig {
+    let client = client_with(PeerClientConfig {
         max_segment_bytes: 1000,
         ..PeerClientConfig::default()
     });
     let err = client
-        .fetch(addr, &swarm("live"), &key("1"), STALL)
+        .fetch(&addr, &swarm("live"), &key("1"), STALL)
         .await
         .unwrap_err();
     assert!(
@@ -52,7 +52,7 @@ async fn body_without_content_length_is_refused() {
     })
     .await;
     let err = client()
-        .fetch(addr, &swarm("live"), &key("1"), STALL)
+        .fetch(&addr, &swarm("live"), &key("1"), STALL)
         .await
         .unwrap_err();
     assert!(matches!(err, PeerError::BadContentLength), "{err:?}");
@@ -75,7 +75,9 @@ async fn body_shorter_than_its_content_length_is_never_returned() {
         })
     })
     .await;
-    let res = client().fetch(addr, &swarm("live"), &key("1"), STALL).await;
+    let res = client()
+        .fetch(&addr, &swarm("live"), &key("1"), STALL)
+        .await;
     assert!(res.is_err(), "a truncated body was accepted: {res:?}");
 }
 
@@ -91,7 +93,7 @@ async fn unexpected_status_is_an_error() {
     })
     .await;
     let err = client()
-        .fetch(addr, &swarm("live"), &key("1"), STALL)
+        .fetch(&addr, &swarm("live"), &key("1"), STALL)
         .await
         .unwrap_err();
     assert!(matches!(err, PeerError::Status(s) if s == 500), "{err:?}");

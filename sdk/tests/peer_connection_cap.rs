@@ -21,14 +21,14 @@ async fn connection_over_the_cap_is_refused_and_others_keep_working() {
 
     // Each client pools its own connection; the first takes the only slot and keeps it.
     let first = client();
-    first.fetch(node.addr, &s, &key("1"), STALL).await.unwrap();
+    first.fetch(&node.addr, &s, &key("1"), STALL).await.unwrap();
 
     let err = client()
-        .fetch(node.addr, &s, &key("1"), STALL)
+        .fetch(&node.addr, &s, &key("1"), STALL)
         .await
         .unwrap_err();
     assert!(err.is_retryable() && !err.is_misbehaviour(), "{err:?}");
 
-    let t = first.fetch(node.addr, &s, &key("1"), STALL).await.unwrap();
+    let t = first.fetch(&node.addr, &s, &key("1"), STALL).await.unwrap();
     assert_eq!(t.bytes, payload(1000));
 }

@@ -9,13 +9,13 @@ use http::Response;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use peer_support::*;
-use shoal::peer::PeerError;
+use shoal::peer::{PeerAddr, PeerError};
 use shoal_proto::{HaveMsg, MAX_HAVE_LINE};
 use std::convert::Infallible;
 use tokio::time::timeout;
 
 /// A peer whose haves stream sends `chunks`, then keeps sending valid lines forever.
-async fn peer_sending(chunks: Vec<Vec<u8>>) -> std::net::SocketAddr {
+async fn peer_sending(chunks: Vec<Vec<u8>>) -> PeerAddr {
     h2_server(move |_req| {
         let first = futures::stream::iter(chunks.clone().into_iter().map(Bytes::from));
         let valid =
@@ -28,8 +28,8 @@ async fn peer_sending(chunks: Vec<Vec<u8>>) -> std::net::SocketAddr {
     .await
 }
 
-async fn collect(addr: std::net::SocketAddr, max_items: usize) -> Vec<Result<HaveMsg, PeerError>> {
-    let stream = client().haves(addr, &swarm("live")).await.unwrap();
+async fn collect(addr: PeerAddr, max_items: usize) -> Vec<Result<HaveMsg, PeerError>> {
+    let stream = client().haves(&addr, &swarm("live")).await.unwrap();
     timeout(HANG_GUARD, stream.take(max_items).collect())
         .await
         .expect("the stream must end after an error")

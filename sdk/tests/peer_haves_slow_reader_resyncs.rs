@@ -5,8 +5,6 @@ mod peer_support;
 
 use bytes::BytesMut;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use peer_support::*;
 use shoal::peer::PeerServerConfig;
 use shoal_proto::{HaveMsg, SegmentKey};
@@ -19,14 +17,14 @@ async fn lagging_reader_gets_a_new_snapshot_and_converges() {
     let s = swarm("live");
 
     // A small, fixed flow-control window: while we do not read, the server cannot send.
-    let raw: Client<HttpConnector, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .http2_adaptive_window(false)
-        .http2_initial_stream_window_size(65_535)
-        .http2_initial_connection_window_size(65_535)
-        .build(HttpConnector::new());
+    let raw = raw_h2_client_with::<Empty<bytes::Bytes>>(&node.addr, |b| {
+        b.adaptive_window(false)
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535);
+    })
+    .await;
     let resp = raw
-        .request(get(node.addr, "/p2p/v1/live/haves"))
+        .request(get(&node.addr, "/p2p/v1/live/haves"))
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);

@@ -27,7 +27,7 @@ async fn snapshot_then_live_have_and_lost_lines() {
     node.cache.insert(&live, &key("seg/1"), payload(1000));
     node.cache.insert(&live, &key("seg/2"), payload(1000));
 
-    let mut haves = Box::pin(client().haves(node.addr, &live).await.unwrap());
+    let mut haves = Box::pin(client().haves(&node.addr, &live).await.unwrap());
     match next(&mut haves).await {
         HaveMsg::Snapshot { mut segments } => {
             segments.sort();
@@ -68,7 +68,7 @@ async fn haves_of_a_swarm_the_node_is_not_in_is_404() {
     let node = start_node(1 << 20, &["live"], PeerServerConfig::default()).await;
     node.cache.insert(&swarm("secret"), &key("1"), payload(10));
     let err = client()
-        .haves(node.addr, &swarm("secret"))
+        .haves(&node.addr, &swarm("secret"))
         .await
         .err()
         .unwrap();
@@ -83,7 +83,7 @@ async fn snapshot_too_long_for_one_line_arrives_whole() {
     for k in &keys {
         node.cache.insert(&vod, k, payload(1));
     }
-    let mut haves = Box::pin(client().haves(node.addr, &vod).await.unwrap());
+    let mut haves = Box::pin(client().haves(&node.addr, &vod).await.unwrap());
     let mut seen = match next(&mut haves).await {
         HaveMsg::Snapshot { segments } => segments,
         other => panic!("first line must be the snapshot, got {other:?}"),
@@ -106,7 +106,7 @@ async fn snapshot_too_long_for_one_line_arrives_whole() {
 #[tokio::test]
 async fn shutdown_ends_haves_streams() {
     let node = start_node(1 << 20, &["live"], PeerServerConfig::default()).await;
-    let mut haves = Box::pin(client().haves(node.addr, &swarm("live")).await.unwrap());
+    let mut haves = Box::pin(client().haves(&node.addr, &swarm("live")).await.unwrap());
     assert!(matches!(next(&mut haves).await, HaveMsg::Snapshot { .. }));
     timeout(HANG_GUARD, node.server.shutdown())
         .await

@@ -7,8 +7,7 @@ use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
 use peer_support::*;
-use shoal::peer::PeerServerConfig;
-use std::net::SocketAddr;
+use shoal::peer::{PeerAddr, PeerServerConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,10 +15,10 @@ use tokio::time::timeout;
 
 static PANICKED: AtomicBool = AtomicBool::new(false);
 
-/// Sends `raw` as one HTTP/1.1 exchange; the response status, or `None` if the server closed
-/// the connection without answering.
-async fn http1_status(addr: SocketAddr, raw: &[u8]) -> Option<u16> {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+/// Sends `raw` as one HTTP/1.1 exchange inside TLS; the response status, or `None` if the
+/// server closed the connection without answering.
+async fn http1_status(addr: &PeerAddr, raw: &[u8]) -> Option<u16> {
+    let mut tcp = tls_connect(addr).await;
     // The server may answer and close before reading everything we send.
     let _ = tcp.write_all(raw).await;
     let mut head = Vec::new();
@@ -150,7 +149,7 @@ async fn hostile_requests_get_4xx_and_nothing_panics() {
         ),
     ];
     for (name, raw, allowed) in &cases {
-        let got = http1_status(node.addr, raw).await;
+        let got = http1_status(&node.addr, raw).await;
         assert!(
             got.is_some_and(|s| allowed.contains(&s)),
             "{name}: got {got:?}, expected one of {allowed:?}"
@@ -158,7 +157,7 @@ async fn hostile_requests_get_4xx_and_nothing_panics() {
     }
 
     // The same refusals over HTTP/2.
-    let raw = raw_h2_client::<Full<Bytes>>();
+    let raw = raw_h2_client::<Full<Bytes>>(&node.addr).await;
     for (method, path, body, expected) in [
         (Method::POST, "/p2p/v1/live/haves", "x", 405),
         (Method::GET, "/p2p/v1/live/segments/1", "body", 400),
@@ -167,7 +166,7 @@ async fn hostile_requests_get_4xx_and_nothing_panics() {
     ] {
         let req = Request::builder()
             .method(method.clone())
-            .uri(format!("http://{}{path}", node.addr))
+            .uri(format!("https://{}{path}", node.addr.addr))
             .body(Full::new(Bytes::from_static(body.as_bytes())))
             .unwrap();
         let resp = timeout(HANG_GUARD, raw.request(req))
@@ -179,7 +178,7 @@ async fn hostile_requests_get_4xx_and_nothing_panics() {
 
     // Still serving, and no task panicked along the way.
     let t = client()
-        .fetch(node.addr, &live, &key("1"), Duration::from_secs(5))
+        .fetch(&node.addr, &live, &key("1"), Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(t.bytes, payload(1000));

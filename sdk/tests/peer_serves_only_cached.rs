@@ -20,7 +20,7 @@ async fn fetch_returns_exactly_the_cached_bytes() {
         .insert(&s, &key("720p/seg-00042.ts"), body.clone());
 
     let t = client()
-        .fetch(node.addr, &s, &key("720p/seg-00042.ts"), STALL)
+        .fetch(&node.addr, &s, &key("720p/seg-00042.ts"), STALL)
         .await
         .unwrap();
     assert_eq!(t.bytes, body);
@@ -49,7 +49,7 @@ async fn ids_with_slashes_colons_and_percent_round_trip() {
         node.cache.insert(&s, &key(k), payload(100 + i));
     }
     for (i, k) in keys.iter().enumerate() {
-        let t = client.fetch(node.addr, &s, &key(k), STALL).await.unwrap();
+        let t = client.fetch(&node.addr, &s, &key(k), STALL).await.unwrap();
         assert_eq!(t.bytes, payload(100 + i), "{k}");
     }
 }
@@ -60,7 +60,7 @@ async fn missing_segment_is_404() {
     let s = swarm("live");
     node.cache.insert(&s, &key("1"), payload(10));
     let err = client()
-        .fetch(node.addr, &s, &key("2"), STALL)
+        .fetch(&node.addr, &s, &key("2"), STALL)
         .await
         .unwrap_err();
     assert!(matches!(err, PeerError::NotFound), "{err:?}");
@@ -76,18 +76,18 @@ async fn segments_of_swarms_the_node_is_not_in_are_404() {
     let client = client();
 
     let err = client
-        .fetch(node.addr, &other, &key("1"), STALL)
+        .fetch(&node.addr, &other, &key("1"), STALL)
         .await
         .unwrap_err();
     assert!(matches!(err, PeerError::NotFound), "{err:?}");
 
     client
-        .fetch(node.addr, &live, &key("1"), STALL)
+        .fetch(&node.addr, &live, &key("1"), STALL)
         .await
         .unwrap();
     node.swarms.remove(&live);
     let err = client
-        .fetch(node.addr, &live, &key("1"), STALL)
+        .fetch(&node.addr, &live, &key("1"), STALL)
         .await
         .unwrap_err();
     assert!(
@@ -98,12 +98,15 @@ async fn segments_of_swarms_the_node_is_not_in_are_404() {
 
 #[tokio::test]
 async fn nothing_listening_is_a_retryable_connect_error() {
-    let addr = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        l.local_addr().unwrap()
+    let addr = shoal::peer::PeerAddr {
+        addr: {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        },
+        fingerprint: "ab".repeat(32),
     };
     let err = client()
-        .fetch(addr, &swarm("live"), &key("1"), STALL)
+        .fetch(&addr, &swarm("live"), &key("1"), STALL)
         .await
         .unwrap_err();
     assert!(matches!(err, PeerError::Connect(_)), "{err:?}");

@@ -20,9 +20,9 @@ async fn upload_in_flight_finishes_and_new_connections_are_refused() {
     node.cache.insert(&s, &key("1"), body.clone());
     let addr = node.addr;
 
-    let raw = raw_h2_client::<Empty<bytes::Bytes>>();
+    let raw = raw_h2_client::<Empty<bytes::Bytes>>(&addr).await;
     let resp = raw
-        .request(get(addr, "/p2p/v1/live/segments/1"))
+        .request(get(&addr, "/p2p/v1/live/segments/1"))
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -37,7 +37,7 @@ async fn upload_in_flight_finishes_and_new_connections_are_refused() {
     timeout(HANG_GUARD, shutdown).await.unwrap().unwrap();
 
     let err = client()
-        .fetch(addr, &s, &key("1"), Duration::from_secs(5))
+        .fetch(&addr, &s, &key("1"), Duration::from_secs(5))
         .await
         .unwrap_err();
     assert!(matches!(err, PeerError::Connect(_)), "{err:?}");

@@ -37,7 +37,7 @@ async fn peer_that_stops_mid_body_is_a_stall() {
     let start = Instant::now();
     let res = timeout(
         HANG_GUARD,
-        client().fetch(addr, &swarm("live"), &key("1"), STALL),
+        client().fetch(&addr, &swarm("live"), &key("1"), STALL),
     )
     .await
     .expect("a stalled transfer must not hang the fetch");
@@ -55,7 +55,7 @@ async fn peer_that_never_answers_is_a_stall() {
     let addr = h2_server(|_req| boxed(futures::future::pending())).await;
     let res = timeout(
         HANG_GUARD,
-        client().fetch(addr, &swarm("live"), &key("1"), STALL),
+        client().fetch(&addr, &swarm("live"), &key("1"), STALL),
     )
     .await
     .expect("an unanswered request must not hang the fetch");

@@ -22,7 +22,7 @@ async fn upload_rate_is_capped() {
 
     let start = Instant::now();
     let t = client()
-        .fetch(node.addr, &s, &key("1"), STALL)
+        .fetch(&node.addr, &s, &key("1"), STALL)
         .await
         .unwrap();
     assert_eq!(t.bytes.len(), 1024 * 1024);
@@ -47,15 +47,15 @@ async fn over_the_concurrent_upload_cap_gets_503_at_once() {
     node.cache.insert(&s, &key("small"), payload(10));
 
     // Holds the only upload slot: its head has arrived, its body trickles.
-    let raw = raw_h2_client::<Empty<bytes::Bytes>>();
+    let raw = raw_h2_client::<Empty<bytes::Bytes>>(&node.addr).await;
     let slow = raw
-        .request(get(node.addr, "/p2p/v1/live/segments/big"))
+        .request(get(&node.addr, "/p2p/v1/live/segments/big"))
         .await
         .unwrap();
     assert_eq!(slow.status(), 200);
 
     let err = client()
-        .fetch(node.addr, &s, &key("small"), STALL)
+        .fetch(&node.addr, &s, &key("small"), STALL)
         .await
         .unwrap_err();
     assert!(
@@ -76,7 +76,10 @@ async fn a_finished_upload_frees_its_slot() {
     node.cache.insert(&s, &key("1"), payload(200_000));
     let client = client();
     for _ in 0..3 {
-        let t = client.fetch(node.addr, &s, &key("1"), STALL).await.unwrap();
+        let t = client
+            .fetch(&node.addr, &s, &key("1"), STALL)
+            .await
+            .unwrap();
         assert_eq!(t.bytes.len(), 200_000);
     }
 }

@@ -208,13 +208,13 @@ async fn from_peer(
     swarm: &Arc<Swarm>,
     key: &SegmentKey,
     peer: &PeerId,
-    addr: std::net::SocketAddr,
+    addr: crate::peer::PeerAddr,
     deadline: Instant,
 ) -> Option<Bytes> {
     swarm.transfer_started(peer);
     let attempt = shared
         .peer_client
-        .fetch(addr, &swarm.id, key, shared.config.stall_timeout);
+        .fetch(&addr, &swarm.id, key, shared.config.stall_timeout);
     let result = tokio::time::timeout_at(deadline, attempt).await;
     let now = Instant::now();
     match result {

@@ -1,26 +1,33 @@
-//! The peer client: fetches segments from neighbours and follows their `haves` streams.
+//! The peer client: fetches segments from neighbours and follows their `haves` streams, over
+//! TLS pinned to the key the tracker vouched for.
 
-use super::{haves_path, segment_path, PeerError};
+use super::{haves_path, segment_path, tls, NodeIdentity, PeerAddr, PeerError};
 use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
 use futures::{Stream, StreamExt, TryStreamExt};
 use http::{header, HeaderMap, Request, StatusCode, Uri};
 use http_body_util::{BodyDataStream, BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
 use shoal_proto::{HaveMsg, SegmentKey, SwarmId, MAX_HAVE_LINE};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::io::StreamReader;
+
+/// Largest response head (HTTP/2 header list) a neighbour may send.
+const MAX_RESPONSE_HEAD_BYTES: u32 = 16 * 1024;
 
 /// How the peer client behaves.
 #[derive(Debug, Clone)]
 pub struct PeerClientConfig {
-    /// Longest wait for a TCP connection to a neighbour.
+    /// Longest wait for a connection to a neighbour (TCP and TLS handshake together).
     pub connect_timeout: Duration,
     /// Largest segment accepted from a peer; a larger `content-length` is refused unread.
     pub max_segment_bytes: u64,
@@ -31,6 +38,9 @@ pub struct PeerClientConfig {
     pub keep_alive_interval: Duration,
     /// How long a ping may go unanswered before the connection is dropped.
     pub keep_alive_timeout: Duration,
+    /// A connection with no request or stream in flight is closed within one to two of
+    /// these, so neighbours we stopped talking to do not keep sockets open.
+    pub idle_timeout: Duration,
 }
 
 impl Default for PeerClientConfig {
@@ -41,6 +51,7 @@ impl Default for PeerClientConfig {
             haves_response_timeout: Duration::from_secs(5),
             keep_alive_interval: Duration::from_secs(15),
             keep_alive_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -62,59 +73,128 @@ impl Transfer {
     }
 }
 
-/// Client side of the peer protocol. Clone freely: clones share one pooled HTTP/2
-/// connection per neighbour address, multiplexing fetches and `haves` streams on it.
+type Sender = http2::SendRequest<Empty<Bytes>>;
+type Connection = http2::Connection<TokioIo<TlsStream<TcpStream>>, Empty<Bytes>, TokioExecutor>;
+
+/// One pooled connection. `lease` is cloned into every request and response in flight, so
+/// the connection is idle exactly when the pool's own copy is the only one left.
+#[derive(Debug, Clone)]
+struct Conn {
+    sender: Sender,
+    lease: Arc<()>,
+}
+
+/// The pooled connection of one (address, fingerprint), if any. The lock is held while
+/// connecting, so concurrent requests to a neighbour share one connection.
+type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
+type Pool = DashMap<PeerAddr, Slot>;
+
+/// Client side of the peer protocol. Clone freely: clones share one pooled HTTP/2-over-TLS
+/// connection per (neighbour address, fingerprint), multiplexing fetches and `haves` streams
+/// on it.
 #[derive(Debug, Clone)]
 pub struct PeerClient {
-    // The connector is where TLS plugs in later (a rustls connector over `HttpConnector`).
-    http: Client<HttpConnector, Empty<Bytes>>,
+    identity: NodeIdentity,
+    pool: Arc<Pool>,
     config: Arc<PeerClientConfig>,
 }
 
 impl PeerClient {
-    /// A client with its own connection pool.
-    pub fn new(config: PeerClientConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .http2_keep_alive_interval(config.keep_alive_interval)
-            .http2_keep_alive_timeout(config.keep_alive_timeout)
-            .http2_keep_alive_while_idle(true)
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+    /// A client with its own connection pool that presents `identity` to neighbours.
+    pub fn new(config: PeerClientConfig, identity: NodeIdentity) -> Self {
         Self {
-            http,
+            identity,
+            pool: Arc::new(DashMap::new()),
             config: Arc::new(config),
         }
     }
 
+    /// The pooled connection to `peer`, connecting if there is none or it died.
+    async fn conn(&self, peer: &PeerAddr) -> Result<Conn, PeerError> {
+        if peer.fingerprint.is_empty() {
+            return Err(PeerError::NoFingerprint);
+        }
+        // Clone the slot out so no map guard is held across an await.
+        let slot = self.pool.entry(peer.clone()).or_default().clone();
+        let mut pooled = slot.lock().await;
+        if let Some(c) = pooled.as_ref().filter(|c| !c.sender.is_closed()) {
+            return Ok(c.clone());
+        }
+        let (sender, connection) = timeout(self.config.connect_timeout, self.connect(peer))
+            .await
+            .map_err(|_| PeerError::Connect("connect timed out".into()))??;
+        let conn = Conn {
+            sender,
+            lease: Arc::new(()),
+        };
+        *pooled = Some(conn.clone());
+        tokio::spawn(drive(
+            connection,
+            Arc::downgrade(&self.pool),
+            peer.clone(),
+            Arc::clone(&slot),
+            Arc::downgrade(&conn.lease),
+            self.config.idle_timeout,
+        ));
+        Ok(conn)
+    }
+
+    async fn connect(&self, peer: &PeerAddr) -> Result<(Sender, Connection), PeerError> {
+        let tcp = TcpStream::connect(peer.addr)
+            .await
+            .map_err(|e| PeerError::Connect(e.into()))?;
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(peer = %peer.addr, error = %e, "set_nodelay failed");
+        }
+        let config =
+            tls::client_config(&self.identity, &peer.fingerprint).map_err(PeerError::TlsConfig)?;
+        let name = ServerName::IpAddress(peer.addr.ip().into());
+        let stream = TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(handshake_error)?;
+        http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.config.keep_alive_interval)
+            .keep_alive_timeout(self.config.keep_alive_timeout)
+            .keep_alive_while_idle(true)
+            .max_header_list_size(MAX_RESPONSE_HEAD_BYTES)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| PeerError::Connect(e.into()))
+    }
+
+    /// Sends a GET; the response comes with the connection's lease, to be held while the body
+    /// is read.
     async fn get(
         &self,
-        peer: SocketAddr,
+        peer: &PeerAddr,
         path: String,
         head_timeout: Duration,
-    ) -> Result<http::Response<Incoming>, PeerError> {
-        let uri: Uri = format!("http://{peer}{path}")
+    ) -> Result<(http::Response<Incoming>, Arc<()>), PeerError> {
+        let uri: Uri = format!("https://{}{path}", peer.addr)
             .parse()
             .map_err(|e: http::uri::InvalidUri| PeerError::Request(e.into()))?;
         let req = Request::get(uri)
             .body(Empty::new())
             .map_err(PeerError::Request)?;
-        let resp = timeout(head_timeout, self.http.request(req))
+        let attempt = async {
+            let Conn { mut sender, lease } = self.conn(peer).await?;
+            sender
+                .ready()
+                .await
+                .map_err(|e| PeerError::Transport(e.into()))?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| PeerError::Transport(e.into()))?;
+            Ok::<_, PeerError>((resp, lease))
+        };
+        let (resp, lease) = timeout(head_timeout, attempt)
             .await
-            .map_err(|_| PeerError::Stalled(head_timeout))?
-            .map_err(|e| {
-                if e.is_connect() {
-                    PeerError::Connect(e.into())
-                } else {
-                    PeerError::Transport(e.into())
-                }
-            })?;
+            .map_err(|_| PeerError::Stalled(head_timeout))??;
         match resp.status() {
-            StatusCode::OK => Ok(resp),
+            StatusCode::OK => Ok((resp, lease)),
             StatusCode::NOT_FOUND => Err(PeerError::NotFound),
             StatusCode::SERVICE_UNAVAILABLE => Err(PeerError::Busy {
                 retry_after: retry_after(resp.headers()),
@@ -129,14 +209,14 @@ impl PeerClient {
     /// from `content-length`.
     pub async fn fetch(
         &self,
-        peer: SocketAddr,
+        peer: &PeerAddr,
         swarm: &SwarmId,
         key: &SegmentKey,
         stall_timeout: Duration,
     ) -> Result<Transfer, PeerError> {
         let start = Instant::now();
         let head_timeout = self.config.connect_timeout + stall_timeout;
-        let resp = self
+        let (resp, _lease) = self
             .get(peer, segment_path(swarm, key), head_timeout)
             .await?;
         let expected = resp
@@ -187,10 +267,10 @@ impl PeerClient {
     /// peer cannot make us buffer without bound.
     pub async fn haves(
         &self,
-        peer: SocketAddr,
+        peer: &PeerAddr,
         swarm: &SwarmId,
     ) -> Result<impl Stream<Item = Result<HaveMsg, PeerError>> + Send + 'static, PeerError> {
-        let resp = self
+        let (resp, lease) = self
             .get(
                 peer,
                 haves_path(swarm),
@@ -207,7 +287,8 @@ impl PeerClient {
                 Ok(line) => HaveMsg::parse_line(line.as_bytes()).map_err(PeerError::MalformedHave),
                 Err(e) => Err(line_error(e)),
             })
-            .scan(false, |failed, item| {
+            // The lease rides along: the connection is in use while the stream lives.
+            .scan((false, lease), |(failed, _lease), item| {
                 let out = if *failed {
                     None
                 } else {
@@ -216,6 +297,71 @@ impl PeerClient {
                 };
                 futures::future::ready(out)
             }))
+    }
+}
+
+/// Drives one pooled connection until it ends or has been idle for `idle`, then forgets it.
+async fn drive(
+    connection: Connection,
+    pool: Weak<Pool>,
+    peer: PeerAddr,
+    slot: Slot,
+    lease: Weak<()>,
+    idle: Duration,
+) {
+    tokio::pin!(connection);
+    let mut tick = tokio::time::interval(idle);
+    tick.reset();
+    loop {
+        tokio::select! {
+            end = &mut connection => {
+                if let Err(e) = end {
+                    tracing::debug!(peer = %peer.addr, error = %e, "peer connection ended with an error");
+                }
+                break;
+            }
+            _ = tick.tick() => {
+                // Checked under the slot lock: nobody can take a new lease meanwhile.
+                let pooled = slot.lock().await;
+                if lease.strong_count() <= 1 {
+                    tracing::debug!(peer = %peer.addr, "closing idle peer connection");
+                    forget(pooled, &pool, &peer, &slot, &lease);
+                    return;
+                }
+            }
+        }
+    }
+    forget(slot.lock().await, &pool, &peer, &slot, &lease);
+}
+
+/// Removes the connection behind `lease` from its slot, and the slot from the pool once empty.
+fn forget(
+    mut pooled: tokio::sync::MutexGuard<'_, Option<Conn>>,
+    pool: &Weak<Pool>,
+    peer: &PeerAddr,
+    slot: &Slot,
+    lease: &Weak<()>,
+) {
+    if pooled
+        .as_ref()
+        .is_some_and(|c| std::ptr::eq(Arc::as_ptr(&c.lease), lease.as_ptr()))
+    {
+        *pooled = None;
+    }
+    if let (None, Some(pool)) = (pooled.as_ref(), pool.upgrade()) {
+        pool.remove_if(peer, |_, s| Arc::ptr_eq(s, slot));
+    }
+}
+
+/// Our verifier refuses a certificate other than the pinned one, or one whose key did not sign
+/// the handshake; tell that apart from other handshake failures.
+fn handshake_error(e: std::io::Error) -> PeerError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(err @ rustls::Error::InvalidCertificate(_)) => PeerError::WrongKey(err.clone()),
+        _ => PeerError::Tls(e),
     }
 }
 

@@ -10,19 +10,43 @@
 //!   once if not held (or the swarm is not one the node is in), 503 with `retry-after` when
 //!   the node is at its concurrent-upload cap.
 //!
+//! Every link runs over TLS 1.3 ([`tls`]): a client connects to a neighbour only if its
+//! certificate has the fingerprint the tracker vouched for ([`PeerAddr`]), and a server
+//! requires every client to present a certificate ([`identity::NodeIdentity`]).
+//!
 //! [`server::PeerServer`] serves the node's [`crate::cache::SegmentCache`];
 //! [`client::PeerClient`] fetches from and subscribes to neighbours.
 
 pub mod client;
+pub mod identity;
 pub mod server;
+pub mod tls;
 
 pub use client::{PeerClient, PeerClientConfig, Transfer};
+pub use identity::{IdentityError, NodeIdentity};
 pub use server::{PeerServer, PeerServerConfig};
 
 use http::StatusCode;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use shoal_proto::{HaveParseError, SegmentKey, SwarmId};
+use std::net::SocketAddr;
 use std::time::Duration;
+
+/// A neighbour's peer server and the key the tracker vouched for: the client connects to
+/// `addr` and accepts only the certificate whose SHA-256 is `fingerprint`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerAddr {
+    /// Where its peer server listens.
+    pub addr: SocketAddr,
+    /// Lower-case hex SHA-256 of its certificate, as the tracker handed it out.
+    pub fingerprint: String,
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (key {})", self.addr, self.fingerprint)
+    }
+}
 
 /// Path prefix of every peer protocol v1 route.
 pub const PATH_PREFIX: &str = "/p2p/v1/";
@@ -102,9 +126,23 @@ pub enum PeerError {
     /// The peer server could not bind its listening socket.
     #[error("cannot bind the peer server: {0}")]
     Bind(#[source] std::io::Error),
+    /// The TLS configuration could not be built from the node's identity (a bug).
+    #[error("cannot set up TLS: {0}")]
+    TlsConfig(#[source] rustls::Error),
     /// No connection to the peer (refused, unreachable or connect timeout).
     #[error("cannot connect to peer: {0}")]
     Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The tracker vouched for no key of this peer, so there is nothing to check its
+    /// certificate against: we do not connect.
+    #[error("no key fingerprint is known for the peer; refusing to connect")]
+    NoFingerprint,
+    /// The peer did not present the certificate the tracker vouched for, or could not prove it
+    /// holds that certificate's key: an impostor, or a stale address now used by another node.
+    #[error("peer's certificate is not the one vouched for: {0}")]
+    WrongKey(#[source] rustls::Error),
+    /// The TLS handshake failed for another reason (protocol error, peer refused us).
+    #[error("TLS handshake with peer failed: {0}")]
+    Tls(#[source] std::io::Error),
     /// The connection failed during the request or the body.
     #[error("peer connection failed: {0}")]
     Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -172,6 +210,7 @@ impl PeerError {
     pub fn is_retryable(&self) -> bool {
         match self {
             PeerError::Connect(_)
+            | PeerError::Tls(_)
             | PeerError::Transport(_)
             | PeerError::Stalled(_)
             | PeerError::NotFound

@@ -1,6 +1,7 @@
-//! The peer server: serves the node's cached segments and its `haves` stream to neighbours.
+//! The peer server: serves the node's cached segments and its `haves` stream to neighbours,
+//! over TLS with a client certificate required of every neighbour.
 
-use super::{PeerError, Route};
+use super::{identity::fingerprint_of, tls, NodeIdentity, PeerError, Route};
 use crate::cache::{CacheEvent, CacheEventKind, SegmentCache};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashSet;
@@ -11,7 +12,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Body, Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prometheus_client::metrics::counter::Counter;
 use shoal_proto::{HaveMsg, SegmentKey, SwarmId, MAX_HAVE_LINE};
 use std::convert::Infallible;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 type RespBody = BoxBody<Bytes, Infallible>;
 
@@ -58,6 +60,8 @@ pub struct PeerServerConfig {
     pub keep_alive_timeout: Duration,
     /// How long an HTTP/1.1 client may take to send its request head.
     pub header_read_timeout: Duration,
+    /// How long a client may take to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
     /// How long [`PeerServer::shutdown`] lets in-flight uploads finish.
     pub shutdown_grace: Duration,
 }
@@ -72,6 +76,7 @@ impl Default for PeerServerConfig {
             keep_alive_interval: Duration::from_secs(15),
             keep_alive_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -100,13 +105,16 @@ pub struct PeerServer {
 
 impl PeerServer {
     /// Binds `addr` and starts serving `cache` for the swarms in `swarms` (the node adds and
-    /// removes swarms there as it joins and leaves them).
+    /// removes swarms there as it joins and leaves them), presenting `identity` over TLS.
     pub async fn bind(
         addr: SocketAddr,
         cache: SegmentCache,
         swarms: Arc<DashSet<SwarmId>>,
+        identity: &NodeIdentity,
         config: PeerServerConfig,
     ) -> Result<PeerServer, PeerError> {
+        let acceptor =
+            TlsAcceptor::from(tls::server_config(identity).map_err(PeerError::TlsConfig)?);
         let listener = TcpListener::bind(addr).await.map_err(PeerError::Bind)?;
         let local_addr = listener.local_addr().map_err(PeerError::Bind)?;
         let (closing, closing_rx) = watch::channel(false);
@@ -126,7 +134,7 @@ impl PeerServer {
             uploaded: config.uploaded.clone(),
             closing: closing_rx.clone(),
         });
-        let task = tokio::spawn(accept_loop(listener, shared, config, closing_rx));
+        let task = tokio::spawn(accept_loop(listener, acceptor, shared, config, closing_rx));
         Ok(PeerServer {
             local_addr,
             closing,
@@ -176,11 +184,12 @@ fn http_builder(config: &PeerServerConfig) -> auto::Builder<TokioExecutor> {
 
 async fn accept_loop(
     listener: TcpListener,
+    acceptor: TlsAcceptor,
     shared: Arc<Shared>,
     config: PeerServerConfig,
     mut closing: watch::Receiver<bool>,
 ) {
-    let builder = http_builder(&config);
+    let builder = Arc::new(http_builder(&config));
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
     loop {
@@ -205,14 +214,16 @@ async fn accept_loop(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%remote, error = %e, "set_nodelay failed");
         }
-        serve_connection(
-            &builder,
-            &graceful,
+        tokio::spawn(serve_connection(
+            Arc::clone(&builder),
+            graceful.watcher(),
+            acceptor.clone(),
+            config.tls_handshake_timeout,
             tcp,
             Arc::clone(&shared),
             permit,
             remote,
-        );
+        ));
     }
     drop(listener);
     if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
@@ -223,30 +234,51 @@ async fn accept_loop(
     }
 }
 
-/// Serves one accepted connection on its own task. The transport is the plain TCP stream
-/// today; a TLS layer wraps `tcp` here before it is handed to hyper.
-fn serve_connection(
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
+/// Serves one accepted connection (run on its own task): TLS handshake within
+/// `handshake_timeout`, then HTTP. The client's certificate fingerprint names the connection
+/// in every log line about it.
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
     tcp: TcpStream,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
     remote: SocketAddr,
 ) {
+    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "peer TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "peer TLS handshake timed out");
+            return;
+        }
+    };
+    // Client authentication is mandatory, so a finished handshake always has a certificate.
+    let client = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .map(|cert| fingerprint_of(cert))
+        .unwrap_or_default();
+    tracing::debug!(%remote, %client, "peer connected");
     let service = hyper::service::service_fn(move |req| {
         let shared = Arc::clone(&shared);
         async move { Ok::<_, Infallible>(handle(&shared, req)) }
     });
     let conn = builder
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(stream), service)
         .into_owned();
-    let conn = graceful.watch(conn);
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%remote, error = %e, "peer connection ended with an error");
-        }
-        drop(permit);
-    });
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%remote, %client, error = %e, "peer connection ended with an error");
+    }
+    drop(permit);
 }
 
 fn status(code: StatusCode, message: &'static str) -> Response<RespBody> {

@@ -9,6 +9,7 @@ pub mod tracker;
 use crate::fetch::scheduler::{self, Candidate, Decision, PeerStats, Situation};
 use crate::manifest::ByteRange;
 use crate::metrics::Source;
+use crate::peer::PeerAddr;
 use shoal_proto::{PeerId, SegmentKey, SwarmId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub struct SegmentInfo {
 pub struct Neighbour {
     /// Its peer server.
     pub addr: SocketAddr,
+    /// Hex SHA-256 of its certificate, as the tracker vouched for it.
+    pub fingerprint: String,
     /// Segments it announced.
     pub haves: HashSet<SegmentKey>,
     /// Its record for the scheduler.
@@ -247,7 +250,7 @@ impl Swarm {
         tried: &HashSet<PeerId>,
         origin_seeders: usize,
         min_peer_time: Duration,
-    ) -> (Decision, Option<SocketAddr>) {
+    ) -> (Decision, Option<PeerAddr>) {
         let st = self.lock();
         let holders: Vec<(&PeerId, &Neighbour)> = st
             .neighbours
@@ -278,7 +281,10 @@ impl Swarm {
         };
         let d = scheduler::decide(&situation);
         let addr = match &d {
-            Decision::Peer(p) => st.neighbours.get(p).map(|n| n.addr),
+            Decision::Peer(p) => st.neighbours.get(p).map(|n| PeerAddr {
+                addr: n.addr,
+                fingerprint: n.fingerprint.clone(),
+            }),
             _ => None,
         };
         (d, addr)
