@@ -48,7 +48,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         let svc_shared = shared.clone();
         let svc = hyper::service::service_fn(move |req| {
             let shared = svc_shared.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(shared, req).await) }
+            async move { Ok::<_, std::convert::Infallible>(with_cors(handle(shared, req).await)) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .max_buf_size(64 * 1024)
@@ -80,14 +80,53 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
     r
 }
 
+/// Lets players in web pages of any origin read responses: the proxy is a local front that
+/// serves only allow-listed origins, and it takes no cookies or credentials.
+fn with_cors(mut r: Response<Body>) -> Response<Body> {
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Range, Content-Type"),
+    );
+    r
+}
+
+/// Answers a CORS preflight (players send one for `Range` requests).
+fn preflight() -> Response<Body> {
+    let mut r = full(StatusCode::NO_CONTENT, Bytes::new());
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Range"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
+}
+
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    if req.method() == Method::OPTIONS {
+        return preflight();
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,
             "only GET and HEAD are served",
         );
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
         return r;
     }
     let path_and_query = req
