@@ -8,7 +8,8 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need=()
-for pair in redis-server:redis-server nginx:nginx-light ffmpeg:ffmpeg; do
+for pair in redis-server:redis-server nginx:nginx-light ffmpeg:ffmpeg chromium:chromium \
+    prometheus:prometheus promtool:prometheus; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
@@ -21,6 +22,10 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# The browser test's players and driver, pinned by e2e/browser/package-lock.json.
+echo "==> npm ci (e2e/browser)"
+(cd e2e/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "==> cargo test --workspace"
 cargo test --workspace --locked
