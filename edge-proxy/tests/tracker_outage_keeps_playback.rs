@@ -18,6 +18,8 @@ async fn playback_survives_a_tracker_outage_and_p2p_resumes() {
     let config = shoal_tracker::config::Config {
         listen,
         announce_interval: Duration::from_secs(1),
+        origins: vec![origin.clone()],
+        origin_schemes: vec![format!("{origin}=http")],
         ..Default::default()
     };
     let tracker = shoal_tracker::spawn(config.clone()).await.unwrap();

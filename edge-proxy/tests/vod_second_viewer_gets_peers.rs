@@ -29,6 +29,9 @@ async fn second_viewer_of_each_rendition_is_served_by_peers() {
     let tracker = shoal_tracker::spawn(shoal_tracker::config::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         announce_interval: Duration::from_secs(2),
+        // The digest service vouches for segments of this origin only.
+        origins: vec![origin.clone()],
+        origin_schemes: vec![format!("{origin}=http")],
         ..Default::default()
     })
     .await

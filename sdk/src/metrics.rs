@@ -32,6 +32,8 @@ pub enum FallbackReason {
     Integrity,
     /// P2P is off (by policy, or no tracker yet).
     P2pOff,
+    /// A peer had the bytes but no trusted digest could be had to verify them.
+    Unverifiable,
 }
 
 impl Source {
@@ -53,6 +55,7 @@ impl FallbackReason {
             FallbackReason::PeerFailed => "peer_failed",
             FallbackReason::Integrity => "integrity",
             FallbackReason::P2pOff => "p2p_off",
+            FallbackReason::Unverifiable => "unverifiable",
         }
     }
 }

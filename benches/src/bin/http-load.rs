@@ -85,7 +85,9 @@ async fn connection(
         if scheduled >= end {
             break;
         }
-        let req = http::Request::get(url.clone())
+        // Origin-form target, as browsers and players send it.
+        let target = url.path_and_query().map_or("/", |p| p.as_str());
+        let req = http::Request::get(target)
             .header(http::header::HOST, authority.as_str())
             .body(Empty::<Bytes>::new())?;
         let result = async {

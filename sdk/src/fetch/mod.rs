@@ -13,7 +13,8 @@ use crate::origin::OriginError;
 use crate::swarm::Swarm;
 use bytes::Bytes;
 use scheduler::Decision;
-use shoal_proto::{PeerId, SegmentKey};
+use sha2::{Digest, Sha256};
+use shoal_proto::{PeerId, ReportReason, ReportRequest, SegmentKey, PROTOCOL_VERSION};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -180,8 +181,15 @@ async fn run(
             Decision::Peer(peer) => {
                 tried.insert(peer.clone());
                 let Some(addr) = addr else { continue };
-                if let Some(bytes) = from_peer(shared, swarm, key, &peer, addr, until).await {
-                    return Ok((bytes, Source::P2p));
+                match from_peer(shared, swarm, key, &peer, addr, until).await {
+                    PeerOutcome::Verified(bytes) => return Ok((bytes, Source::P2p)),
+                    PeerOutcome::Failed => {}
+                    PeerOutcome::Unverifiable if mode == Mode::PeersOnly => {
+                        return Err(FetchError::NoPeer)
+                    }
+                    PeerOutcome::Unverifiable => {
+                        return from_origin(shared, swarm, key, FallbackReason::Unverifiable).await
+                    }
                 }
             }
             Decision::Wait { until } => {
@@ -201,8 +209,18 @@ async fn run(
     }
 }
 
-/// One transfer attempt from a neighbour, bounded by the deadline. `None` on any failure
-/// (recorded against the peer), so the caller decides again.
+/// What one peer attempt gave.
+enum PeerOutcome {
+    /// Bytes whose digest matches the trusted one.
+    Verified(Bytes),
+    /// The transfer failed, stalled, or the bytes were wrong (the peer is recorded or banned).
+    Failed,
+    /// The bytes arrived but no trusted digest could be had: they are dropped.
+    Unverifiable,
+}
+
+/// One transfer attempt from a neighbour, bounded by the deadline, with the trusted digest
+/// fetched alongside. No byte is returned unless its SHA-256 and size match the digest.
 async fn from_peer(
     shared: &Arc<Shared>,
     swarm: &Arc<Swarm>,
@@ -210,34 +228,104 @@ async fn from_peer(
     peer: &PeerId,
     addr: crate::peer::PeerAddr,
     deadline: Instant,
-) -> Option<Bytes> {
+) -> PeerOutcome {
     swarm.transfer_started(peer);
-    let attempt = shared
+    let transfer = shared
         .peer_client
         .fetch(&addr, &swarm.id, key, shared.config.stall_timeout);
-    let result = tokio::time::timeout_at(deadline, attempt).await;
+    let both = futures::future::join(transfer, trusted_digest(shared, swarm, key));
+    let result = tokio::time::timeout_at(deadline, both).await;
     let now = Instant::now();
-    match result {
-        Ok(Ok(transfer)) => {
-            let n = transfer.bytes.len() as u64;
-            swarm.record_transfer(peer, now, Ok((n, transfer.elapsed)));
-            shared.metrics.peer_bytes.inc_by(n);
-            swarm.unreported_p2p.fetch_add(n, Ordering::Relaxed);
-            Some(transfer.bytes)
-        }
-        Ok(Err(e)) => {
+    let (transfer, digest) = match result {
+        Ok((Ok(t), digest)) => (t, digest),
+        Ok((Err(e), _)) => {
             tracing::debug!(%peer, %key, error = %e, "peer transfer failed");
             swarm.record_transfer(peer, now, Err(()));
             shared.metrics.peer_failures.inc();
-            None
+            return PeerOutcome::Failed;
         }
         Err(_) => {
             tracing::debug!(%peer, %key, "peer transfer abandoned at the deadline");
             swarm.record_transfer(peer, now, Err(()));
             shared.metrics.peer_failures.inc();
-            None
+            return PeerOutcome::Failed;
         }
+    };
+    let n = transfer.bytes.len() as u64;
+    swarm.record_transfer(peer, now, Ok((n, transfer.elapsed)));
+    let Some((sha256, size)) = digest else {
+        tracing::debug!(%key, "no trusted digest; peer bytes dropped");
+        return PeerOutcome::Unverifiable;
+    };
+    if size != n || Sha256::digest(&transfer.bytes).as_slice() != sha256 {
+        tracing::warn!(%peer, %key, "peer sent bytes that fail the trusted digest: banned and reported");
+        shared.metrics.integrity_failures.inc();
+        swarm.ban(peer);
+        report(shared, swarm, peer, key, ReportReason::Integrity);
+        return PeerOutcome::Failed;
     }
+    shared.metrics.peer_bytes.inc_by(n);
+    swarm.unreported_p2p.fetch_add(n, Ordering::Relaxed);
+    PeerOutcome::Verified(transfer.bytes)
+}
+
+/// The trusted digest of `key`: remembered, or asked of the tracker. `None` when the tracker
+/// cannot vouch for it (unreachable, refused, malformed answer).
+async fn trusted_digest(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    key: &SegmentKey,
+) -> Option<([u8; 32], u64)> {
+    let peer_key = {
+        let st = swarm.lock();
+        if let Some(d) = st.digests.get(key) {
+            return Some(*d);
+        }
+        st.peer_key.clone()
+    };
+    let (tracker, peer_key) = (shared.tracker.as_ref()?, peer_key?);
+    let answer = tracker
+        .digest(&swarm.id, key, &swarm.peer_id, &peer_key)
+        .await;
+    let d = match answer {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!(%key, error = %e, "digest unavailable");
+            return None;
+        }
+    };
+    let mut sha = [0u8; 32];
+    hex::decode_to_slice(&d.sha256, &mut sha).ok()?;
+    swarm.lock().digests.insert(key.clone(), (sha, d.size));
+    Some((sha, d.size))
+}
+
+/// Tells the tracker, in the background, that `peer` misbehaved.
+fn report(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    peer: &PeerId,
+    key: &SegmentKey,
+    reason: ReportReason,
+) {
+    let (Some(tracker), Some(peer_key)) = (shared.tracker.clone(), swarm.lock().peer_key.clone())
+    else {
+        return;
+    };
+    let req = ReportRequest {
+        proto: PROTOCOL_VERSION,
+        peer_id: swarm.peer_id.clone(),
+        swarm_id: swarm.id.clone(),
+        peer_key,
+        offender: peer.clone(),
+        reason,
+        segment: Some(key.clone()),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = tracker.report(&req).await {
+            tracing::debug!(error = %e, "report not delivered");
+        }
+    });
 }
 
 async fn from_origin(

@@ -64,6 +64,8 @@ pub struct SwarmState {
     pub members: HashSet<PeerId>,
     /// Peers banned for this session (bad bytes).
     pub banned: HashSet<PeerId>,
+    /// Trusted digests (SHA-256, size) of segments, as the tracker vouched for them.
+    pub digests: HashMap<SegmentKey, ([u8; 32], u64)>,
     /// Where each cached segment came from, so cache hits count toward the right source.
     pub sources: HashMap<SegmentKey, Source>,
     /// Whether the tracker allows P2P here; false until the first successful announce.
@@ -179,6 +181,7 @@ impl Swarm {
                 if let Some(k) = st.by_sequence.remove(&seq) {
                     st.segments.remove(&k);
                     st.sources.remove(&k);
+                    st.digests.remove(&k);
                 }
             }
         }

@@ -71,22 +71,20 @@ impl TrackerClient {
     }
 
     /// `GET /v1/digest`: the trusted digest of a segment, computed by the tracker from the
-    /// origin's bytes. `who` identifies the asking member (peer id and key).
+    /// origin's bytes. Only members ask: `peer` and its `peer_key` from the announce.
     pub async fn digest(
         &self,
         swarm: &SwarmId,
         segment: &SegmentKey,
-        who: Option<(&PeerId, &str)>,
-        token: Option<&str>,
+        peer: &PeerId,
+        peer_key: &str,
     ) -> Result<DigestResponse, TrackerError> {
-        let mut query = vec![("swarm", swarm.as_str()), ("segment", segment.as_str())];
-        if let Some((peer, key)) = who {
-            query.push(("peer_id", peer.as_str()));
-            query.push(("peer_key", key));
-        }
-        if let Some(t) = token {
-            query.push(("token", t));
-        }
+        let query = [
+            ("swarm", swarm.as_str()),
+            ("segment", segment.as_str()),
+            ("peer_id", peer.as_str()),
+            ("peer_key", peer_key),
+        ];
         let req = self
             .http
             .get(format!("{}/v1/digest", self.base))

@@ -1,0 +1,108 @@
+//! A live DASH swarm end to end: ffmpeg encodes a dynamic MPD now (`$Number$` template), nginx
+//! serves it, the tracker groups four `shoal-edge` processes, and a real player (ffmpeg's DASH
+//! demuxer) plays through each for a minute.
+//!
+//! What a viewer and a provider rely on: every segment byte equals the origin's, most bytes
+//! come from peers (the players never refresh a `$Number$` MPD, so this also shows segments
+//! are registered from the template's availability times), and a proxy that dies takes
+//! nobody else's playback with it.
+
+mod support;
+
+use shoal_testkit::{FfmpegPlayer, LiveDash, LiveDashOpts, Nginx, PlayerOpts, RecordingRelay};
+use std::time::Duration;
+use support::{sum, Edge};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_dash_swarm_delivers_identical_bytes_mostly_from_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut live = LiveDash::start(dir.path(), LiveDashOpts::default()).unwrap();
+    let nginx = Nginx::start(dir.path()).unwrap();
+    live.wait_ready(3, Duration::from_secs(60)).await.unwrap();
+    let origin = nginx.host_port();
+
+    let tracker = shoal_tracker::spawn(shoal_tracker::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        announce_interval: Duration::from_secs(2),
+        // The digest service vouches for segments of this origin only.
+        origins: vec![origin.clone()],
+        origin_schemes: vec![format!("{origin}=http")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tracker_url = tracker.url();
+
+    let mut edges: Vec<Edge> = (0..4)
+        .map(|_| Edge::start(&origin, Some(&tracker_url), &[]))
+        .collect();
+    let relays: Vec<RecordingRelay> = edges
+        .iter()
+        .map(|e| RecordingRelay::start(e.addr).unwrap())
+        .collect();
+
+    let mut players = Vec::new();
+    for relay in &relays {
+        let url = relay.url(&format!("/{origin}{}", LiveDash::MPD));
+        players.push(
+            FfmpegPlayer::start_with(&url, PlayerOpts::new(Duration::from_secs(60))).unwrap(),
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    // A proxy dies mid-run; the others must not notice beyond losing a neighbour.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    edges[3].kill();
+
+    for (i, p) in players.iter_mut().enumerate().take(3) {
+        let o = p.wait(Duration::from_secs(120)).await.unwrap();
+        assert!(
+            o.success(),
+            "player {i} failed: {:?}\n{}",
+            o.status,
+            o.stderr
+        );
+        assert!(
+            o.error_lines().is_empty(),
+            "player {i} reported errors: {:?}",
+            o.error_lines()
+        );
+    }
+
+    // Every segment each surviving player received equals the origin's file.
+    for (i, relay) in relays.iter().enumerate().take(3) {
+        let segments: Vec<_> = relay
+            .records()
+            .into_iter()
+            .filter(|r| r.uri.contains("/seg-") && (r.status == 200 || r.status == 206))
+            .collect();
+        assert!(
+            segments.len() >= 20,
+            "player {i} got only {} segments",
+            segments.len()
+        );
+        for r in segments {
+            assert!(r.complete, "player {i}: {} cut short", r.uri);
+            assert!(
+                r.matches_file(&live.archived(&r.uri)).unwrap(),
+                "player {i}: {} differs from the origin",
+                r.uri
+            );
+        }
+    }
+
+    for (i, e) in edges.iter().enumerate().take(3) {
+        let m = e.metrics().await;
+        let p2p = sum(&m, "shoal_edge_bytes_total{source=\"p2p\"}");
+        let cdn = sum(&m, "shoal_edge_bytes_total{source=\"cdn\"}");
+        let ratio = p2p / (p2p + cdn);
+        eprintln!("edge {i}: offload {ratio:.3} (p2p {p2p} B, cdn {cdn} B)");
+        assert!(
+            ratio > 0.5,
+            "edge {i} offload {ratio:.2} (p2p {p2p}, cdn {cdn})"
+        );
+    }
+    drop(players);
+    drop(edges);
+    drop(live);
+}
