@@ -123,9 +123,14 @@ pub fn live_playlist(
     s
 }
 
-/// Bytes the origin sent, by kind (response bodies of GET requests).
+/// Bytes the origin sent, by kind (response bodies of GET requests). Segments the tracker's
+/// digest service fetches (user agent `shoal-tracker/...`) count apart from the nodes'.
 #[derive(Debug, Default)]
 pub struct OriginCounters {
+    /// Segment bodies sent to the tracker's digest service.
+    pub digest_bytes: AtomicU64,
+    /// Segment responses to the tracker's digest service.
+    pub digest_requests: AtomicU64,
     /// Segment bodies.
     pub segment_bytes: AtomicU64,
     /// Playlist bodies.
@@ -139,6 +144,10 @@ pub struct OriginCounters {
 /// A snapshot of [`OriginCounters`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct OriginTotals {
+    /// Segment bodies sent to the tracker's digest service.
+    pub digest_bytes: u64,
+    /// Segment responses to the tracker's digest service.
+    pub digest_requests: u64,
     /// Segment bodies.
     pub segment_bytes: u64,
     /// Playlist bodies.
@@ -150,9 +159,14 @@ pub struct OriginTotals {
 }
 
 impl OriginTotals {
-    /// Everything the origin sent.
-    pub fn bytes(&self) -> u64 {
+    /// What the origin sent to the nodes (segments and playlists).
+    pub fn to_nodes(&self) -> u64 {
         self.segment_bytes + self.manifest_bytes
+    }
+
+    /// Everything the origin sent, digest fetches included.
+    pub fn bytes(&self) -> u64 {
+        self.to_nodes() + self.digest_bytes
     }
 }
 
@@ -268,6 +282,8 @@ impl Origin {
     pub fn totals(&self) -> OriginTotals {
         let c = &self.state.counters;
         OriginTotals {
+            digest_bytes: c.digest_bytes.load(Ordering::Relaxed),
+            digest_requests: c.digest_requests.load(Ordering::Relaxed),
             segment_bytes: c.segment_bytes.load(Ordering::Relaxed),
             manifest_bytes: c.manifest_bytes.load(Ordering::Relaxed),
             segment_requests: c.segment_requests.load(Ordering::Relaxed),
@@ -336,10 +352,18 @@ fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         (text, "application/vnd.apple.mpegurl")
     } else if let Some(seq) = segment_seq(path).filter(|s| state.available(*s, now)) {
         let bytes = state.segments[state.clip_index(seq)].clone();
+        let from_tracker = req
+            .headers()
+            .get(hyper::header::USER_AGENT)
+            .is_some_and(|ua| ua.as_bytes().starts_with(b"shoal-tracker"));
+        let (b, n) = if from_tracker {
+            (&c.digest_bytes, &c.digest_requests)
+        } else {
+            (&c.segment_bytes, &c.segment_requests)
+        };
         if get {
-            c.segment_bytes
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            c.segment_requests.fetch_add(1, Ordering::Relaxed);
+            b.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            n.fetch_add(1, Ordering::Relaxed);
         }
         (bytes, "video/mp2t")
     } else {

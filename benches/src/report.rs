@@ -167,6 +167,7 @@ impl RunResult {
         let overhead_bytes =
             (peer_wire_bytes.saturating_sub(nodes.uploaded_bytes)) + tracker_wire_bytes;
         let elapsed_secs = elapsed.as_secs_f64();
+        let peer_media_bytes = nodes.uploaded_bytes;
         RunResult {
             viewers: players.len() as u64,
             player_bytes: bytes,
@@ -178,7 +179,7 @@ impl RunResult {
             nodes,
             control: Control {
                 peer_wire_bytes,
-                peer_media_bytes: nodes.uploaded_bytes,
+                peer_media_bytes,
                 tracker_wire_bytes,
                 overhead_bytes,
                 overhead_share: ratio(overhead_bytes, segment_bytes),
@@ -251,12 +252,13 @@ impl Report {
             b.map(|b| mib(b.player_bytes.total())),
         );
         row(
-            "origin egress (segments + playlists)",
+            "origin egress (segments + playlists + digests)",
             format!(
-                "{} ({} + {})",
+                "{} ({} + {} + {})",
                 mib(r.origin.bytes()),
                 mib(r.origin.segment_bytes),
-                mib(r.origin.manifest_bytes)
+                mib(r.origin.manifest_bytes),
+                mib(r.origin.digest_bytes)
             ),
             b.map(|b| mib(b.origin.bytes())),
         );
@@ -264,6 +266,24 @@ impl Report {
             "origin bytes the nodes counted",
             mib(r.nodes.origin_bytes),
             b.map(|b| mib(b.nodes.origin_bytes)),
+        );
+        let reasons = |n: &NodeTotals| {
+            n.fallbacks
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        row(
+            "origin segment fetches by reason",
+            reasons(&r.nodes),
+            b.map(|b| reasons(&b.nodes)),
+        );
+        row(
+            "peer transfers failed or cut",
+            r.nodes.peer_failures.to_string(),
+            None,
         );
         row(
             "P2P control overhead",

@@ -52,6 +52,23 @@ pub struct RunConfig {
     pub announce_interval: Duration,
     /// Segment cache of each node, in segments.
     pub cache_segments: usize,
+    /// The nodes' P2P budget (`NodeConfig::p2p_budget`); `None` keeps the SDK default.
+    #[serde(with = "opt_secs")]
+    pub p2p_budget: Option<Duration>,
+    /// The nodes' concurrent upload limit (`NodeConfig::max_uploads`); `None` keeps the default.
+    pub max_uploads: Option<usize>,
+}
+
+mod opt_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 mod secs {
@@ -81,6 +98,8 @@ impl RunConfig {
             p2p: true,
             announce_interval: Duration::from_secs(5),
             cache_segments: 30,
+            p2p_budget: None,
+            max_uploads: None,
         }
     }
 
@@ -158,7 +177,10 @@ impl Ctx {
         let upload_limit = (cfg.upload_multiple > 0.0).then(|| {
             Rate::from_bits_per_sec((cfg.bitrate_bps as f64 * cfg.upload_multiple) as u64)
         });
+        let defaults = NodeConfig::default();
         let node = Node::start(NodeConfig {
+            p2p_budget: cfg.p2p_budget.unwrap_or(defaults.p2p_budget),
+            max_uploads: cfg.max_uploads.unwrap_or(defaults.max_uploads),
             listen: ([127, 0, 0, 1], 0).into(),
             peer_listen: ([127, 0, 0, 1], 0).into(),
             peer_advertise: relay.as_ref().map(|r| r.addr().to_string()),
@@ -242,6 +264,9 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
                 .parse()
                 .map_err(|_| RunError::PlayerUrl("tracker".into()))?,
             announce_interval: cfg.announce_interval,
+            // The digest service vouches for this origin's segments only.
+            origins: vec![origin.host_port()],
+            origin_schemes: vec![format!("{}=http", origin.host_port())],
             ..Default::default()
         })
         .await?;
@@ -327,7 +352,7 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
     let node_origin =
         |all: &[Arc<Shared>]| -> u64 { all.iter().map(|s| s.metrics.origin_bytes.get()).sum() };
     let settle = Instant::now() + Duration::from_secs(10);
-    while node_origin(&ctx.all) != origin.totals().bytes() && Instant::now() < settle {
+    while node_origin(&ctx.all) != origin.totals().to_nodes() && Instant::now() < settle {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let origin_totals: OriginTotals = origin.totals();
@@ -372,7 +397,7 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
 }
 
 /// Sums over every node of a run.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct NodeTotals {
     /// Nodes started (more than the viewer count with churn).
     pub nodes: u64,
@@ -384,11 +409,15 @@ pub struct NodeTotals {
     pub cdn_bytes: u64,
     /// Bytes uploaded to peers (segment bodies).
     pub uploaded_bytes: u64,
+    /// Origin fetches of segments, by why the origin was asked (`shoal_edge_fallbacks_total`).
+    pub fallbacks: std::collections::BTreeMap<&'static str, u64>,
+    /// Peer transfers that failed or were abandoned at the deadline.
+    pub peer_failures: u64,
 }
 
 impl NodeTotals {
     fn sum(all: &[Arc<Shared>]) -> Self {
-        use shoal::metrics::Source;
+        use shoal::metrics::{FallbackReason, ReasonLabel, Source};
         let mut t = NodeTotals {
             nodes: all.len() as u64,
             ..Default::default()
@@ -399,6 +428,17 @@ impl NodeTotals {
             t.p2p_bytes += m.delivered_total(Source::P2p);
             t.cdn_bytes += m.delivered_total(Source::Cdn);
             t.uploaded_bytes += m.uploaded.get();
+            t.peer_failures += m.peer_failures.get();
+            for reason in [
+                FallbackReason::NoPeer,
+                FallbackReason::Seeder,
+                FallbackReason::PeerFailed,
+                FallbackReason::Integrity,
+                FallbackReason::P2pOff,
+            ] {
+                let n = m.fallbacks.get_or_create(&ReasonLabel { reason }).get();
+                *t.fallbacks.entry(reason.as_str()).or_default() += n;
+            }
         }
         t
     }

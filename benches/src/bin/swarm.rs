@@ -61,6 +61,13 @@ struct Args {
     /// Segment cache of each node, in segments.
     #[arg(long, default_value_t = 30)]
     cache_segments: usize,
+    /// How long a player's segment request may wait on peers before the node asks the origin
+    /// (the nodes' `p2p_budget`; default: the SDK's).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    p2p_budget: Option<Duration>,
+    /// Most uploads a node serves at once (the nodes' `max_uploads`; default: the SDK's).
+    #[arg(long)]
+    max_uploads: Option<usize>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -101,6 +108,8 @@ async fn main() -> anyhow::Result<()> {
         p2p: true,
         announce_interval: a.announce_interval,
         cache_segments: a.cache_segments,
+        p2p_budget: a.p2p_budget,
+        max_uploads: a.max_uploads,
     };
     let report = shoal_bench::ui::run_with_progress(cfg, a.baseline, false).await?;
     print!("{}", report.table());
