@@ -1,11 +1,13 @@
-//! A live DASH swarm end to end: ffmpeg encodes a dynamic MPD now (`$Number$` template), nginx
-//! serves it, the tracker groups four `shoal-edge` processes, and a real player (ffmpeg's DASH
+//! A live DASH swarm end to end: ffmpeg encodes a dynamic MPD now (`SegmentTimeline` with
+//! `$Number$` names), nginx serves it, the tracker groups four `shoal-edge` processes, and a real player (ffmpeg's DASH
 //! demuxer) plays through each for a minute.
 //!
 //! What a viewer and a provider rely on: every segment byte equals the origin's, most bytes
-//! come from peers (the players never refresh a `$Number$` MPD, so this also shows segments
-//! are registered from the template's availability times), and a proxy that dies takes
-//! nobody else's playback with it.
+//! come from peers, and a proxy that dies takes nobody else's playback with it.
+//!
+//! The players pace at the media's rate (`-re`) and the MPD uses a timeline: ffmpeg 5.1's DASH
+//! demuxer re-reads one segment forever on a live `$Number$` template without a timeline, and
+//! without pacing it runs ahead of the live edge into 404s, directly against the origin too.
 
 mod support;
 
@@ -16,7 +18,11 @@ use support::{sum, Edge};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_dash_swarm_delivers_identical_bytes_mostly_from_peers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut live = LiveDash::start(dir.path(), LiveDashOpts::default()).unwrap();
+    let opts = LiveDashOpts {
+        timeline: true,
+        ..LiveDashOpts::default()
+    };
+    let mut live = LiveDash::start(dir.path(), opts).unwrap();
     let nginx = Nginx::start(dir.path()).unwrap();
     live.wait_ready(3, Duration::from_secs(60)).await.unwrap();
     let origin = nginx.host_port();
@@ -44,9 +50,11 @@ async fn live_dash_swarm_delivers_identical_bytes_mostly_from_peers() {
     let mut players = Vec::new();
     for relay in &relays {
         let url = relay.url(&format!("/{origin}{}", LiveDash::MPD));
-        players.push(
-            FfmpegPlayer::start_with(&url, PlayerOpts::new(Duration::from_secs(60))).unwrap(),
-        );
+        let opts = PlayerOpts {
+            realtime: true,
+            ..PlayerOpts::new(Duration::from_secs(60))
+        };
+        players.push(FfmpegPlayer::start_with(&url, opts).unwrap());
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 
