@@ -44,7 +44,7 @@ const context = await chromium.launchPersistentContext(profile, {
     "--disable-quic",
     "--autoplay-policy=no-user-gesture-required",
   ],
-  viewport: { width: 1040, height: 300 },
+  viewport: { width: 1380, height: 300 },
 });
 const result = { console: [], samples: [] };
 try {
@@ -65,16 +65,16 @@ try {
   }
   result.startup_seconds = (Date.now() - t0) / 1000;
   result.start = s.players.map((p) => p.currentTime);
+  const t1 = Date.now();
   if (s.players.every((p) => p.playing)) {
     // Watch playback, keeping a sample every second for the report.
-    const t1 = Date.now();
     while (Date.now() - t1 < watchMs) {
       await page.waitForTimeout(1000);
       s = await state();
       result.samples.push(s.players.map((p) => p.currentTime));
     }
   }
-  result.watched_seconds = result.samples.length;
+  result.watched_seconds = (Date.now() - t1) / 1000;
   result.codecs = s.codecs;
   result.players = s.players;
   await page.screenshot({ path: opts.screenshot });
