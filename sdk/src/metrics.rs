@@ -112,6 +112,9 @@ pub struct NodeMetrics {
     pub manifest_parse_failures: Counter,
     /// `shoal_edge_peer_failures_total`: peer transfers that failed or stalled.
     pub peer_failures: Counter,
+    /// `shoal_edge_peers_banned_total`: neighbours banned for the session (bad bytes, or
+    /// repeated false `have`s and stalls).
+    pub peers_banned: Counter,
     /// `shoal_edge_swarms`: swarms this node is in.
     pub swarms: Gauge,
     /// `shoal_edge_tracker_errors_total`: announces that failed.
@@ -149,6 +152,7 @@ impl NodeMetrics {
             manifest_parse_failures: Counter::default(),
             peer_failures: Counter::default(),
             swarms: Gauge::default(),
+            peers_banned: Counter::default(),
             tracker_errors: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("shoal_edge");
@@ -204,6 +208,11 @@ impl NodeMetrics {
             m.peer_failures.clone(),
         );
         r.register("swarms", "Swarms this node is in", m.swarms.clone());
+        r.register(
+            "peers_banned",
+            "Neighbours banned for the session",
+            m.peers_banned.clone(),
+        );
         r.register(
             "tracker_errors",
             "Announces that failed",

@@ -10,6 +10,7 @@ pub mod scheduler;
 use crate::metrics::{FallbackReason, Source, SourceLabel};
 use crate::node::Shared;
 use crate::origin::OriginError;
+use crate::peer::PeerError;
 use crate::swarm::Swarm;
 use bytes::Bytes;
 use scheduler::Decision;
@@ -242,6 +243,21 @@ async fn from_peer(
             tracing::debug!(%peer, %key, error = %e, "peer transfer failed");
             swarm.record_transfer(peer, now, Err(()));
             shared.metrics.peer_failures.inc();
+            // We only ask peers that announced the segment: a 404 is a false `have`.
+            let reason = match &e {
+                PeerError::NotFound => Some(ReportReason::FalseHave),
+                PeerError::Stalled(_) => Some(ReportReason::Stall),
+                e if e.is_misbehaviour() => Some(ReportReason::Stall),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                if swarm.strike(peer) {
+                    tracing::warn!(%peer, ?reason, "peer keeps misbehaving: banned and reported");
+                    swarm.ban(peer);
+                    shared.metrics.peers_banned.inc();
+                    report(shared, swarm, peer, key, reason);
+                }
+            }
             return PeerOutcome::Failed;
         }
         Err(_) => {
@@ -260,6 +276,7 @@ async fn from_peer(
     if size != n || Sha256::digest(&transfer.bytes).as_slice() != sha256 {
         tracing::warn!(%peer, %key, "peer sent bytes that fail the trusted digest: banned and reported");
         shared.metrics.integrity_failures.inc();
+        shared.metrics.peers_banned.inc();
         swarm.ban(peer);
         report(shared, swarm, peer, key, ReportReason::Integrity);
         return PeerOutcome::Failed;

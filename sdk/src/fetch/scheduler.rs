@@ -41,7 +41,15 @@ pub struct PeerStats {
     pub banned: bool,
     /// Transfers from this peer in progress now.
     pub in_flight: u32,
+    /// Misbehaviour seen this session: a `have` it then did not serve, a stall mid-body, a
+    /// body that broke the protocol. At [`STRIKES_TO_BAN`] the peer is banned.
+    pub strikes: u32,
 }
+
+/// Misbehaviours after which a peer is banned for the session and reported. Bytes that fail
+/// the digest ban at once; these may be honest bad luck (an eviction racing a request, a
+/// congested uplink), so a few are forgiven.
+pub const STRIKES_TO_BAN: u32 = 3;
 
 /// Weight of the newest sample in the throughput average.
 const EWMA_ALPHA: f64 = 0.3;

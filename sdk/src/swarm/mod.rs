@@ -332,6 +332,19 @@ impl Swarm {
         }
     }
 
+    /// Records a misbehaviour of `peer`; true when it has reached the ban threshold (the
+    /// caller bans and reports it).
+    pub fn strike(&self, peer: &PeerId) -> bool {
+        let mut st = self.lock();
+        match st.neighbours.get_mut(peer) {
+            Some(n) => {
+                n.stats.strikes += 1;
+                n.stats.strikes >= crate::fetch::scheduler::STRIKES_TO_BAN
+            }
+            None => false,
+        }
+    }
+
     /// Bans `peer` for the session and drops it.
     pub fn ban(&self, peer: &PeerId) {
         let mut st = self.lock();
