@@ -132,25 +132,27 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or SIGINT. The handlers are registered when this is called, not when
+/// it is first polled, so call it before anything can send a signal expecting a clean stop.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
 }
 
 #[tokio::main]
@@ -164,6 +166,7 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     init_logs(log_format);
+    let stop = shutdown_signal()?;
     let node = Node::start(config.clone())
         .await
         .context("starting the edge proxy")?;
@@ -175,7 +178,7 @@ async fn main() -> Result<()> {
         origins = ?config.origins,
         "shoal-edge ready: play http://{addr}/<origin-host>/<path>; metrics at http://{addr}/metrics"
     );
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down: leaving swarms, finishing in-flight responses");
     node.shutdown().await;
     Ok(())

@@ -25,10 +25,12 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    // Handlers first: a SIGTERM that arrives once the port is open must mean a clean stop.
+    let stop = shutdown_signal()?;
     let tracker = shoal_tracker::spawn(config)
         .await
         .context("starting the tracker")?;
-    shutdown_signal().await?;
+    stop.await;
     tracing::info!("shutting down: finishing in-flight requests");
     tracker.shutdown().await?;
     tracing::info!("stopped");
@@ -71,12 +73,15 @@ fn token_command(cmd: TokenCommand) -> anyhow::Result<String> {
     }
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
+/// Resolves on SIGTERM or SIGINT; the handlers are registered when this is called.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        r = tokio::signal::ctrl_c() => r.context("installing the SIGINT handler")?,
-    }
-    Ok(())
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
