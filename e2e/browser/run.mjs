@@ -44,7 +44,7 @@ const context = await chromium.launchPersistentContext(profile, {
     "--disable-quic",
     "--autoplay-policy=no-user-gesture-required",
   ],
-  viewport: { width: 1380, height: 300 },
+  viewport: { width: 1380, height: 540 },
 });
 const result = { console: [], samples: [] };
 try {

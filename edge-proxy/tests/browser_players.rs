@@ -1,10 +1,11 @@
 //! Real players in a real browser, and the provider's view of the same run.
 //!
-//! hls.js plays a live ffmpeg encode in headless Chromium (the system's `chromium`, driven by
-//! playwright-core from `e2e/browser/`), one player per edge proxy, four proxies in one swarm
-//! with the tracker. Meanwhile a real Prometheus scrapes the tracker and the proxies with the
-//! deploy rule files; afterwards every PromQL expression of every Grafana panel must return
-//! data, and no alert may fire.
+//! hls.js plays a live HLS encode and dash.js a live DASH encode (ffmpeg, H.264 + AAC) in
+//! headless Chromium (the system's `chromium`, driven by playwright-core from `e2e/browser/`):
+//! four edge proxies with the tracker, each proxy the front of one hls.js and one dash.js
+//! player, so every swarm (HLS, DASH video, DASH audio) has four members. Meanwhile a real
+//! Prometheus scrapes the tracker and the proxies with the deploy rule files; afterwards every
+//! PromQL expression of every Grafana panel must return data, and no alert may fire.
 //!
 //! Artifacts (`target/test-artifacts/`): `browser-players.png`, a screenshot of the playing
 //! page, and `prometheus-run.json`, the panels' data over the run, from which
@@ -15,7 +16,7 @@ mod support;
 
 use observability::{artifacts, expand, panel_queries, repo, Prometheus};
 use serde_json::{json, Value};
-use shoal_testkit::{LiveHls, LiveHlsOpts, Nginx};
+use shoal_testkit::{LiveDash, LiveDashOpts, LiveHls, LiveHlsOpts, Nginx};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -84,13 +85,22 @@ fn unix_now() -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn hls_js_in_chromium_plays_live_through_proxies_and_every_panel_has_data() {
+async fn hls_js_and_dash_js_in_chromium_play_live_through_proxies_and_every_panel_has_data() {
     let dir = tempfile::tempdir().unwrap();
     let mut live = LiveHls::start(dir.path(), LiveHlsOpts::default()).unwrap();
+    let dash_opts = LiveDashOpts {
+        timeline: true,
+        ..LiveDashOpts::default()
+    };
+    let mut live_dash = LiveDash::start(dir.path(), dash_opts).unwrap();
     install_page(&dir.path().join("www"));
     // One nginx is the origin and serves the page: the page's origin is not the proxies'.
     let nginx = Nginx::start(dir.path()).unwrap();
     live.wait_ready(3, Duration::from_secs(60)).await.unwrap();
+    live_dash
+        .wait_ready(3, Duration::from_secs(60))
+        .await
+        .unwrap();
     let origin = nginx.host_port();
 
     let tracker = shoal_tracker::spawn(shoal_tracker::config::Config {
@@ -113,11 +123,16 @@ async fn hls_js_in_chromium_plays_live_through_proxies_and_every_panel_has_data(
     prometheus.wait_targets_up(1 + edges.len()).await;
     let run_start = unix_now();
 
-    // One hls.js player per proxy, all in one page.
-    let params: Vec<(&str, String)> = edges
+    // One hls.js and one dash.js player per proxy, all in one page.
+    let mut params: Vec<(&str, String)> = edges
         .iter()
         .map(|e| ("hls", e.url(&origin, LiveHls::MASTER)))
         .collect();
+    params.extend(
+        edges
+            .iter()
+            .map(|e| ("dash", e.url(&origin, LiveDash::MPD))),
+    );
     let page = reqwest::Url::parse_with_params(&nginx.url("/www/player.html"), &params).unwrap();
     let screenshot = artifacts().join("browser-players.png");
     let report = run_browser(page.as_str(), &screenshot).await;
@@ -133,7 +148,7 @@ async fn hls_js_in_chromium_plays_live_through_proxies_and_every_panel_has_data(
     let watched = report["watched_seconds"].as_f64().unwrap_or(0.0);
     assert!(watched >= 60.0, "players watched for only {watched} s");
     let players = report["players"].as_array().expect("players");
-    assert_eq!(players.len(), edges.len());
+    assert_eq!(players.len(), 2 * edges.len());
     let start = report["start"].as_array().expect("start times");
     for (i, p) in players.iter().enumerate() {
         assert_eq!(p["playing"], true, "player {i} never started: {p}");
@@ -240,6 +255,7 @@ async fn hls_js_in_chromium_plays_live_through_proxies_and_every_panel_has_data(
     .unwrap();
     drop(edges);
     drop(live);
+    drop(live_dash);
 }
 
 #[tokio::test]

@@ -157,7 +157,7 @@ fn main() -> Result<()> {
     root.fill(&WHITE)?;
     let (title, body) = root.split_vertically(50);
     title.titled(
-        "Shoal dashboards from a real run: hls.js viewers in headless Chromium, one edge proxy each",
+        "Shoal dashboards from a real run: hls.js and dash.js in headless Chromium, four edge proxies",
         ("sans-serif", 24),
     )?;
     for (area, (dashboard, panel, unit)) in body.split_evenly((3, 2)).iter().zip(MAIN) {
