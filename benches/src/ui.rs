@@ -37,11 +37,19 @@ pub async fn run_with_progress(
         tokio::spawn(async move {
             let start = tokio::time::Instant::now();
             let (mut shown, mut tracker_shown) = (0, false);
+            // Above the progress line on a terminal; plain lines when it is hidden (piped).
+            let say = |msg: String| {
+                if bar.is_hidden() {
+                    println!("{msg}");
+                } else {
+                    bar.println(msg);
+                }
+            };
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if show_urls {
                     if let (false, Some(t)) = (tracker_shown, p2p.tracker_url.get()) {
-                        bar.println(format!("tracker metrics: {t}/metrics"));
+                        say(format!("tracker metrics: {t}/metrics"));
                         tracker_shown = true;
                     }
                     let started: Vec<(String, String)> = match p2p.started.lock() {
@@ -50,11 +58,11 @@ pub async fn run_with_progress(
                     };
                     for (player, metrics) in started {
                         if shown == 0 {
-                            bar.println(format!(
+                            say(format!(
                                 "play it while it runs:  ffplay {player}   (or open it in VLC)"
                             ));
                         }
-                        bar.println(format!("node {shown} metrics: {metrics}"));
+                        say(format!("node {shown} metrics: {metrics}"));
                         shown += 1;
                     }
                 }
