@@ -15,6 +15,7 @@
 //! | [`FfmpegPlayer`] | ffmpeg as a player that downloads a stream and reports its errors |
 //! | [`RecordingRelay`] | an HTTP relay that records a SHA-256 of every response body it forwards |
 
+mod archive;
 mod ffmpeg;
 mod live;
 mod live_dash;

@@ -1,13 +1,12 @@
 //! A live HLS encoder: ffmpeg turning a test pattern into segments in real time.
 
+use crate::archive::Archiver;
 use crate::ffmpeg::{
     playlist_uris, poll_async, poll_blocking, test_source_args, write_master, FfmpegProcess,
     Rendition,
 };
 use crate::{io_err, Error, Result};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The container of media segments.
@@ -65,37 +64,7 @@ pub struct LiveHls {
     pub dir: PathBuf,
     opts: LiveHlsOpts,
     ffmpeg: FfmpegProcess,
-    archive: PathBuf,
-    archiver: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
-}
-
-impl Drop for LiveHls {
-    fn drop(&mut self) {
-        if let Some((stop, thread)) = self.archiver.take() {
-            stop.store(true, Ordering::Relaxed);
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Hard-links each new `seg_*` file of `dir` into `archive` every 200 ms, until `stop`.
-/// Segments stay listed for `list_size` × duration, far longer than one tick.
-fn archive_segments(dir: PathBuf, archive: PathBuf, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let name = e.file_name();
-                let keep = name.to_str().is_some_and(|n| {
-                    (n.starts_with("seg_") || n.starts_with("init")) && !n.ends_with(".tmp")
-                });
-                let target = archive.join(&name);
-                if keep && !target.exists() {
-                    let _ = std::fs::hard_link(e.path(), target);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    archive: Archiver,
 }
 
 impl LiveHls {
@@ -160,32 +129,22 @@ impl LiveHls {
         }
         args.push("stream.m3u8".into());
         let ffmpeg = FfmpegProcess::spawn("live HLS encoder", &dir, &args)?;
-        let archive = out_dir.join("live-archive");
-        std::fs::create_dir_all(&archive)
-            .map_err(io_err(format!("creating {}", archive.display())))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (dir, archive, stop) = (dir.clone(), archive.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("live-archiver".into())
-                .spawn(move || archive_segments(dir, archive, stop))
-                .map_err(io_err("starting the segment archiver"))?
-        };
+        // Finished segments only: ffmpeg writes `*.tmp` and renames (temp_file).
+        let archive = Archiver::start(&dir, out_dir.join("live-archive"), "live-archiver", |n| {
+            (n.starts_with("seg_") || n.starts_with("init")) && !n.ends_with(".tmp")
+        })?;
         Ok(Self {
             dir,
             opts,
             ffmpeg,
             archive,
-            archiver: Some((stop, thread)),
         })
     }
 
     /// The archived copy of the segment a request path names (its last path segment, query
     /// dropped), which outlives ffmpeg's deletion of the original.
     pub fn archived(&self, uri: &str) -> PathBuf {
-        let path = uri.split(['?', '#']).next().unwrap_or_default();
-        let name = path.rsplit('/').next().unwrap_or_default();
-        self.archive.join(name)
+        self.archive.path_for(uri)
     }
 
     /// The encoder's process id (to pause it with SIGSTOP, say).

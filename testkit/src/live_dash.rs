@@ -1,11 +1,10 @@
 //! A live MPEG-DASH encoder: ffmpeg's `dash` muxer turning a test pattern into a dynamic MPD
 //! and fMP4 segments in real time.
 
+use crate::archive::Archiver;
 use crate::ffmpeg::{poll_async, test_source_args, FfmpegProcess, Rendition};
 use crate::{io_err, Error, Result};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How [`LiveDash`] encodes. The defaults keep CPU low: many processes share two cores.
@@ -53,17 +52,7 @@ pub struct LiveDash {
     pub dir: PathBuf,
     opts: LiveDashOpts,
     ffmpeg: FfmpegProcess,
-    archive: PathBuf,
-    archiver: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
-}
-
-impl Drop for LiveDash {
-    fn drop(&mut self) {
-        if let Some((stop, thread)) = self.archiver.take() {
-            stop.store(true, Ordering::Relaxed);
-            let _ = thread.join();
-        }
-    }
+    archive: Archiver,
 }
 
 impl LiveDash {
@@ -117,32 +106,25 @@ impl LiveDash {
             .map(String::from),
         );
         let ffmpeg = FfmpegProcess::spawn("live DASH encoder", &dir, &args)?;
-        let archive = out_dir.join("live-dash-archive");
-        std::fs::create_dir_all(&archive)
-            .map_err(io_err(format!("creating {}", archive.display())))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (dir, archive, stop) = (dir.clone(), archive.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("live-dash-archiver".into())
-                .spawn(move || archive_segments(dir, archive, stop))
-                .map_err(io_err("starting the segment archiver"))?
-        };
+        // Finished files only (ffmpeg writes `*.tmp` and renames).
+        let archive = Archiver::start(
+            &dir,
+            out_dir.join("live-dash-archive"),
+            "live-dash-archiver",
+            |n| (n.starts_with("seg-") || n.starts_with("init-")) && n.ends_with(".m4s"),
+        )?;
         Ok(Self {
             dir,
             opts,
             ffmpeg,
             archive,
-            archiver: Some((stop, thread)),
         })
     }
 
     /// The archived copy of the file a request path names (its last path segment, query
     /// dropped), which outlives ffmpeg's deletion of the original.
     pub fn archived(&self, uri: &str) -> PathBuf {
-        let path = uri.split(['?', '#']).next().unwrap_or_default();
-        let name = path.rsplit('/').next().unwrap_or_default();
-        self.archive.join(name)
+        self.archive.path_for(uri)
     }
 
     /// The encoder's process id.
@@ -157,8 +139,8 @@ impl LiveDash {
 
     /// Finished media segments of the first (video) Representation written so far.
     pub fn video_segments(&self) -> Result<usize> {
-        let entries = std::fs::read_dir(&self.archive)
-            .map_err(io_err(format!("reading {}", self.archive.display())))?;
+        let entries = std::fs::read_dir(&self.archive.dir)
+            .map_err(io_err(format!("reading {}", self.archive.dir.display())))?;
         Ok(entries
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with("seg-0-"))
@@ -178,25 +160,5 @@ impl LiveDash {
             timeout,
             log: self.ffmpeg.log(),
         })
-    }
-}
-
-/// Hard-links each new finished `seg-*`/`init-*` file of `dir` into `archive` every 200 ms
-/// (ffmpeg writes `*.tmp` and renames), until `stop`.
-fn archive_segments(dir: PathBuf, archive: PathBuf, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let name = e.file_name();
-                let keep = name.to_str().is_some_and(|n| {
-                    (n.starts_with("seg-") || n.starts_with("init-")) && n.ends_with(".m4s")
-                });
-                let target = archive.join(&name);
-                if keep && !target.exists() {
-                    let _ = std::fs::hard_link(e.path(), target);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
