@@ -104,10 +104,16 @@ pub struct NodeConfig {
     pub max_peers: usize,
     /// Most uploads served at once; more get 503 so the asker goes elsewhere.
     pub max_uploads: usize,
-    /// How long a player's segment request may wait on P2P (a neighbour's `have`, a transfer)
-    /// before the origin is asked. The player never waits on P2P longer than this.
+    /// Most time a player's segment request may wait on P2P (a neighbour's `have`, a busy
+    /// neighbour, a transfer) before the origin is asked. Within it, the wait is what the
+    /// player's estimated buffer allows less `playback_margin` and an origin fetch: a player
+    /// with an empty buffer (startup, after a stall) gets the origin at once unless the
+    /// segment is cached or on its way.
     #[serde(with = "humantime_serde")]
     pub p2p_budget: Duration,
+    /// Media kept in the player's buffer, beyond an origin fetch, when P2P gives up.
+    #[serde(with = "humantime_serde")]
+    pub playback_margin: Duration,
     /// A peer transfer with no progress for this long is abandoned.
     #[serde(with = "humantime_serde")]
     pub stall_timeout: Duration,
@@ -148,7 +154,8 @@ impl Default for NodeConfig {
             upload_limit: None,
             max_peers: 20,
             max_uploads: 8,
-            p2p_budget: Duration::from_millis(2000),
+            p2p_budget: Duration::from_secs(6),
+            playback_margin: Duration::from_millis(1000),
             stall_timeout: Duration::from_millis(1000),
             min_peer_time: Duration::from_millis(150),
             origin_seeders: 1,

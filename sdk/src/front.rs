@@ -11,7 +11,7 @@ use crate::manifest::{self, hls, ByteRange, MapError};
 use crate::metrics::Source;
 use crate::node::Shared;
 use crate::origin::OriginError;
-use crate::swarm::Swarm;
+use crate::swarm::{NewSegment, Swarm};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -253,8 +253,12 @@ async fn serve_segment(
     };
     let swarm = find_swarm(shared, &key)?;
     swarm.last_used_ms.store(shared.now_ms(), Ordering::Relaxed);
-    let deadline = Instant::now() + shared.config.p2p_budget;
+    let cfg = &shared.config;
+    let deadline = swarm.player_deadline(Instant::now(), cfg.playback_margin, cfg.p2p_budget);
     let outcome = fetch::obtain(shared, &swarm, &key, deadline, Mode::PeersThenOrigin).await;
+    if outcome.is_ok() {
+        swarm.delivered_to_player(Instant::now(), &key);
+    }
     read_ahead(shared, &swarm, &key);
     let (bytes, source) = match outcome {
         Ok(v) => v,
@@ -394,10 +398,14 @@ fn learn(shared: &Arc<Shared>, url: &url::Url, media: &hls::Media) -> Arc<Swarm>
     let target = Duration::from_secs_f64(media.target_duration.clamp(0.1, 3600.0));
     let fresh = swarm.learn_segments(
         Instant::now(),
-        media
-            .segments
-            .iter()
-            .map(|s| (s.key.clone(), s.url.clone(), s.range, s.sequence)),
+        media.segments.iter().map(|s| NewSegment {
+            key: s.key.clone(),
+            url: s.url.clone(),
+            range: s.range,
+            sequence: s.sequence,
+            duration: (s.duration.is_finite() && s.duration > 0.0)
+                .then(|| Duration::from_secs_f64(s.duration.min(3600.0))),
+        }),
         media.ended,
         target,
     );
@@ -450,7 +458,7 @@ fn serve_mpd(
 fn prefetch(shared: &Arc<Shared>, swarm: &Arc<Swarm>, fresh: Vec<SegmentKey>) {
     if swarm.lock().p2p_allowed {
         for key in fresh {
-            let Some(deadline) = swarm.prefetch_deadline(&key, shared.config.origin_seeders) else {
+            let Some(deadline) = swarm.prefetch_deadline(&key) else {
                 continue;
             };
             let (shared, swarm) = (shared.clone(), swarm.clone());

@@ -19,6 +19,7 @@ use shoal_proto::{PeerId, ReportReason, ReportRequest, SegmentKey, PROTOCOL_VERS
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -182,9 +183,13 @@ async fn run(
             Decision::Peer(peer) => {
                 tried.insert(peer.clone());
                 let Some(addr) = addr else { continue };
-                match from_peer(shared, swarm, key, &peer, addr, until).await {
+                match from_peer(shared, swarm, key, &peer, addr, &mut deadline).await {
                     PeerOutcome::Verified(bytes) => return Ok((bytes, Source::P2p)),
                     PeerOutcome::Failed => {}
+                    // Asked to come back later: it may be asked again then.
+                    PeerOutcome::Busy => {
+                        tried.remove(&peer);
+                    }
                     PeerOutcome::Unverifiable if mode == Mode::PeersOnly => {
                         return Err(FetchError::NoPeer)
                     }
@@ -210,36 +215,68 @@ async fn run(
     }
 }
 
+/// Wait before asking a busy peer again when it did not say.
+const DEFAULT_BUSY_WAIT: Duration = Duration::from_millis(250);
+/// Bounds on the wait a busy peer asks for (a peer could ask for anything).
+const MIN_BUSY_WAIT: Duration = Duration::from_millis(20);
+const MAX_BUSY_WAIT: Duration = Duration::from_secs(5);
+
 /// What one peer attempt gave.
 enum PeerOutcome {
     /// Bytes whose digest matches the trusted one.
     Verified(Bytes),
-    /// The transfer failed, stalled, or the bytes were wrong (the peer is recorded or banned).
+    /// The transfer failed, stalled, ran out of time, or the bytes were wrong (the peer is
+    /// recorded or banned).
     Failed,
+    /// The peer was busy and said when to come back.
+    Busy,
     /// The bytes arrived but no trusted digest could be had: they are dropped.
     Unverifiable,
 }
 
-/// One transfer attempt from a neighbour, bounded by the deadline, with the trusted digest
-/// fetched alongside. No byte is returned unless its SHA-256 and size match the digest.
+/// One transfer attempt from a neighbour, bounded by the deadline (which a player's request
+/// may tighten while it runs), with the trusted digest fetched alongside. No byte is returned
+/// unless its SHA-256 and size match the digest.
 async fn from_peer(
     shared: &Arc<Shared>,
     swarm: &Arc<Swarm>,
     key: &SegmentKey,
     peer: &PeerId,
     addr: crate::peer::PeerAddr,
-    deadline: Instant,
+    deadline: &mut watch::Receiver<Instant>,
 ) -> PeerOutcome {
     swarm.transfer_started(peer);
     let transfer = shared
         .peer_client
         .fetch(&addr, &swarm.id, key, shared.config.stall_timeout);
     let both = futures::future::join(transfer, trusted_digest(shared, swarm, key));
-    let result = tokio::time::timeout_at(deadline, both).await;
+    tokio::pin!(both);
+    let result = loop {
+        let until = *deadline.borrow_and_update();
+        tokio::select! {
+            r = &mut both => break Some(r),
+            _ = tokio::time::sleep_until(until) => break None,
+            // Tightened by a player: look again at the new deadline.
+            changed = deadline.changed() => if changed.is_err() {
+                // The fetch's owner is gone; finish with the deadline we had.
+                break tokio::time::timeout_at(until, &mut both).await.ok();
+            },
+        }
+    };
     let now = Instant::now();
     let (transfer, digest) = match result {
-        Ok((Ok(t), digest)) => (t, digest),
-        Ok((Err(e), _)) => {
+        Some((Ok(t), digest)) => (t, digest),
+        Some((Err(PeerError::Busy { retry_after }), _)) => {
+            let wait = retry_after
+                .unwrap_or(DEFAULT_BUSY_WAIT)
+                .clamp(MIN_BUSY_WAIT, MAX_BUSY_WAIT);
+            // Spread the retries of the peer's many askers.
+            let wait = wait.mul_f64(1.0 + rand::random::<f64>() * 0.5);
+            tracing::trace!(%peer, %key, ?wait, "peer busy");
+            swarm.record_busy(peer, now, wait);
+            return PeerOutcome::Busy;
+        }
+        Some((Err(e), _)) => {
             tracing::debug!(%peer, %key, error = %e, "peer transfer failed");
             swarm.record_transfer(peer, now, Err(()));
             shared.metrics.peer_failures.inc();
@@ -260,9 +297,9 @@ async fn from_peer(
             }
             return PeerOutcome::Failed;
         }
-        Err(_) => {
+        None => {
             tracing::debug!(%peer, %key, "peer transfer abandoned at the deadline");
-            swarm.record_transfer(peer, now, Err(()));
+            swarm.transfer_abandoned(peer);
             shared.metrics.peer_failures.inc();
             return PeerOutcome::Failed;
         }
@@ -357,6 +394,7 @@ async fn from_origin(
         (info.url.clone(), info.range)
     };
     shared.metrics.fallback(reason);
+    let started = Instant::now();
     let fetched = shared
         .origin
         .fetch(
@@ -365,6 +403,7 @@ async fn from_origin(
             shared.config.max_segment_bytes(),
         )
         .await?;
+    swarm.record_origin_time(started.elapsed());
     let n = fetched.body.len() as u64;
     shared.metrics.origin_bytes.inc_by(n);
     swarm.unreported_cdn.fetch_add(n, Ordering::Relaxed);

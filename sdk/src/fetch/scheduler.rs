@@ -44,6 +44,10 @@ pub struct PeerStats {
     /// Misbehaviour seen this session: a `have` it then did not serve, a stall mid-body, a
     /// body that broke the protocol. At [`STRIKES_TO_BAN`] the peer is banned.
     pub strikes: u32,
+    /// The peer answered "busy" (its upload slots or upload cap are taken) and asked us to
+    /// come back at this instant. Not a failure: a capped uplink serving one transfer at a
+    /// time is the peer doing its job well.
+    pub busy_until: Option<Instant>,
 }
 
 /// Misbehaviours after which a peer is banned for the session and reported. Bytes that fail
@@ -72,6 +76,16 @@ impl PeerStats {
     pub fn record_failure(&mut self, now: Instant) {
         self.recent_failures = self.recent_failures.saturating_add(1);
         self.last_failure = Some(now);
+    }
+
+    /// Records a "busy, retry after `retry`" answer at `now`.
+    pub fn record_busy(&mut self, now: Instant, retry: Duration) {
+        self.busy_until = Some(now + retry);
+    }
+
+    /// Whether the peer asked us to come back later than `now`.
+    pub fn is_busy(&self, now: Instant) -> bool {
+        self.busy_until.is_some_and(|t| now < t)
     }
 
     /// Whether the peer sits out after failures: 2^failures seconds after the last one, up to
@@ -107,9 +121,13 @@ pub struct Candidate<'a> {
 pub struct Situation<'a> {
     /// Now.
     pub now: Instant,
-    /// When the segment must be on its way from the origin at the latest: the player's P2P
-    /// budget, or a prefetch's wait limit.
+    /// When the segment must be on its way from the origin at the latest: derived from the
+    /// player's buffer, or a prefetch's wait limit.
     pub deadline: Instant,
+    /// When to stop waiting if no neighbour holds the segment at all by then (its origin
+    /// seeder left or is slow). Neighbours that hold it, even busy ones, are waited for until
+    /// `deadline`.
+    pub orphan_deadline: Instant,
     /// The segment is in the cache.
     pub cached: bool,
     /// P2P is allowed in this swarm (tracker policy, configuration).
@@ -143,10 +161,10 @@ pub fn decide(s: &Situation<'_>) -> Decision {
     } else {
         FallbackReason::PeerFailed
     };
-    let usable = s
-        .candidates
-        .iter()
-        .filter(|c| !c.stats.banned && !s.tried.contains(c.peer) && !c.stats.in_backoff(s.now));
+    let holders = || s.candidates.iter().filter(|c| !c.stats.banned);
+    let usable = holders().filter(|c| {
+        !s.tried.contains(c.peer) && !c.stats.in_backoff(s.now) && !c.stats.is_busy(s.now)
+    });
     let best = usable.max_by(|a, b| {
         a.stats
             .score()
@@ -160,11 +178,24 @@ pub fn decide(s: &Situation<'_>) -> Decision {
         }
         return Decision::Origin(gave_up_reason);
     }
-    if s.seeder && s.tried.is_empty() {
+    let held = holders().next().is_some();
+    if s.seeder && s.tried.is_empty() && !held {
         return Decision::Origin(FallbackReason::Seeder);
     }
-    if s.have_expected && time_left >= s.min_peer_time {
-        return Decision::Wait { until: s.deadline };
+    // The earliest instant a busy holder takes requests again.
+    let busy_ends = holders()
+        .filter(|c| !s.tried.contains(c.peer))
+        .filter_map(|c| c.stats.busy_until.filter(|t| *t > s.now))
+        .min();
+    let limit = if held {
+        s.deadline
+    } else {
+        s.deadline.min(s.orphan_deadline)
+    };
+    let worth_waiting = s.have_expected || busy_ends.is_some();
+    if worth_waiting && limit.saturating_duration_since(s.now) >= s.min_peer_time {
+        let until = busy_ends.map_or(limit, |b| b.min(limit));
+        return Decision::Wait { until };
     }
     Decision::Origin(gave_up_reason)
 }
@@ -228,6 +259,7 @@ mod tests {
             Situation {
                 now: self.now,
                 deadline: self.now + Duration::from_secs(2),
+                orphan_deadline: self.now + Duration::from_secs(2),
                 cached: false,
                 p2p_allowed: true,
                 seeder: false,
@@ -378,6 +410,93 @@ mod tests {
             ..s
         };
         assert_eq!(decide(&s3), Decision::Origin(FallbackReason::NoPeer));
+    }
+
+    #[test]
+    fn a_busy_holder_is_waited_for_and_an_idle_one_preferred() {
+        let f = Fixture::new();
+        let (a, b) = (pid("a"), pid("b"));
+        let mut busy = PeerStats::default();
+        busy.record_success(1_000_000, Duration::from_millis(10));
+        busy.record_busy(f.now, Duration::from_millis(300));
+        let idle_slow = {
+            let mut s = PeerStats::default();
+            s.record_success(1_000_000, Duration::from_secs(1));
+            s
+        };
+        let only_busy = [Candidate {
+            peer: &a,
+            stats: &busy,
+        }];
+        // Busy is not failure: come back when it said, not the origin.
+        assert_eq!(
+            decide(&f.situation(&only_busy)),
+            Decision::Wait {
+                until: f.now + Duration::from_millis(300)
+            }
+        );
+        // Even a seeder waits for a neighbour that already holds the segment.
+        let s = Situation {
+            seeder: true,
+            have_expected: false,
+            ..f.situation(&only_busy)
+        };
+        assert!(matches!(decide(&s), Decision::Wait { .. }));
+        // After the retry time it is asked again.
+        let later = Situation {
+            now: f.now + Duration::from_millis(300),
+            ..f.situation(&only_busy)
+        };
+        assert_eq!(decide(&later), Decision::Peer(a.clone()));
+        // An idle holder, even a slower one, beats waiting for the busy one.
+        let both = [
+            Candidate {
+                peer: &a,
+                stats: &busy,
+            },
+            Candidate {
+                peer: &b,
+                stats: &idle_slow,
+            },
+        ];
+        assert_eq!(decide(&f.situation(&both)), Decision::Peer(b));
+    }
+
+    #[test]
+    fn nobody_holding_it_by_the_orphan_deadline_means_origin() {
+        let mut f = Fixture::new();
+        let orphan = f.now + Duration::from_millis(500);
+        let s = Situation {
+            orphan_deadline: orphan,
+            ..f.situation(&[])
+        };
+        // Before the orphan deadline: wait for a have, but no longer than it.
+        assert_eq!(decide(&s), Decision::Wait { until: orphan });
+        let at = Situation {
+            now: orphan,
+            ..s.clone()
+        };
+        assert_eq!(decide(&at), Decision::Origin(FallbackReason::NoPeer));
+        // A neighbour holds it (its attempt failed; another have may come): the full
+        // deadline applies.
+        let a = pid("a");
+        f.tried.insert(a.clone());
+        let st = PeerStats::default();
+        let c = [Candidate {
+            peer: &a,
+            stats: &st,
+        }];
+        let held = Situation {
+            now: orphan,
+            orphan_deadline: orphan,
+            ..f.situation(&c)
+        };
+        assert_eq!(
+            decide(&held),
+            Decision::Wait {
+                until: held.deadline
+            }
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use super::prefetch;
 use crate::manifest::{dash, segment_key, ByteRange};
 use crate::node::Shared;
-use crate::swarm::Swarm;
+use crate::swarm::{NewSegment, Swarm};
 use shoal_proto::{SegmentKey, SwarmId};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -64,7 +64,13 @@ pub(super) fn learn(shared: &Arc<Shared>, mpd_url: &Url, mpd: &dash::Mpd) {
             now,
             rep.segments.iter().map(|s| {
                 let r = &s.resource;
-                (r.key.clone(), r.url.clone(), r.range, s.sequence)
+                NewSegment {
+                    key: r.key.clone(),
+                    url: r.url.clone(),
+                    range: r.range,
+                    sequence: s.sequence,
+                    duration: Some(s.duration),
+                }
             }),
             !mpd.dynamic,
             target,
@@ -107,7 +113,13 @@ pub(super) fn route(shared: &Arc<Shared>, url: &Url, closed: Option<ByteRange>) 
         };
         swarm.learn_segments(
             Instant::now(),
-            [(key, url.clone(), Some(range), range.offset)],
+            [NewSegment {
+                key,
+                url: url.clone(),
+                range: Some(range),
+                sequence: range.offset,
+                duration: None,
+            }],
             ended,
             target,
         );
@@ -168,7 +180,13 @@ async fn tick(shared: Arc<Shared>, swarm: Arc<Swarm>, mut rx: watch::Receiver<da
         add_routes(&swarm.id, r, false);
         let fresh = swarm.learn_segments(
             Instant::now(),
-            [(r.key.clone(), r.url.clone(), r.range, seg.sequence)],
+            [NewSegment {
+                key: r.key.clone(),
+                url: r.url.clone(),
+                range: r.range,
+                sequence: seg.sequence,
+                duration: Some(seg.duration),
+            }],
             false,
             target,
         );

@@ -377,7 +377,19 @@ fn line_error(e: LinesCodecError) -> PeerError {
     }
 }
 
+/// The wait a busy peer asked for: its millisecond header, else `retry-after` seconds;
+/// bounded, since a peer could ask for anything.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let ms = headers
+        .get(super::RETRY_AFTER_MS)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_millis);
+    ms.or_else(|| retry_after_secs(headers))
+        .map(|d| d.min(Duration::from_secs(60)))
+}
+
+fn retry_after_secs(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get(header::RETRY_AFTER)?
         .to_str()

@@ -55,6 +55,11 @@ pub const PATH_PREFIX: &str = "/p2p/v1/";
 /// (3 bytes per byte) and the route words fit with room to spare.
 pub const MAX_PATH_LEN: usize = 4096;
 
+/// Response header of a busy answer (503): how long to wait before asking again, in
+/// milliseconds. `retry-after` only has whole seconds, far too coarse for a segment that
+/// must arrive within a few.
+pub const RETRY_AFTER_MS: &str = "x-shoal-retry-after-ms";
+
 /// Everything but RFC 3986 unreserved characters is encoded, so `/` inside an id never
 /// splits a path segment.
 const ID_ENCODE: &AsciiSet = &NON_ALPHANUMERIC

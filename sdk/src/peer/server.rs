@@ -1,7 +1,7 @@
 //! The peer server: serves the node's cached segments and its `haves` stream to neighbours,
 //! over TLS with a client certificate required of every neighbour.
 
-use super::{identity::fingerprint_of, tls, NodeIdentity, PeerError, Route};
+use super::{identity::fingerprint_of, tls, NodeIdentity, PeerError, Route, RETRY_AFTER_MS};
 use crate::cache::{CacheEvent, CacheEventKind, SegmentCache};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashSet;
@@ -18,6 +18,7 @@ use shoal_proto::{HaveMsg, SegmentKey, SwarmId, MAX_HAVE_LINE};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -40,8 +41,16 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 /// one tiny frame per line would trip HTTP/2 peers' small-frame flood protection (h2 answers
 /// it with GOAWAY `ENHANCE_YOUR_CALM`, killing the whole connection).
 const HAVES_FRAME_BYTES: usize = 64 * 1024;
-/// Seconds a busy server asks the downloader to wait (`retry-after`).
+/// Seconds a busy server asks the downloader to wait (`retry-after`) when all upload slots
+/// are taken; the precise wait, in milliseconds, goes in [`RETRY_AFTER_MS`].
 const BUSY_RETRY_AFTER_SECS: u32 = 1;
+/// Under an upload cap, a new upload is admitted only while the bytes already admitted would
+/// be sent within this long. Serving a few transfers at full speed beats many at a crawl: the
+/// first finishes quickly and its downloader becomes one more source (a capped uplink shared
+/// by ten downloaders finishes all ten late, and they all give up on P2P).
+const ADMIT_BACKLOG: Duration = Duration::from_millis(250);
+/// Shortest wait a busy answer asks for.
+const MIN_BUSY_WAIT: Duration = Duration::from_millis(50);
 
 /// How the peer server behaves. Every limit protects the node from its neighbours.
 #[derive(Debug, Clone)]
@@ -88,6 +97,10 @@ struct Shared {
     swarms: Arc<DashSet<SwarmId>>,
     uploads: Arc<Semaphore>,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// The upload cap, bytes per second, when there is one.
+    rate: Option<u64>,
+    /// Bytes of admitted uploads not yet handed to their connections.
+    backlog: Arc<AtomicU64>,
     chunk: usize,
     uploaded: Counter,
     /// Turns true on shutdown; ends the otherwise endless `haves` streams.
@@ -130,6 +143,8 @@ impl PeerServer {
             swarms,
             uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads)),
             limiter,
+            rate: config.upload_limit_bytes_per_sec.filter(|r| *r > 0),
+            backlog: Arc::new(AtomicU64::new(0)),
             chunk,
             uploaded: config.uploaded.clone(),
             closing: closing_rx.clone(),
@@ -321,16 +336,43 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<RespBody> {
                 return status(StatusCode::NOT_FOUND, "segment not held\n");
             };
             let Ok(permit) = Arc::clone(&shared.uploads).try_acquire_owned() else {
-                let mut r = status(StatusCode::SERVICE_UNAVAILABLE, "upload slots full\n");
-                r.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(BUSY_RETRY_AFTER_SECS),
-                );
-                return r;
+                return busy(Duration::from_secs(BUSY_RETRY_AFTER_SECS.into()));
             };
+            if let Err(wait) = admit(shared, bytes.len() as u64) {
+                return busy(wait);
+            }
             segment_response(shared, bytes, permit)
         }
     }
+}
+
+/// Admits an upload of `len` bytes under the upload cap, adding it to the backlog; or says how
+/// long until the backlog has room.
+fn admit(shared: &Shared, len: u64) -> Result<(), Duration> {
+    let Some(rate) = shared.rate else {
+        return Ok(());
+    };
+    let room = (rate as f64 * ADMIT_BACKLOG.as_secs_f64()) as u64;
+    shared
+        .backlog
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+            (b <= room).then_some(b + len)
+        })
+        .map(|_| ())
+        .map_err(|b| Duration::from_secs_f64((b - room) as f64 / rate as f64).max(MIN_BUSY_WAIT))
+}
+
+/// 503 asking the downloader to come back after `wait`.
+fn busy(wait: Duration) -> Response<RespBody> {
+    let mut r = status(StatusCode::SERVICE_UNAVAILABLE, "busy\n");
+    let h = r.headers_mut();
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    h.insert(
+        RETRY_AFTER_MS,
+        HeaderValue::from(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+    );
+    r
 }
 
 /// Sends `bytes` chunk by chunk, waiting for the shared token bucket before each chunk.
@@ -346,13 +388,24 @@ fn segment_response(
         chunk: usize,
         limiter: Option<Arc<DefaultDirectRateLimiter>>,
         uploaded: Counter,
+        /// The server's backlog when this upload was admitted under a cap; what is not sent
+        /// leaves it when the upload ends, finished or not.
+        backlog: Option<Arc<AtomicU64>>,
         _permit: OwnedSemaphorePermit,
+    }
+    impl Drop for Upload {
+        fn drop(&mut self) {
+            if let Some(b) = &self.backlog {
+                b.fetch_sub(self.rest.len() as u64, Ordering::AcqRel);
+            }
+        }
     }
     let upload = Upload {
         rest: bytes,
         chunk: shared.chunk,
         limiter: shared.limiter.clone(),
         uploaded: shared.uploaded.clone(),
+        backlog: shared.rate.map(|_| shared.backlog.clone()),
         _permit: permit,
     };
     let stream = futures::stream::unfold(upload, |mut up| async move {
@@ -368,6 +421,9 @@ fn segment_response(
             }
         }
         up.uploaded.inc_by(piece.len() as u64);
+        if let Some(b) = &up.backlog {
+            b.fetch_sub(piece.len() as u64, Ordering::AcqRel);
+        }
         Some((Ok::<_, Infallible>(Frame::data(piece)), up))
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));

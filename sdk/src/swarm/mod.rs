@@ -34,6 +34,25 @@ pub struct SegmentInfo {
     /// The segment appeared at the live edge of a refresh (not in the first playlist seen), so
     /// some neighbour is probably fetching it right now: waiting for its `have` is worthwhile.
     pub fresh: bool,
+    /// Media duration, when the manifest says (`EXTINF`, DASH `@d`).
+    pub duration: Option<Duration>,
+    /// Already handed to the player once (range requests of one segment count once).
+    pub delivered: bool,
+}
+
+/// A segment as a manifest lists it, for [`Swarm::learn_segments`].
+#[derive(Debug, Clone)]
+pub struct NewSegment {
+    /// Its key.
+    pub key: SegmentKey,
+    /// Absolute origin URL.
+    pub url: url::Url,
+    /// Byte range within `url`.
+    pub range: Option<ByteRange>,
+    /// Media sequence number.
+    pub sequence: u64,
+    /// Media duration, when known.
+    pub duration: Option<Duration>,
 }
 
 /// A neighbour: where it is, what it holds, how it served us.
@@ -83,6 +102,28 @@ pub struct SwarmState {
     pub pending_snapshots: usize,
     /// Fetches under way, joined by later requests for the same segment.
     pub in_flight: HashMap<SegmentKey, crate::fetch::InFlight>,
+    /// When the player's buffer runs dry if no more media arrives: each segment handed to it
+    /// adds its duration (from now, if it had run dry). Players do not tell a proxy their
+    /// buffer, so this is an estimate from what was delivered, and a low one for a player
+    /// that paused (which only makes P2P waits shorter, never a stall longer).
+    pub player_dry_at: Option<Instant>,
+    /// Smoothed time an origin segment fetch took, seconds.
+    pub origin_secs: Option<f64>,
+}
+
+/// When a node that is not among a fresh segment's origin seeders stops waiting for a
+/// neighbour to hold it at all (its seeders left or never saw it) and fetches it from the
+/// origin: a target duration after it appeared here (the seeders' players refresh the playlist
+/// at other moments, up to a target duration later), plus a step per rank behind the seeders,
+/// so that one missing seeder is replaced by the next in rank rather than by everyone.
+fn orphan_deadline(
+    info: &SegmentInfo,
+    rank: usize,
+    origin_seeders: usize,
+    target: Duration,
+) -> Instant {
+    let behind = rank.saturating_sub(origin_seeders) as u32 + 1;
+    info.revealed_at + target + target.mul_f64(0.5) * behind.min(4)
 }
 
 /// Segments remembered beyond the live window (a player a little behind still gets P2P).
@@ -137,7 +178,7 @@ impl Swarm {
     pub fn learn_segments(
         &self,
         now: Instant,
-        segs: impl IntoIterator<Item = (SegmentKey, url::Url, Option<ByteRange>, u64)>,
+        segs: impl IntoIterator<Item = NewSegment>,
         ended: bool,
         target_duration: Duration,
     ) -> Vec<SegmentKey> {
@@ -146,7 +187,14 @@ impl Swarm {
         st.ended = ended;
         st.target_duration = target_duration;
         let mut new = Vec::new();
-        for (key, url, range, sequence) in segs {
+        for NewSegment {
+            key,
+            url,
+            range,
+            sequence,
+            duration,
+        } in segs
+        {
             if let Some(info) = st.segments.get_mut(&key) {
                 // Keep the newest URL: the viewer's token may have been renewed.
                 info.url = url;
@@ -161,6 +209,8 @@ impl Swarm {
                     sequence,
                     revealed_at: now,
                     fresh,
+                    duration,
+                    delivered: false,
                 },
             );
             st.by_sequence.insert(sequence, key.clone());
@@ -270,9 +320,13 @@ impl Swarm {
         let info = st.segments.get(key);
         let rank = scheduler::origin_rank(key, &self.peer_id, st.members.iter());
         let fresh = info.is_some_and(|i| i.fresh);
+        let orphan_deadline = info
+            .map(|i| orphan_deadline(i, rank, origin_seeders, st.target_duration))
+            .unwrap_or(deadline);
         let situation = Situation {
             now,
             deadline,
+            orphan_deadline,
             cached,
             p2p_allowed: st.p2p_allowed,
             seeder: !st.discovering && rank < origin_seeders,
@@ -293,19 +347,68 @@ impl Swarm {
         (d, addr)
     }
 
-    /// When a non-seeder gives up waiting for a `have` of a fresh segment and fetches it from
-    /// the origin itself: later the lower it ranks, so one seeder that left is replaced by the
-    /// next in rank rather than by the whole swarm at once.
-    pub fn prefetch_deadline(&self, key: &SegmentKey, origin_seeders: usize) -> Option<Instant> {
+    /// How long a prefetch of a fresh live segment may wait for peers: until about when a
+    /// player a few segments behind the live edge needs it, less the time an origin fetch
+    /// takes. A player's own request for it sets a tighter deadline from its buffer.
+    pub fn prefetch_deadline(&self, key: &SegmentKey) -> Option<Instant> {
         let st = self.lock();
         let info = st.segments.get(key)?;
-        let rank = scheduler::origin_rank(key, &self.peer_id, st.members.iter());
-        let behind = rank.saturating_sub(origin_seeders) as u32 + 1;
-        let step = st
-            .target_duration
-            .mul_f64(0.4)
-            .max(Duration::from_millis(300));
-        Some(info.revealed_at + step * behind.min(4))
+        Some(info.revealed_at + st.target_duration * 2)
+    }
+
+    /// The deadline for a player's request of `key` at `now`: P2P may take what the player's
+    /// buffer holds, less an origin fetch (twice its usual time) and `margin`, and never more
+    /// than `max`. An empty buffer (startup, after a stall) means the origin at once unless
+    /// the segment is already cached or arriving.
+    pub fn player_deadline(&self, now: Instant, margin: Duration, max: Duration) -> Instant {
+        let st = self.lock();
+        let buffer = st
+            .player_dry_at
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+        let origin = Duration::from_secs_f64(st.origin_secs.unwrap_or(0.25) * 2.0);
+        now + buffer.saturating_sub(origin + margin).min(max)
+    }
+
+    /// Records that the player got `key` at `now` (its estimated buffer grows by its length).
+    pub fn delivered_to_player(&self, now: Instant, key: &SegmentKey) {
+        let mut st = self.lock();
+        let target = st.target_duration;
+        let Some(info) = st.segments.get_mut(key) else {
+            return;
+        };
+        if std::mem::replace(&mut info.delivered, true) {
+            return;
+        }
+        let length = info.duration.unwrap_or(target);
+        let from = st.player_dry_at.map_or(now, |t| t.max(now));
+        st.player_dry_at = Some(from + length);
+    }
+
+    /// Records how long an origin segment fetch took.
+    pub fn record_origin_time(&self, took: Duration) {
+        let mut st = self.lock();
+        let secs = took.as_secs_f64();
+        st.origin_secs = Some(match st.origin_secs {
+            Some(old) => old + 0.2 * (secs - old),
+            None => secs,
+        });
+    }
+
+    /// Records that `peer` answered busy and asked us to come back after `wait`.
+    pub fn record_busy(&self, peer: &PeerId, now: Instant, wait: Duration) {
+        let mut st = self.lock();
+        if let Some(n) = st.neighbours.get_mut(peer) {
+            n.stats.in_flight = n.stats.in_flight.saturating_sub(1);
+            n.stats.record_busy(now, wait);
+        }
+    }
+
+    /// Records that a transfer from `peer` was given up for want of time (not the peer's
+    /// fault: our deadline came).
+    pub fn transfer_abandoned(&self, peer: &PeerId) {
+        if let Some(n) = self.lock().neighbours.get_mut(peer) {
+            n.stats.in_flight = n.stats.in_flight.saturating_sub(1);
+        }
     }
 
     /// Records the outcome of a transfer from `peer`.
