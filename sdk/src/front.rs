@@ -37,7 +37,14 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
             _ = shared.shutdown.cancelled() => break,
         };
         let stream = match accepted {
-            Ok((s, _)) => s,
+            Ok((s, _)) => {
+                // Without it the tail of each response waits for the player's delayed ACK
+                // (40 ms on Linux) whenever the previous write is still unacknowledged.
+                if let Err(e) = s.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY on a player connection");
+                }
+                s
+            }
             Err(e) => {
                 // Out of file descriptors and the like: pause instead of spinning.
                 tracing::warn!(error = %e, "player front accept failed");
