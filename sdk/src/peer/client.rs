@@ -278,26 +278,40 @@ impl PeerClient {
             )
             .await?;
         let data = BodyDataStream::new(resp.into_body()).map_err(std::io::Error::other);
-        let lines = FramedRead::new(
-            StreamReader::new(data),
-            LinesCodec::new_with_max_length(MAX_HAVE_LINE),
-        );
-        Ok(lines
-            .map(|line| match line {
-                Ok(line) => HaveMsg::parse_line(line.as_bytes()).map_err(PeerError::MalformedHave),
-                Err(e) => Err(line_error(e)),
-            })
-            // The lease rides along: the connection is in use while the stream lives.
-            .scan((false, lease), |(failed, _lease), item| {
-                let out = if *failed {
-                    None
-                } else {
-                    *failed = item.is_err();
-                    Some(item)
-                };
-                futures::future::ready(out)
-            }))
+        // The lease rides along: the connection is in use while the stream lives.
+        Ok(haves_from_body(data).map(move |item| {
+            let _lease = &lease;
+            item
+        }))
     }
+}
+
+/// Reads the body of a `haves` response: one [`HaveMsg`] per line. A line over
+/// [`MAX_HAVE_LINE`], a malformed line or a failing body yields one error and ends the stream.
+/// Pure over its input, so it can be driven with any byte chunks (tests, fuzzing).
+pub fn haves_from_body<S, E>(body: S) -> impl Stream<Item = Result<HaveMsg, PeerError>>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: Into<std::io::Error>,
+{
+    let lines = FramedRead::new(
+        StreamReader::new(body),
+        LinesCodec::new_with_max_length(MAX_HAVE_LINE),
+    );
+    lines
+        .map(|line| match line {
+            Ok(line) => HaveMsg::parse_line(line.as_bytes()).map_err(PeerError::MalformedHave),
+            Err(e) => Err(line_error(e)),
+        })
+        .scan(false, |failed, item| {
+            let out = if *failed {
+                None
+            } else {
+                *failed = item.is_err();
+                Some(item)
+            };
+            futures::future::ready(out)
+        })
 }
 
 /// Drives one pooled connection until it ends or has been idle for `idle`, then forgets it.
