@@ -107,17 +107,22 @@ macro_rules! string_id {
             /// Checks and wraps `s`.
             pub fn new(s: impl Into<String>) -> Result<Self, InvalidField> {
                 let s = s.into();
-                check_len($field, &s, $max)?;
-                let ok: fn(char) -> bool = $ok;
-                if !s.chars().all(ok) {
-                    return Err(InvalidField::BadChars { field: $field, allowed: $allowed });
-                }
+                Self::check(&s)?;
                 Ok(Self(s))
             }
 
             /// Checks a value that came off the wire (serde does not call `new`).
             pub fn validate(&self) -> Result<(), InvalidField> {
-                Self::new(self.0.clone()).map(|_| ())
+                Self::check(&self.0)
+            }
+
+            fn check(s: &str) -> Result<(), InvalidField> {
+                check_len($field, s, $max)?;
+                let ok: fn(char) -> bool = $ok;
+                if !s.chars().all(ok) {
+                    return Err(InvalidField::BadChars { field: $field, allowed: $allowed });
+                }
+                Ok(())
             }
 
             /// The id as a string.
