@@ -2,8 +2,8 @@
 
 use crate::digest::{DigestError, DigestService};
 use crate::metrics::{AnnounceResult, DigestResult, Metrics};
-use crate::policy::Policies;
-use crate::store::{BanRule, Store, StoreError};
+use crate::policy::{Applied, Policies};
+use crate::store::{BanRule, Joined, Neighbours, Store, StoreError};
 use crate::token::{unix_now, Keys, TokenError};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use shoal_proto::{
-    AnnounceRequest, AnnounceResponse, DigestResponse, ErrorBody, InvalidField, LeaveRequest,
-    PeerId, ReportRequest, SegmentKey, SwarmId,
+    AnnounceRequest, DigestResponse, ErrorBody, InvalidField, LeaveRequest, PeerId, ReportRequest,
+    SegmentKey, SwarmId, SwarmPolicy,
 };
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -210,7 +210,7 @@ async fn announce(
 ) -> Response {
     let start = Instant::now();
     let (result, response) = match announce_inner(&app, &headers, body).await {
-        Ok(answer) => (AnnounceResult::Ok, Json(answer).into_response()),
+        Ok(response) => (AnnounceResult::Ok, response),
         Err(e) => (e.result(), e.into_response()),
     };
     app.metrics.announce(result, start.elapsed().as_secs_f64());
@@ -221,19 +221,81 @@ async fn announce_inner(
     app: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<AnnounceResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let req: AnnounceRequest = parse(headers, body)?;
     req.validate().map_err(field_error)?;
     check_token(app, req.token.as_deref(), &req.swarm_id)?;
     let joined = app.store.announce(&req).await?;
     app.metrics.report(&req.counters);
     let policy = app.policies.for_swarm(&req.swarm_id);
-    Ok(AnnounceResponse {
-        interval_secs: app.interval_secs,
-        peer_key: joined.peer_key,
-        neighbours: policy.filter(joined.neighbours),
-        policy: policy.policy.clone(),
-    })
+    Ok(announce_answer(app.interval_secs, &joined, policy))
+}
+
+/// The JSON of an [`shoal_proto::AnnounceResponse`], written straight from the store's packed
+/// neighbours with the policy applied on the way: no neighbour is built as owned strings.
+#[derive(Serialize)]
+struct AnnounceAnswer<'a> {
+    interval_secs: u32,
+    peer_key: &'a str,
+    neighbours: NeighboursJson<'a>,
+    policy: &'a SwarmPolicy,
+}
+
+struct NeighboursJson<'a> {
+    list: &'a Neighbours,
+    policy: Applied<'a>,
+}
+
+impl Serialize for NeighboursJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.list.iter().filter_map(|n| {
+            Some(NeighbourJson {
+                peer_id: n.peer_id,
+                addrs: AddrsJson(self.policy.admit(&n)?),
+                fingerprint: n.fingerprint,
+            })
+        }))
+    }
+}
+
+/// Field for field a [`shoal_proto::Neighbour`].
+#[derive(Serialize)]
+#[serde(bound(serialize = ""))]
+struct NeighbourJson<'a, I: Iterator<Item = &'a str> + Clone> {
+    peer_id: &'a str,
+    addrs: AddrsJson<I>,
+    fingerprint: &'a str,
+}
+
+struct AddrsJson<I>(I);
+
+impl<'a, I: Iterator<Item = &'a str> + Clone> Serialize for AddrsJson<I> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.clone())
+    }
+}
+
+fn announce_answer(interval_secs: u32, joined: &Joined, policy: Applied<'_>) -> Response {
+    let answer = AnnounceAnswer {
+        interval_secs,
+        peer_key: &joined.peer_key,
+        neighbours: NeighboursJson {
+            list: &joined.neighbours,
+            policy,
+        },
+        policy: policy.policy,
+    };
+    // Sized for a typical neighbour record so that the buffer rarely grows.
+    let mut body = Vec::with_capacity(128 + 96 * joined.neighbours.len());
+    match serde_json::to_writer(&mut body, &answer) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        // Writing into a Vec fails only on a broken Serialize impl.
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot encode the answer: {e}"),
+        ),
+    }
 }
 
 /// Checks the access token when the tracker has keys: a token that is present must be valid;
@@ -366,4 +428,65 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
             uri.path()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyRule;
+    use crate::store::pack_info;
+    use shoal_proto::{AnnounceResponse, Neighbour};
+
+    /// The answer written from packed records is byte for byte what serialising the wire type
+    /// gives, policy exclusions and odd-but-valid characters included.
+    #[tokio::test]
+    async fn announce_answer_is_the_wire_types_json() {
+        let members: [(&str, &str, &[&str]); 4] = [
+            ("p-1", "ab12", &["10.0.0.1:1", "203.0.113.5:2"]),
+            ("p.2", "", &["h\"q\\x.example:9"]),
+            ("p_3", "ff", &[]),
+            ("p4", "", &["10.9.9.9:3"]),
+        ];
+        let mut list = Neighbours::with_capacity(members.len());
+        for (id, fp, addrs) in members {
+            let addrs: Vec<String> = addrs.iter().map(|s| s.to_string()).collect();
+            list.push(id, &pack_info(fp, &addrs));
+        }
+        let joined = Joined {
+            peer_key: "00000000000000ff".into(),
+            neighbours: list,
+        };
+        let rules = [PolicyRule {
+            swarm: "*".into(),
+            p2p: None,
+            exclude: vec!["10.0.0.0/8".into()],
+        }];
+        let policies = Policies::new(&rules, SwarmPolicy::default()).unwrap();
+        let swarm = SwarmId::new("s").unwrap();
+        let response = announce_answer(20, &joined, policies.for_swarm(&swarm));
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(response.into_body(), MAX_BODY_BYTES)
+            .await
+            .unwrap();
+        let n = |id: &str, addrs: &[&str], fp: &str| Neighbour {
+            peer_id: PeerId::new(id).unwrap(),
+            addrs: addrs.iter().map(|s| s.to_string()).collect(),
+            fingerprint: fp.into(),
+        };
+        let expected = AnnounceResponse {
+            interval_secs: 20,
+            peer_key: "00000000000000ff".into(),
+            neighbours: vec![
+                n("p-1", &["203.0.113.5:2"], "ab12"),
+                n("p.2", &["h\"q\\x.example:9"], ""),
+                n("p_3", &[], "ff"),
+            ],
+            policy: policies.for_swarm(&swarm).policy.clone(),
+        };
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            serde_json::to_string(&expected).unwrap()
+        );
+    }
 }

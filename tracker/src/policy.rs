@@ -1,8 +1,9 @@
 //! Per-swarm policy: whether peers may exchange segments, and addresses never handed out.
 
+use crate::store::NeighbourRef;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use shoal_proto::{Neighbour, SwarmId, SwarmPolicy};
+use shoal_proto::{SwarmId, SwarmPolicy};
 use std::net::{IpAddr, SocketAddr};
 
 /// One `[[policy]]` table of the config file.
@@ -133,7 +134,7 @@ impl Policies {
     }
 }
 
-impl Applied<'_> {
+impl<'a> Applied<'a> {
     /// True when `addr` (`ip:port`, `[ipv6]:port` or a bare IP) is in an excluded block.
     /// Host names are not resolved and never match.
     pub fn excludes(&self, addr: &str) -> bool {
@@ -144,29 +145,26 @@ impl Applied<'_> {
         ip.is_ok_and(|ip| self.nets.iter().any(|n| n.contains(&ip)))
     }
 
-    /// The neighbours this policy lets through: none without P2P; otherwise each with its
-    /// excluded addresses removed, and those left with no address dropped.
-    pub fn filter(&self, neighbours: Vec<Neighbour>) -> Vec<Neighbour> {
+    /// Whether `n` may be handed out, and with which of its addresses: none without P2P;
+    /// otherwise its addresses that are not excluded, unless it had some and all are excluded.
+    pub fn admit<'n>(
+        self,
+        n: &NeighbourRef<'n>,
+    ) -> Option<impl Iterator<Item = &'n str> + Clone + use<'a, 'n>> {
         if !self.policy.p2p {
-            return Vec::new();
+            return None;
         }
-        if self.nets.is_empty() {
-            return neighbours;
-        }
-        neighbours
-            .into_iter()
-            .filter_map(|mut n| {
-                let had = n.addrs.len();
-                n.addrs.retain(|a| !self.excludes(a));
-                (had == 0 || !n.addrs.is_empty()).then_some(n)
-            })
-            .collect()
+        let kept = n.addrs().filter(move |a| !self.excludes(a));
+        let dropped =
+            !self.nets.is_empty() && n.addrs().next().is_some() && kept.clone().next().is_none();
+        (!dropped).then_some(kept)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{pack_info, Neighbours};
 
     fn rule(swarm: &str, p2p: Option<bool>, exclude: &[&str]) -> PolicyRule {
         PolicyRule {
@@ -206,27 +204,46 @@ mod tests {
         assert!(other.policy.exclude.is_empty() && other.policy.p2p);
     }
 
+    fn admitted(p: &Policies, swarm: &str) -> Vec<(String, Vec<String>)> {
+        let mut list = Neighbours::with_capacity(4);
+        for (peer, addrs) in [
+            ("a", &["10.0.0.1:1"][..]),
+            ("b", &["10.0.0.1:1", "203.0.113.5:2"]),
+            ("c", &["[::1]:3"]),
+            ("d", &[]),
+        ] {
+            let addrs: Vec<String> = addrs.iter().map(|s| s.to_string()).collect();
+            list.push(peer, &pack_info("", &addrs));
+        }
+        let applied = p.for_swarm(&id(swarm));
+        list.iter()
+            .filter_map(|n| {
+                let addrs = applied.admit(&n)?;
+                Some((n.peer_id.to_owned(), addrs.map(str::to_owned).collect()))
+            })
+            .collect()
+    }
+
     #[test]
     fn excluded_addresses_are_removed_and_addressless_neighbours_dropped() {
         let p = Policies::new(
-            &[rule("*", None, &["10.0.0.0/8", "::1"])],
+            &[
+                rule("off", Some(false), &[]),
+                rule("*", None, &["10.0.0.0/8", "::1"]),
+            ],
             Default::default(),
         )
         .unwrap();
-        let n = |id: &str, addrs: &[&str]| Neighbour {
-            peer_id: shoal_proto::PeerId::new(id).unwrap(),
-            addrs: addrs.iter().map(|s| s.to_string()).collect(),
-            fingerprint: String::new(),
-        };
-        let out = p.for_swarm(&id("s")).filter(vec![
-            n("a", &["10.0.0.1:1"]),
-            n("b", &["10.0.0.1:1", "203.0.113.5:2"]),
-            n("c", &["[::1]:3"]),
-            n("d", &[]),
-        ]);
-        let ids: Vec<_> = out.iter().map(|n| n.peer_id.as_str()).collect();
-        assert_eq!(ids, ["b", "d"]);
-        assert_eq!(out[0].addrs, ["203.0.113.5:2"]);
+        assert_eq!(
+            admitted(&p, "s"),
+            [
+                ("b".to_string(), vec!["203.0.113.5:2".to_string()]),
+                ("d".to_string(), vec![])
+            ]
+        );
+        assert!(admitted(&p, "off").is_empty(), "no P2P: no neighbours");
+        let open = Policies::new(&[], Default::default()).unwrap();
+        assert_eq!(admitted(&open, "s").len(), 4);
     }
 
     #[test]

@@ -6,13 +6,14 @@
 //! one swarm per peer id. Lock order: a swarm's shard, then an owner's shard, never the reverse.
 
 use super::{
-    pack_info, unpack_info, BanRule, Counts, Joined, Reported, Store, StoreError, StoreFuture,
+    info_is, pack_info, BanRule, Counts, Joined, Neighbours, Reported, Store, StoreError,
+    StoreFuture,
 };
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use indexmap::map::MutableKeys;
 use indexmap::{Equivalent, IndexMap};
-use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour, PeerId, SwarmId, MAX_PEER_ID_LEN};
+use shoal_proto::{AnnounceRequest, LeaveRequest, PeerId, SwarmId, MAX_PEER_ID_LEN};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -146,7 +147,6 @@ impl MemoryStore {
             Some(s) => s,
             None => self.swarms.entry(swarm_id.into()).or_default(),
         };
-        let info = pack_info(&req.fingerprint, &req.addrs);
         let key = match swarm.members.get_full_mut2(&Id(peer)) {
             Some((_, packed, m)) => {
                 if self.live(m, now) {
@@ -158,8 +158,8 @@ impl MemoryStore {
                     m.key = rand::random();
                 }
                 m.last_seen = now;
-                if packed.info() != info {
-                    *packed = Packed::new(peer, &info);
+                if !info_is(packed.info(), &req.fingerprint, &req.addrs) {
+                    *packed = Packed::new(peer, &pack_info(&req.fingerprint, &req.addrs));
                 }
                 m.key
             }
@@ -181,7 +181,7 @@ impl MemoryStore {
                 }
                 let key = rand::random::<u64>();
                 swarm.members.insert(
-                    Packed::new(peer, &info),
+                    Packed::new(peer, &pack_info(&req.fingerprint, &req.addrs)),
                     Member {
                         key,
                         last_seen: now,
@@ -198,30 +198,25 @@ impl MemoryStore {
         })
     }
 
-    /// Up to `want` random live members other than `me`, without copying the swarm.
-    fn sample(&self, swarm: &Swarm, me: &str, want: usize, now: u32) -> Vec<Neighbour> {
+    /// Up to `want` random live members other than `me`, without copying the swarm. Ids were
+    /// validated when their peers joined, so records are copied as they are.
+    fn sample(&self, swarm: &Swarm, me: &str, want: usize, now: u32) -> Neighbours {
         let Some(me_at) = swarm.members.get_index_of(&Id(me)) else {
-            return Vec::new();
+            return Neighbours::default();
         };
         let others = swarm.members.len() - 1;
         let amount = want.min(others);
+        let mut list = Neighbours::with_capacity(amount);
         let mut rng = rand::rng();
-        rand::seq::index::sample(&mut rng, others, amount)
-            .into_iter()
-            .filter_map(|i| {
-                let at = if i >= me_at { i + 1 } else { i };
-                let (packed, m) = swarm.members.get_index(at)?;
-                if !self.live(m, now) {
-                    return None;
+        for i in rand::seq::index::sample(&mut rng, others, amount) {
+            let at = if i >= me_at { i + 1 } else { i };
+            if let Some((packed, m)) = swarm.members.get_index(at) {
+                if self.live(m, now) {
+                    list.push(packed.id(), packed.info());
                 }
-                let (fingerprint, addrs) = unpack_info(packed.info());
-                Some(Neighbour {
-                    peer_id: PeerId::new(packed.id()).ok()?,
-                    addrs,
-                    fingerprint,
-                })
-            })
-            .collect()
+            }
+        }
+        list
     }
 
     fn leave_now(&self, req: &LeaveRequest, now: u32) -> Result<(), StoreError> {
@@ -479,7 +474,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(j.neighbours.len(), 20);
-            for n in j.neighbours {
+            for n in j.neighbours.to_vec() {
                 assert_ne!(n.peer_id.as_str(), format!("p{i}"));
                 seen.insert(n.peer_id);
             }

@@ -7,6 +7,7 @@ pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
 use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour, PeerId, SwarmId};
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -20,7 +21,101 @@ pub struct Joined {
     /// The secret the peer must present from now on (unchanged on a refresh).
     pub peer_key: String,
     /// A random sample of other live peers of the swarm, at most `numwant`.
-    pub neighbours: Vec<Neighbour>,
+    pub neighbours: Neighbours,
+}
+
+/// Neighbours sampled by a store, copied into one buffer: building the list and writing the
+/// answer from it costs no allocation per neighbour. Each record is a peer id followed by
+/// [`pack_info`]'s output.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Neighbours {
+    buf: String,
+    /// Per record: where its id ends and where the record ends, in `buf`.
+    ends: Vec<(u32, u32)>,
+}
+
+/// One neighbour of a [`Neighbours`] list, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighbourRef<'a> {
+    /// Its peer id (validated when it joined).
+    pub peer_id: &'a str,
+    /// Hex SHA-256 of its TLS certificate, or empty.
+    pub fingerprint: &'a str,
+    /// Its addresses, space-separated.
+    addrs: &'a str,
+}
+
+impl<'a> NeighbourRef<'a> {
+    /// Its addresses, in the order it announced them.
+    pub fn addrs(&self) -> impl Iterator<Item = &'a str> + Clone + use<'a> {
+        self.addrs.split(' ').filter(|a| !a.is_empty())
+    }
+}
+
+impl Neighbours {
+    /// An empty list with room for `n` records of typical size.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self {
+            buf: String::with_capacity(n * 48),
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    /// Appends a peer id (already validated: no spaces) and its packed info.
+    pub(crate) fn push(&mut self, id: &str, info: &str) {
+        self.buf.push_str(id);
+        let id_end = self.buf.len();
+        self.buf.push_str(info);
+        // Ids are at most 64 bytes and infos a few hundred: a u32 offset never overflows
+        // for the at most MAX_NUMWANT records of one list.
+        self.ends.push((id_end as u32, self.buf.len() as u32));
+    }
+
+    /// How many neighbours.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The neighbours, in sampling order.
+    pub fn iter(&self) -> impl Iterator<Item = NeighbourRef<'_>> + Clone {
+        let mut start = 0;
+        self.ends.iter().map(move |&(id_end, end)| {
+            let (id_end, end) = (id_end as usize, end as usize);
+            let info = &self.buf[id_end..end];
+            let (fingerprint, addrs) = info.split_once(' ').unwrap_or((info, ""));
+            let n = NeighbourRef {
+                peer_id: &self.buf[start..id_end],
+                fingerprint,
+                addrs,
+            };
+            start = end;
+            n
+        })
+    }
+
+    /// The list as wire types (tests and tools; the API writes JSON from [`Self::iter`]).
+    pub fn to_vec(&self) -> Vec<Neighbour> {
+        self.iter()
+            .filter_map(|n| {
+                Some(Neighbour {
+                    peer_id: PeerId::new(n.peer_id).ok()?,
+                    addrs: n.addrs().map(str::to_owned).collect(),
+                    fingerprint: n.fingerprint.to_owned(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl fmt::Debug for Neighbours {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// Live peers and swarms, as far as this store can tell cheaply.
@@ -120,7 +215,7 @@ fn new_peer_key() -> String {
 /// Packs what neighbours need to know about a peer into one string: the fingerprint, then the
 /// addresses, space-separated (neither may contain spaces). An empty fingerprint and no
 /// addresses pack to "" which allocates nothing.
-fn pack_info(fingerprint: &str, addrs: &[String]) -> String {
+pub(crate) fn pack_info(fingerprint: &str, addrs: &[String]) -> String {
     if fingerprint.is_empty() && addrs.is_empty() {
         return String::new();
     }
@@ -134,11 +229,22 @@ fn pack_info(fingerprint: &str, addrs: &[String]) -> String {
     s
 }
 
-/// Inverse of [`pack_info`]: (fingerprint, addresses).
-fn unpack_info(info: &str) -> (String, Vec<String>) {
-    let mut parts = info.split(' ');
-    let fingerprint = parts.next().unwrap_or_default().to_owned();
-    (fingerprint, parts.map(str::to_owned).collect())
+/// True when `info` is what [`pack_info`] makes of `fingerprint` and `addrs`, without
+/// building it.
+fn info_is(info: &str, fingerprint: &str, addrs: &[String]) -> bool {
+    let Some(mut rest) = info.strip_prefix(fingerprint) else {
+        return false;
+    };
+    for a in addrs {
+        match rest
+            .strip_prefix(' ')
+            .and_then(|r| r.strip_prefix(a.as_str()))
+        {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 #[cfg(test)]
@@ -146,15 +252,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn info_packs_and_unpacks() {
-        for (fp, addrs) in [
-            ("", vec![]),
-            ("ab12", vec![]),
-            ("", vec!["1.2.3.4:5".to_string()]),
-            ("ff", vec!["[::1]:9".to_string(), "h.example:1".to_string()]),
-        ] {
-            let packed = pack_info(fp, &addrs);
-            assert_eq!(unpack_info(&packed), (fp.to_string(), addrs));
+    fn packed_neighbours_read_back_as_pushed() {
+        let cases: [(&str, &str, Vec<String>); 4] = [
+            ("a", "", vec![]),
+            ("b.2", "ab12", vec![]),
+            ("c_3", "", vec!["1.2.3.4:5".to_string()]),
+            (
+                "d-4",
+                "ff",
+                vec!["[::1]:9".to_string(), "h.example:1".to_string()],
+            ),
+        ];
+        let mut list = Neighbours::with_capacity(1);
+        for (id, fp, addrs) in &cases {
+            let info = pack_info(fp, addrs);
+            assert!(info_is(&info, fp, addrs), "{info:?}");
+            assert!(!info_is(&info, "0", addrs) || fp.starts_with('0'));
+            assert!(!info_is(
+                &info,
+                fp,
+                &[addrs.clone(), vec!["x:1".into()]].concat()
+            ));
+            list.push(id, &info);
         }
+        assert_eq!(list.len(), cases.len());
+        let back: Vec<_> = list
+            .iter()
+            .map(|n| {
+                let addrs: Vec<String> = n.addrs().map(str::to_owned).collect();
+                (n.peer_id, n.fingerprint, addrs)
+            })
+            .collect();
+        assert_eq!(back, cases);
+        assert_eq!(list.to_vec()[3].addrs, cases[3].2);
+    }
+
+    #[test]
+    fn an_address_that_is_a_prefix_of_the_stored_one_is_a_change() {
+        let info = pack_info("", &["1.2.3.4:56".to_string()]);
+        assert!(!info_is(&info, "", &["1.2.3.4:5".to_string()]));
+        assert!(!info_is(&info, "", &[]));
     }
 }

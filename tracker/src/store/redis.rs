@@ -15,12 +15,12 @@
 //! two intervals after its last announce, so an abandoned swarm disappears by itself.
 
 use super::{
-    new_peer_key, pack_info, unpack_info, BanRule, Counts, Joined, Reported, Store, StoreError,
+    new_peer_key, pack_info, BanRule, Counts, Joined, Neighbours, Reported, Store, StoreError,
     StoreFuture,
 };
 use ::redis::aio::ConnectionManager;
 use ::redis::{ErrorKind, RedisError, Script, ServerErrorKind};
-use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour, PeerId, SwarmId};
+use shoal_proto::{AnnounceRequest, LeaveRequest, PeerId, SwarmId};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const PEERS_KEY: &str = "shoal:stats:peers";
@@ -261,17 +261,13 @@ impl RedisStore {
             }
             other => other?,
         };
-        let neighbours = flat
-            .chunks_exact(2)
-            .filter_map(|pair| {
-                let (fingerprint, addrs) = unpack_info(&pair[1]);
-                Some(Neighbour {
-                    peer_id: PeerId::new(pair[0].clone()).ok()?,
-                    addrs,
-                    fingerprint,
-                })
-            })
-            .collect();
+        let mut neighbours = Neighbours::with_capacity(flat.len() / 2);
+        for pair in flat.chunks_exact(2) {
+            // Redis is outside this process: skip what this tracker would not have written.
+            if PeerId::new(pair[0].as_str()).is_ok() {
+                neighbours.push(&pair[0], &pair[1]);
+            }
+        }
         Ok(Joined {
             peer_key,
             neighbours,
