@@ -2,6 +2,7 @@
 //! apps. Every field has a default; unknown fields are refused so typos do not pass silently.
 
 use crate::manifest::Scheme;
+pub use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,10 +101,20 @@ pub struct NodeConfig {
     pub cache_size: bytesize::ByteSize,
     /// Upload cap toward peers, e.g. `10Mbit`. Unset: no cap.
     pub upload_limit: Option<Rate>,
+    /// Download cap over segment bytes received from all peers together, e.g. `20Mbit`
+    /// (token bucket, burst of 1/8 s at the cap and at least 16 KiB). The origin is not
+    /// capped: what peers cannot deliver in time comes from there. Unset: no cap.
+    pub download_limit: Option<Rate>,
     /// Most neighbours per swarm.
     pub max_peers: usize,
     /// Most uploads served at once; more get 503 so the asker goes elsewhere.
     pub max_uploads: usize,
+    /// Most segment downloads from peers at once; more wait for one to end.
+    pub max_downloads: usize,
+    /// Peers never connected to nor downloaded from, as IPs or CIDR blocks (`10.0.0.0/8`,
+    /// `192.0.2.7`, `2001:db8::/32`); merged per swarm with the tracker policy's `exclude`.
+    #[serde(with = "nets")]
+    pub exclude: Vec<IpNet>,
     /// Most time a player's segment request may wait on P2P (a neighbour's `have`, a busy
     /// neighbour, a transfer) before the origin is asked. Within it, the wait is what the
     /// player's estimated buffer allows less `playback_margin` and an origin fetch: a player
@@ -152,8 +163,11 @@ impl Default for NodeConfig {
             origin_schemes: Vec::new(),
             cache_size: bytesize::ByteSize::mib(256),
             upload_limit: None,
+            download_limit: None,
             max_peers: 20,
             max_uploads: 8,
+            max_downloads: 16,
+            exclude: Vec::new(),
             p2p_budget: Duration::from_secs(6),
             playback_margin: Duration::from_millis(1000),
             stall_timeout: Duration::from_millis(1000),
@@ -191,8 +205,8 @@ impl NodeConfig {
                 ));
             }
         }
-        if self.max_peers == 0 || self.max_uploads == 0 {
-            return Err("max_peers and max_uploads must be at least 1".into());
+        if self.max_peers == 0 || self.max_uploads == 0 || self.max_downloads == 0 {
+            return Err("max_peers, max_uploads and max_downloads must be at least 1".into());
         }
         if let Some(id) = &self.node_id {
             shoal_proto::PeerId::new(format!("{id}-00000000"))
@@ -222,6 +236,23 @@ impl NodeConfig {
     }
 }
 
+/// `exclude` as strings: a bare address is read as a one-host block, written as a CIDR.
+mod nets {
+    use super::IpNet;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(nets: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(nets.iter().map(IpNet::to_string))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|e| crate::peer::limits::parse_net(e).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +270,8 @@ mod tests {
         let c = NodeConfig {
             origins: vec!["cdn.example.com".into()],
             upload_limit: Some("4Mbit".parse().unwrap()),
+            download_limit: Some("8Mbit".parse().unwrap()),
+            exclude: vec!["10.0.0.0/8".parse().unwrap()],
             ..Default::default()
         };
         let text = toml::to_string(&c).unwrap();
@@ -248,8 +281,16 @@ mod tests {
     }
 
     #[test]
+    fn exclusions_read_bare_addresses_and_blocks() {
+        let c: NodeConfig = toml::from_str("exclude = [\"192.0.2.7\", \"2001:db8::/32\"]").unwrap();
+        let text: Vec<String> = c.exclude.iter().map(ToString::to_string).collect();
+        assert_eq!(text, ["192.0.2.7/32", "2001:db8::/32"]);
+    }
+
+    #[test]
     fn unknown_fields_and_bad_schemes_are_refused() {
         assert!(toml::from_str::<NodeConfig>("cache_sise = \"1MiB\"").is_err());
+        assert!(toml::from_str::<NodeConfig>("exclude = [\"10.0.0.0/40\"]").is_err());
         let c = NodeConfig {
             origins: vec!["a.example".into()],
             origin_schemes: vec!["b.example=http".into()],

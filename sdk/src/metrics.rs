@@ -119,6 +119,13 @@ pub struct NodeMetrics {
     pub swarms: Gauge,
     /// `shoal_edge_tracker_errors_total`: announces that failed.
     pub tracker_errors: Counter,
+    /// `shoal_edge_neighbours_excluded_total`: neighbours the tracker offered that were
+    /// dropped because every address of theirs is excluded (by `exclude` or the swarm
+    /// policy); counted at each announce that offers one.
+    pub neighbours_excluded: Counter,
+    /// `shoal_edge_peer_received_bytes_total`: segment bytes read from peers, finished
+    /// transfers or not, verified or not: what the download cap meters.
+    pub peer_received: Counter,
     /// The `source="p2p"` and `source="cdn"` children of `bytes`, held so the hot path
     /// (every chunk streamed to a player) touches atomics only.
     delivered_p2p: Counter,
@@ -154,6 +161,8 @@ impl NodeMetrics {
             swarms: Gauge::default(),
             peers_banned: Counter::default(),
             tracker_errors: Counter::default(),
+            neighbours_excluded: Counter::default(),
+            peer_received: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("shoal_edge");
         r.register(
@@ -217,6 +226,16 @@ impl NodeMetrics {
             "tracker_errors",
             "Announces that failed",
             m.tracker_errors.clone(),
+        );
+        r.register(
+            "neighbours_excluded",
+            "Neighbours offered by the tracker and dropped because their addresses are excluded",
+            m.neighbours_excluded.clone(),
+        );
+        r.register(
+            "peer_received_bytes",
+            "Segment bytes read from peers, complete transfers or not (what the download cap meters)",
+            m.peer_received.clone(),
         );
         m
     }

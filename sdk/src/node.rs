@@ -9,8 +9,8 @@ use crate::manifest::UrlMapper;
 use crate::metrics::NodeMetrics;
 use crate::origin::OriginClient;
 use crate::peer::{
-    IdentityError, NodeIdentity, PeerAddr, PeerClient, PeerClientConfig, PeerServer,
-    PeerServerConfig,
+    DownloadLimits, Exclusions, IdentityError, NodeIdentity, PeerAddr, PeerClient,
+    PeerClientConfig, PeerServer, PeerServerConfig,
 };
 use crate::swarm::tracker::{TrackerClient, TrackerError};
 use crate::swarm::{Neighbour, Swarm};
@@ -58,6 +58,8 @@ pub struct Shared {
     pub cache: SegmentCache,
     /// Client of neighbours' peer servers.
     pub peer_client: PeerClient,
+    /// Addresses of the configuration's `exclude`; each swarm adds its policy's.
+    pub exclusions: Exclusions,
     /// Client of the origin CDN.
     pub origin: OriginClient,
     /// Metrics handles.
@@ -219,6 +221,9 @@ async fn announce(
         }
     };
     *peer_key = Some(resp.peer_key.clone());
+    // The tracker leaves excluded peers out already; checking again here also covers our own
+    // list and neighbours we hold when the policy changes.
+    let exclusions = shared.exclusions.with_policy(&resp.policy.exclude);
     let mut to_connect = Vec::new();
     {
         let mut st = swarm.lock();
@@ -228,21 +233,36 @@ async fn announce(
             if st.banned.contains(&n.peer_id) || n.peer_id == swarm.peer_id {
                 continue;
             }
+            let Some(addr) = usable_addr(&n.addrs, &exclusions) else {
+                shared.metrics.neighbours_excluded.inc();
+                tracing::debug!(swarm = %swarm.id, peer = %n.peer_id, addrs = ?n.addrs, "neighbour excluded");
+                continue;
+            };
             st.members.insert(n.peer_id.clone());
             let room = st.neighbours.len() + to_connect.len() < shared.config.max_peers;
             // Without a vouched-for key there is nothing to check its certificate against.
             if room && !st.neighbours.contains_key(&n.peer_id) && !n.fingerprint.is_empty() {
-                if let Some(addr) = n.addrs.iter().find_map(|a| a.parse::<SocketAddr>().ok()) {
+                if let Some(addr) = addr {
                     let fingerprint = n.fingerprint.clone();
                     to_connect.push((n.peer_id.clone(), PeerAddr { addr, fingerprint }));
                 }
             }
         }
-        if !resp.policy.p2p {
-            for (_, n) in st.neighbours.drain() {
+        let dropped: Vec<PeerId> = st
+            .neighbours
+            .iter()
+            .filter(|(_, n)| !resp.policy.p2p || exclusions.excludes(n.addr.ip()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dropped {
+            if let Some(n) = st.neighbours.remove(&id) {
+                shared.metrics.peers.dec();
                 if let Some(t) = n.task {
                     t.abort();
                 }
+            }
+            if resp.policy.p2p {
+                st.members.remove(&id);
             }
         }
     }
@@ -263,6 +283,20 @@ async fn announce(
         swarm.end_discovery();
     }
     Ok(Duration::from_secs(resp.interval_secs.clamp(1, 3600) as u64))
+}
+
+/// The address to connect to among a neighbour's `addrs`: the first that parses and is not
+/// excluded. `None` when every address that parses is excluded (drop the neighbour);
+/// `Some(None)` when none parses (keep it as a member, but there is nothing to connect to).
+fn usable_addr(addrs: &[String], exclusions: &Exclusions) -> Option<Option<SocketAddr>> {
+    let mut parsed = addrs
+        .iter()
+        .filter_map(|a| a.parse::<SocketAddr>().ok())
+        .peekable();
+    if parsed.peek().is_none() {
+        return Some(None);
+    }
+    parsed.find(|a| !exclusions.excludes(a.ip())).map(Some)
 }
 
 /// Subscribes to a neighbour's `haves`; the neighbour is usable while the stream lives.
@@ -463,8 +497,22 @@ impl Node {
         };
         let origin = OriginClient::new().map_err(|e| NodeError::Config(e.to_string()))?;
         let node_id = config.node_id.clone().unwrap_or_else(random_node_id);
+        let download = DownloadLimits::new(
+            config.download_limit.map(|r| r.bytes_per_sec()),
+            Some(config.max_downloads),
+            metrics.peer_received.clone(),
+        );
+        let peer_client = PeerClient::new(
+            PeerClientConfig {
+                max_segment_bytes: config.max_segment_bytes(),
+                download,
+                ..Default::default()
+            },
+            identity.clone(),
+        );
         let shared = Arc::new(Shared {
-            peer_client: PeerClient::new(PeerClientConfig::default(), identity.clone()),
+            peer_client,
+            exclusions: Exclusions::new(config.exclude.clone()),
             config,
             cache,
             origin,
@@ -542,6 +590,34 @@ impl Node {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.front).await;
         self.front.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::limits::parse_net;
+
+    #[test]
+    fn neighbours_with_only_excluded_addresses_are_dropped() {
+        let own = Exclusions::new(vec![parse_net("127.0.0.2").unwrap()]);
+        let swarm = own.with_policy(&["10.0.0.0/8".into()]);
+        let addrs = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // The node's own list and the swarm policy both drop.
+        assert_eq!(usable_addr(&addrs(&["127.0.0.2:9000"]), &swarm), None);
+        assert_eq!(usable_addr(&addrs(&["10.1.2.3:9000"]), &swarm), None);
+        // Another address of the same neighbour is used instead.
+        assert_eq!(
+            usable_addr(&addrs(&["10.1.2.3:9000", "127.0.0.1:9001"]), &swarm),
+            Some(Some("127.0.0.1:9001".parse().unwrap()))
+        );
+        // Without the policy, only the node's own list applies.
+        assert!(usable_addr(&addrs(&["10.1.2.3:9000"]), &own).is_some());
+        // Host names are never resolved here: no address to connect to, nothing excluded.
+        assert_eq!(
+            usable_addr(&addrs(&["peer.example:9000"]), &swarm),
+            Some(None)
+        );
     }
 }
 

@@ -1,7 +1,9 @@
 //! The peer client: fetches segments from neighbours and follows their `haves` streams, over
 //! TLS pinned to the key the tracker vouched for.
 
-use super::{haves_path, segment_path, tls, NodeIdentity, PeerAddr, PeerError};
+use super::{
+    haves_path, limits::DownloadLimits, segment_path, tls, NodeIdentity, PeerAddr, PeerError,
+};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -41,6 +43,8 @@ pub struct PeerClientConfig {
     /// A connection with no request or stream in flight is closed within one to two of
     /// these, so neighbours we stopped talking to do not keep sockets open.
     pub idle_timeout: Duration,
+    /// Download cap, bound on transfers at once, and the count of segment bytes received.
+    pub download: DownloadLimits,
 }
 
 impl Default for PeerClientConfig {
@@ -52,6 +56,7 @@ impl Default for PeerClientConfig {
             keep_alive_interval: Duration::from_secs(15),
             keep_alive_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            download: DownloadLimits::default(),
         }
     }
 }
@@ -214,6 +219,7 @@ impl PeerClient {
         key: &SegmentKey,
         stall_timeout: Duration,
     ) -> Result<Transfer, PeerError> {
+        let _slot = self.config.download.slot().await;
         let start = Instant::now();
         let head_timeout = self.config.connect_timeout + stall_timeout;
         let (resp, _lease) = self
@@ -247,6 +253,8 @@ impl PeerClient {
             if received > expected {
                 return Err(PeerError::LengthMismatch { expected, received });
             }
+            // Waiting here, outside the stall timeout, is the cap: a slow peer is not blamed.
+            self.config.download.admit(data.len()).await;
             buf.extend_from_slice(&data);
         }
         if buf.len() as u64 != expected {

@@ -19,11 +19,13 @@
 
 pub mod client;
 pub mod identity;
+pub mod limits;
 pub mod server;
 pub mod tls;
 
 pub use client::{PeerClient, PeerClientConfig, Transfer};
 pub use identity::{IdentityError, NodeIdentity};
+pub use limits::{DownloadLimits, Exclusions};
 pub use server::{PeerServer, PeerServerConfig};
 
 use http::StatusCode;
