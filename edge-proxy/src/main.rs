@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use shoal::config::Rate;
+use shoal::config::{IpNet, Rate};
 use shoal::{Node, NodeConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,12 +58,23 @@ struct Cli {
     /// Upload cap toward peers, e.g. 10Mbit. [default: none]
     #[arg(long, env = "SHOAL_EDGE_UPLOAD_LIMIT")]
     upload_limit: Option<Rate>,
+    /// Download cap over segment bytes from peers, e.g. 20Mbit; the origin is not capped.
+    /// [default: none]
+    #[arg(long, env = "SHOAL_EDGE_DOWNLOAD_LIMIT")]
+    download_limit: Option<Rate>,
     /// Most neighbours per swarm. [default: 20]
     #[arg(long, env = "SHOAL_EDGE_MAX_PEERS")]
     max_peers: Option<usize>,
     /// Most uploads at once. [default: 8]
     #[arg(long, env = "SHOAL_EDGE_MAX_UPLOADS")]
     max_uploads: Option<usize>,
+    /// Most segment downloads from peers at once. [default: 16]
+    #[arg(long, env = "SHOAL_EDGE_MAX_DOWNLOADS")]
+    max_downloads: Option<usize>,
+    /// Peers never connected to, comma-separated IPs or CIDR blocks (10.0.0.0/8,192.0.2.7);
+    /// added to the tracker policy's exclusions. [default: none]
+    #[arg(long, env = "SHOAL_EDGE_EXCLUDE", value_delimiter = ',', value_parser = parse_net)]
+    exclude: Option<Vec<IpNet>>,
     /// Longest a player's segment request waits on P2P before the origin, e.g. 2s. [default: 2s]
     #[arg(long, env = "SHOAL_EDGE_P2P_BUDGET", value_parser = humantime::parse_duration)]
     p2p_budget: Option<Duration>,
@@ -109,17 +120,23 @@ impl Cli {
         }
         set!(listen => listen, peer_listen => peer_listen, origin => origins,
              origin_scheme => origin_schemes, cache_size => cache_size, max_peers => max_peers,
-             max_uploads => max_uploads, p2p_budget => p2p_budget);
+             max_uploads => max_uploads, max_downloads => max_downloads,
+             exclude => exclude, p2p_budget => p2p_budget);
         set_opt!(
             peer_advertise,
             tracker,
             token,
             upload_limit,
+            download_limit,
             node_id,
             data_dir
         );
         Ok(c)
     }
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    shoal::peer::limits::parse_net(s).map_err(|e| e.to_string())
 }
 
 fn init_logs(format: LogFormat) {

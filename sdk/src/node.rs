@@ -593,6 +593,12 @@ impl Node {
     }
 }
 
+fn random_node_id() -> String {
+    use rand::Rng;
+    let n: u64 = rand::rng().random();
+    format!("n{n:016x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,10 +625,4 @@ mod tests {
             Some(None)
         );
     }
-}
-
-fn random_node_id() -> String {
-    use rand::Rng;
-    let n: u64 = rand::rng().random();
-    format!("n{n:016x}")
 }
