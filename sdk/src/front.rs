@@ -262,6 +262,11 @@ async fn serve_segment(
     swarm.last_used_ms.store(shared.now_ms(), Ordering::Relaxed);
     let cfg = &shared.config;
     let deadline = swarm.player_deadline(Instant::now(), cfg.playback_margin, cfg.p2p_budget);
+    tracing::debug!(
+        %key,
+        budget = ?deadline.saturating_duration_since(Instant::now()),
+        "player request"
+    );
     let outcome = fetch::obtain(shared, &swarm, &key, deadline, Mode::PeersThenOrigin).await;
     if outcome.is_ok() {
         swarm.delivered_to_player(Instant::now(), &key);

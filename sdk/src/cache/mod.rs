@@ -10,10 +10,13 @@
 //! [`SegmentCache::keys`], called for every `haves` snapshot, costs O(segments of that swarm)
 //! rather than a walk over the whole cache; the price is one extra copy of each key.
 
+pub mod partial;
+
 use bytes::Bytes;
 use dashmap::DashMap;
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
+pub use partial::{Partial, PartialReader, RelayAborted};
 use shoal_proto::{SegmentKey, SwarmId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +74,8 @@ pub struct SegmentCache {
     events: broadcast::Sender<CacheEvent>,
     generation: Arc<AtomicU64>,
     budget: u64,
+    /// Segments arriving from peers right now, served onward as they arrive.
+    partials: Arc<DashMap<Key, Arc<Partial>>>,
 }
 
 impl std::fmt::Debug for SegmentCache {
@@ -118,7 +123,49 @@ impl SegmentCache {
             events,
             generation: Arc::default(),
             budget: budget_bytes,
+            partials: Arc::default(),
         }
+    }
+
+    /// Starts receiving `key` (`len` bytes) so that neighbours can fetch it while it arrives,
+    /// and announces `Have` for it. Returns `None` if it is held or already arriving. The
+    /// writer must end with [`PartialWriter::finish`] after the verified bytes were
+    /// [inserted](Self::insert); dropped without it, readers abort and `Lost` is announced.
+    pub fn begin_partial(
+        &self,
+        swarm: &SwarmId,
+        key: &SegmentKey,
+        len: u64,
+    ) -> Option<PartialWriter> {
+        let k = (swarm.clone(), key.clone());
+        if self.inner.contains_key(&k) || len > self.budget {
+            return None;
+        }
+        let partial = Partial::new(len);
+        match self.partials.entry(k.clone()) {
+            dashmap::mapref::entry::Entry::Occupied(_) => return None,
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(Arc::clone(&partial));
+            }
+        }
+        let _ = self.events.send(CacheEvent {
+            swarm: swarm.clone(),
+            key: key.clone(),
+            kind: CacheEventKind::Have,
+        });
+        Some(PartialWriter {
+            partial,
+            key: k,
+            cache: self.clone(),
+            done: false,
+        })
+    }
+
+    /// A segment arriving now, if any, to relay.
+    pub fn partial(&self, swarm: &SwarmId, key: &SegmentKey) -> Option<Arc<Partial>> {
+        self.partials
+            .get(&(swarm.clone(), key.clone()))
+            .map(|p| Arc::clone(&p))
     }
 
     /// Stores a segment and announces `Have` to subscribers. Only bytes whose digest was
@@ -186,6 +233,46 @@ impl SegmentCache {
     /// The budget given at construction.
     pub fn budget_bytes(&self) -> u64 {
         self.budget
+    }
+}
+
+/// The receiving end of a [`Partial`]; see [`SegmentCache::begin_partial`].
+#[derive(Debug)]
+pub struct PartialWriter {
+    partial: Arc<Partial>,
+    key: Key,
+    cache: SegmentCache,
+    done: bool,
+}
+
+impl PartialWriter {
+    /// Appends received bytes.
+    pub fn push(&self, chunk: Bytes) {
+        self.partial.push(chunk);
+    }
+
+    /// The bytes were verified and inserted in the cache: readers may complete.
+    pub fn finish(mut self) {
+        self.done = true;
+        self.partial.verified();
+        self.cache.partials.remove(&self.key);
+    }
+}
+
+impl Drop for PartialWriter {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.partial.failed();
+        self.cache.partials.remove(&self.key);
+        if !self.cache.inner.contains_key(&self.key) {
+            let _ = self.cache.events.send(CacheEvent {
+                swarm: self.key.0.clone(),
+                key: self.key.1.clone(),
+                kind: CacheEventKind::Lost,
+            });
+        }
     }
 }
 

@@ -7,9 +7,11 @@
 
 pub mod scheduler;
 
+use crate::cache::PartialWriter;
 use crate::metrics::{FallbackReason, Source, SourceLabel};
 use crate::node::Shared;
 use crate::origin::OriginError;
+use crate::peer::client::Progress;
 use crate::peer::PeerError;
 use crate::swarm::Swarm;
 use bytes::Bytes;
@@ -184,7 +186,12 @@ async fn run(
                 tried.insert(peer.clone());
                 let Some(addr) = addr else { continue };
                 match from_peer(shared, swarm, key, &peer, addr, &mut deadline).await {
-                    PeerOutcome::Verified(bytes) => return Ok((bytes, Source::P2p)),
+                    PeerOutcome::Verified(bytes) => {
+                        swarm
+                            .unreported_p2p
+                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        return Ok((bytes, Source::P2p));
+                    }
                     PeerOutcome::Failed => {}
                     // Asked to come back later: it may be asked again then.
                     PeerOutcome::Busy => {
@@ -237,6 +244,11 @@ enum PeerOutcome {
 /// One transfer attempt from a neighbour, bounded by the deadline (which a player's request
 /// may tighten while it runs), with the trusted digest fetched alongside. No byte is returned
 /// unless its SHA-256 and size match the digest.
+///
+/// The transfer runs as its own task: when the deadline comes first, the caller goes to the
+/// origin but the transfer goes on, because neighbours may be relaying it from us (see
+/// `cache::partial`); cutting it would cut them too. Its bytes, once verified, still fill the
+/// cache and complete those relays.
 async fn from_peer(
     shared: &Arc<Shared>,
     swarm: &Arc<Swarm>,
@@ -246,27 +258,79 @@ async fn from_peer(
     deadline: &mut watch::Receiver<Instant>,
 ) -> PeerOutcome {
     swarm.transfer_started(peer);
-    let transfer = shared
-        .peer_client
-        .fetch(&addr, &swarm.id, key, shared.config.stall_timeout);
-    let both = futures::future::join(transfer, trusted_digest(shared, swarm, key));
-    tokio::pin!(both);
-    let result = loop {
+    let started = Instant::now();
+    let budget = deadline.borrow().saturating_duration_since(started);
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    tokio::spawn({
+        let (shared, swarm, key, peer) = (shared.clone(), swarm.clone(), key.clone(), peer.clone());
+        async move {
+            let outcome = attempt(&shared, &swarm, &key, &peer, addr).await;
+            let _ = tx.send(outcome);
+        }
+    });
+    loop {
         let until = *deadline.borrow_and_update();
         tokio::select! {
-            r = &mut both => break Some(r),
-            _ = tokio::time::sleep_until(until) => break None,
+            r = &mut rx => return r.unwrap_or(PeerOutcome::Failed),
+            _ = tokio::time::sleep_until(until) => break,
             // Tightened by a player: look again at the new deadline.
             changed = deadline.changed() => if changed.is_err() {
                 // The fetch's owner is gone; finish with the deadline we had.
-                break tokio::time::timeout_at(until, &mut both).await.ok();
+                if let Ok(Ok(r)) = tokio::time::timeout_at(until, &mut rx).await {
+                    return r;
+                }
+                break;
             },
         }
-    };
+    }
+    tracing::debug!(
+        %peer,
+        %key,
+        ?budget,
+        elapsed = ?started.elapsed(),
+        "peer transfer too late for the player; the origin serves it, the transfer goes on for relays"
+    );
+    shared.metrics.peer_failures.inc();
+    PeerOutcome::Failed
+}
+
+/// The transfer of [`from_peer`], run to its end. Verified bytes go into the cache even when
+/// the player was served by the origin meanwhile.
+async fn attempt(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    key: &SegmentKey,
+    peer: &PeerId,
+    addr: crate::peer::PeerAddr,
+) -> PeerOutcome {
+    // Bytes are relayed to neighbours while they arrive (see `cache::partial`); the writer
+    // is finished only after verification, and dropped (aborting the relays) otherwise.
+    let relay: std::sync::Mutex<Option<PartialWriter>> = std::sync::Mutex::new(None);
+    let transfer = shared.peer_client.fetch_with(
+        &addr,
+        &swarm.id,
+        key,
+        shared.config.stall_timeout,
+        |progress| {
+            let mut relay = relay.lock().unwrap_or_else(|p| p.into_inner());
+            match progress {
+                Progress::Started { len } => {
+                    *relay = shared.cache.begin_partial(&swarm.id, key, len);
+                }
+                Progress::Data(data) => {
+                    if let Some(w) = relay.as_ref() {
+                        w.push(data.clone());
+                    }
+                }
+            }
+        },
+    );
+    let (transfer, digest) =
+        futures::future::join(transfer, trusted_digest(shared, swarm, key)).await;
     let now = Instant::now();
-    let (transfer, digest) = match result {
-        Some((Ok(t), digest)) => (t, digest),
-        Some((Err(PeerError::Busy { retry_after }), _)) => {
+    let transfer = match transfer {
+        Ok(t) => t,
+        Err(PeerError::Busy { retry_after }) => {
             let wait = retry_after
                 .unwrap_or(DEFAULT_BUSY_WAIT)
                 .clamp(MIN_BUSY_WAIT, MAX_BUSY_WAIT);
@@ -276,7 +340,7 @@ async fn from_peer(
             swarm.record_busy(peer, now, wait);
             return PeerOutcome::Busy;
         }
-        Some((Err(e), _)) => {
+        Err(e) => {
             tracing::debug!(%peer, %key, error = %e, "peer transfer failed");
             swarm.record_transfer(peer, now, Err(()));
             shared.metrics.peer_failures.inc();
@@ -297,12 +361,6 @@ async fn from_peer(
             }
             return PeerOutcome::Failed;
         }
-        None => {
-            tracing::debug!(%peer, %key, "peer transfer abandoned at the deadline");
-            swarm.transfer_abandoned(peer);
-            shared.metrics.peer_failures.inc();
-            return PeerOutcome::Failed;
-        }
     };
     let n = transfer.bytes.len() as u64;
     swarm.record_transfer(peer, now, Ok((n, transfer.elapsed)));
@@ -319,7 +377,10 @@ async fn from_peer(
         return PeerOutcome::Failed;
     }
     shared.metrics.peer_bytes.inc_by(n);
-    swarm.unreported_p2p.fetch_add(n, Ordering::Relaxed);
+    shared.cache.insert(&swarm.id, key, transfer.bytes.clone());
+    if let Some(w) = relay.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        w.finish();
+    }
     PeerOutcome::Verified(transfer.bytes)
 }
 

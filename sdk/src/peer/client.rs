@@ -219,6 +219,21 @@ impl PeerClient {
         key: &SegmentKey,
         stall_timeout: Duration,
     ) -> Result<Transfer, PeerError> {
+        self.fetch_with(peer, swarm, key, stall_timeout, |_| {})
+            .await
+    }
+
+    /// [`fetch`](Self::fetch), telling `progress` the announced length once the response head
+    /// is accepted and then every piece of the body as it arrives (to relay it onward before
+    /// the whole has arrived).
+    pub async fn fetch_with(
+        &self,
+        peer: &PeerAddr,
+        swarm: &SwarmId,
+        key: &SegmentKey,
+        stall_timeout: Duration,
+        mut progress: impl FnMut(Progress<'_>),
+    ) -> Result<Transfer, PeerError> {
         let _slot = self.config.download.slot().await;
         let start = Instant::now();
         let head_timeout = self.config.connect_timeout + stall_timeout;
@@ -237,6 +252,7 @@ impl PeerClient {
                 max: self.config.max_segment_bytes,
             });
         }
+        progress(Progress::Started { len: expected });
         // Bounded by max_segment_bytes just above.
         let mut buf = BytesMut::with_capacity(expected as usize);
         let mut body = resp.into_body();
@@ -256,6 +272,7 @@ impl PeerClient {
             // Waiting here, outside the stall timeout, is the cap: a slow peer is not blamed.
             self.config.download.admit(data.len()).await;
             buf.extend_from_slice(&data);
+            progress(Progress::Data(&data));
         }
         if buf.len() as u64 != expected {
             return Err(PeerError::LengthMismatch {
@@ -397,6 +414,18 @@ fn line_error(e: LinesCodecError) -> PeerError {
         }
         LinesCodecError::Io(e) => PeerError::Transport(e.into()),
     }
+}
+
+/// What [`PeerClient::fetch_with`] reports while a body arrives.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// The peer accepted the request and will send this many bytes.
+    Started {
+        /// The body's `content-length`.
+        len: u64,
+    },
+    /// The next piece of the body.
+    Data(&'a Bytes),
 }
 
 /// The wait a busy peer asked for: its millisecond header, else `retry-after` seconds;

@@ -26,7 +26,8 @@ use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-type RespBody = BoxBody<Bytes, Infallible>;
+/// Response bodies; an error resets the stream (a relayed segment that failed upstream).
+type RespBody = BoxBody<Bytes, std::io::Error>;
 
 /// Largest request head (HTTP/1.1 buffer, HTTP/2 header list) a client may send.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -297,7 +298,8 @@ async fn serve_connection(
 }
 
 fn status(code: StatusCode, message: &'static str) -> Response<RespBody> {
-    let mut r = Response::new(Full::new(Bytes::from_static(message.as_bytes())).boxed());
+    let body = Full::new(Bytes::from_static(message.as_bytes())).map_err(|never| match never {});
+    let mut r = Response::new(body.boxed());
     *r.status_mut() = code;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -332,16 +334,24 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<RespBody> {
             if !shared.swarms.contains(&swarm) {
                 return status(StatusCode::NOT_FOUND, "not in this swarm\n");
             }
-            let Some(bytes) = shared.cache.get(&swarm, &key) else {
-                return status(StatusCode::NOT_FOUND, "segment not held\n");
+            let source = match shared.cache.get(&swarm, &key) {
+                Some(bytes) => Source::Whole(bytes),
+                None => match shared.cache.partial(&swarm, &key) {
+                    Some(p) => Source::Arriving {
+                        len: p.len(),
+                        reader: p.reader(),
+                        ready: Bytes::new(),
+                    },
+                    None => return status(StatusCode::NOT_FOUND, "segment not held\n"),
+                },
             };
             let Ok(permit) = Arc::clone(&shared.uploads).try_acquire_owned() else {
                 return busy(Duration::from_secs(BUSY_RETRY_AFTER_SECS.into()));
             };
-            if let Err(wait) = admit(shared, bytes.len() as u64) {
+            if let Err(wait) = admit(shared, source.len()) {
                 return busy(wait);
             }
-            segment_response(shared, bytes, permit)
+            segment_response(shared, source, permit)
         }
     }
 }
@@ -375,16 +385,60 @@ fn busy(wait: Duration) -> Response<RespBody> {
     r
 }
 
-/// Sends `bytes` chunk by chunk, waiting for the shared token bucket before each chunk.
+/// What an upload sends: a cached segment, or one still arriving from a peer.
+enum Source {
+    /// Held whole (what is left to send).
+    Whole(Bytes),
+    /// Arriving: relayed as it comes, the last chunk only once verified.
+    Arriving {
+        /// The whole segment's length.
+        len: u64,
+        /// Reads what has arrived.
+        reader: crate::cache::PartialReader,
+        /// Read but not yet sent.
+        ready: Bytes,
+    },
+}
+
+impl Source {
+    fn len(&self) -> u64 {
+        match self {
+            Source::Whole(b) => b.len() as u64,
+            Source::Arriving { len, .. } => *len,
+        }
+    }
+
+    /// The next piece of at most `max` bytes; `None` at the end.
+    async fn next_piece(&mut self, max: usize) -> Option<Result<Bytes, std::io::Error>> {
+        match self {
+            Source::Whole(rest) if rest.is_empty() => None,
+            Source::Whole(rest) => Some(Ok(rest.split_to(max.min(rest.len())))),
+            Source::Arriving { reader, ready, .. } => {
+                while ready.is_empty() {
+                    match reader.next().await {
+                        Ok(Some(chunk)) => *ready = chunk,
+                        Ok(None) => return None,
+                        Err(e) => return Some(Err(std::io::Error::other(e))),
+                    }
+                }
+                Some(Ok(ready.split_to(max.min(ready.len()))))
+            }
+        }
+    }
+}
+
+/// Sends a segment chunk by chunk, waiting for the shared token bucket before each chunk.
 /// The upload slot is held until the last chunk is handed over or the client goes away.
 fn segment_response(
     shared: &Shared,
-    bytes: Bytes,
+    source: Source,
     permit: OwnedSemaphorePermit,
 ) -> Response<RespBody> {
-    let len = bytes.len();
+    let len = source.len();
     struct Upload {
-        rest: Bytes,
+        source: Source,
+        /// Bytes not yet handed over.
+        left: u64,
         chunk: usize,
         limiter: Option<Arc<DefaultDirectRateLimiter>>,
         uploaded: Counter,
@@ -396,12 +450,13 @@ fn segment_response(
     impl Drop for Upload {
         fn drop(&mut self) {
             if let Some(b) = &self.backlog {
-                b.fetch_sub(self.rest.len() as u64, Ordering::AcqRel);
+                b.fetch_sub(self.left, Ordering::AcqRel);
             }
         }
     }
     let upload = Upload {
-        rest: bytes,
+        source,
+        left: len,
         chunk: shared.chunk,
         limiter: shared.limiter.clone(),
         uploaded: shared.uploaded.clone(),
@@ -409,10 +464,15 @@ fn segment_response(
         _permit: permit,
     };
     let stream = futures::stream::unfold(upload, |mut up| async move {
-        if up.rest.is_empty() {
-            return None; // drops the permit before the end of stream is sent
-        }
-        let piece = up.rest.split_to(up.chunk.min(up.rest.len()));
+        // `None` drops the permit before the end of stream is sent.
+        let piece = match up.source.next_piece(up.chunk).await? {
+            Ok(p) => p,
+            Err(e) => {
+                // Reset the stream once; nothing follows.
+                up.source = Source::Whole(Bytes::new());
+                return Some((Err(e), up));
+            }
+        };
         if let Some(limiter) = &up.limiter {
             let n = NonZeroU32::new(piece.len() as u32).unwrap_or(NonZeroU32::MIN);
             // Chunks never exceed the burst, so the bucket can always serve them.
@@ -420,11 +480,13 @@ fn segment_response(
                 tracing::error!(error = %e, "upload chunk exceeds the rate limiter's burst");
             }
         }
-        up.uploaded.inc_by(piece.len() as u64);
+        let n = piece.len() as u64;
+        up.uploaded.inc_by(n);
+        up.left = up.left.saturating_sub(n);
         if let Some(b) = &up.backlog {
-            b.fetch_sub(piece.len() as u64, Ordering::AcqRel);
+            b.fetch_sub(n, Ordering::AcqRel);
         }
-        Some((Ok::<_, Infallible>(Frame::data(piece)), up))
+        Some((Ok(Frame::data(piece)), up))
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
     let h = r.headers_mut();
@@ -552,7 +614,7 @@ fn haves_response(shared: &Shared, swarm: SwarmId) -> Response<RespBody> {
         done: false,
     };
     let stream = futures::stream::unfold(state, Haves::next_chunk)
-        .map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
+        .map(|chunk| Ok::<_, std::io::Error>(Frame::data(chunk)));
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
     let h = r.headers_mut();
     h.insert(
