@@ -1,12 +1,21 @@
 //! Tracker load generator: many simulated peers announcing over keep-alive connections.
 //!
 //! First every peer joins once, then peers re-announce round-robin for `--duration`. Prints
-//! announces/s, latency percentiles and the tracker's resident memory. `--mode bittorrent`
-//! sends BitTorrent HTTP announces instead, to measure opentracker on the same mix.
+//! announces/s, latency percentiles and the tracker's resident memory.
+//! `--mode bittorrent` sends BitTorrent HTTP announces instead, to measure opentracker on the
+//! same mix.
+//!
+//! The re-announce phase runs closed loop by default (each connection sends its next announce
+//! as soon as the answer is in: the peak rate). With `--rate N` it runs open loop: N announces/s
+//! on a fixed schedule spread over the connections, sent whether or not earlier answers came
+//! back, and latency is measured from each announce's *scheduled* time, so a tracker that falls
+//! behind is charged for the queueing it causes (no coordinated omission). How late the
+//! generator itself sent is printed beside it.
 //!
 //! ```text
 //! cargo run --release -p shoal-bench --bin tracker-load -- --target http://127.0.0.1:7070 \
 //!     --tracker-pid $(pidof shoal-tracker)
+//! cargo run --release -p shoal-bench --bin tracker-load -- --rate 20000 --tracker-pid ...
 //! ```
 
 use anyhow::{bail, Context, Result};
@@ -50,6 +59,10 @@ struct Args {
     /// How long the steady re-announce phase runs, e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Re-announces per second over all connections, on a fixed schedule (open loop);
+    /// 0 = as fast as answers come back (closed loop, the peak rate).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// Protocol to speak.
     #[arg(long, value_enum, default_value = "shoal")]
     mode: Mode,
@@ -80,6 +93,17 @@ fn rss_bytes(pid: Option<u32>) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// CPU time (user + system, all threads) `pid` has used so far, in seconds.
+fn cpu_secs(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // utime and stime are fields 14 and 15, counted after the parenthesised command name
+    // (which may hold spaces), in ticks of 1/100 s.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 fn mib(b: u64) -> f64 {
@@ -189,14 +213,14 @@ struct Conn {
 }
 
 impl Conn {
-    /// Sends one announce; returns its latency (including any reconnect) and, on a Shoal
-    /// join, the peer key.
+    /// Sends one announce; returns its latency from `start` (including any reconnect) and,
+    /// on a Shoal join, the peer key.
     async fn announce(
         &mut self,
         req: Request<Full<Bytes>>,
         want_key: bool,
+        start: Instant,
     ) -> Result<(Duration, Option<String>)> {
-        let start = Instant::now();
         let mut send = match self.send.take() {
             Some(s) if !s.is_closed() => s,
             _ => {
@@ -236,6 +260,8 @@ struct Phase {
     hist: Histogram<u64>,
     count: u64,
     reconnects: u64,
+    /// Open loop: how late the generator sent after the scheduled time, in microseconds.
+    late: Histogram<u64>,
 }
 
 impl Phase {
@@ -244,6 +270,7 @@ impl Phase {
             hist: Histogram::new(3)?,
             count: 0,
             reconnects: 0,
+            late: Histogram::new(3)?,
         })
     }
 
@@ -255,17 +282,28 @@ impl Phase {
 
     fn add(&mut self, other: &Phase) -> Result<()> {
         self.hist.add(&other.hist)?;
+        self.late.add(&other.late)?;
         self.count += other.count;
         self.reconnects += other.reconnects;
         Ok(())
     }
 }
 
-/// Runs one connection's peers: joins them all, waits for every other connection to finish
-/// joining, then re-announces until `steady` has passed.
+/// Waits until `at`: the timer for all but the last millisecond, then yielding, because tokio's
+/// timer wheel rounds up to whole milliseconds and that slack would be charged to the tracker.
+async fn wait_until(at: Instant) {
+    tokio::time::sleep_until(at - Duration::from_millis(1)).await;
+    while Instant::now() < at {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Runs connection number `index`'s peers: joins them all, waits for every other connection
+/// to finish joining, then re-announces until `steady` has passed.
 async fn worker(
     args: Arc<Args>,
     target: Arc<Target>,
+    index: usize,
     mut peers: Vec<Peer>,
     join_done: Arc<tokio::sync::Barrier>,
     steady: Duration,
@@ -280,7 +318,9 @@ async fn worker(
     let joined: Result<()> = async {
         for peer in &mut peers {
             let req = request(&args, &target, peer);
-            let (took, key) = conn.announce(req, args.mode == Mode::Shoal).await?;
+            let (took, key) = conn
+                .announce(req, args.mode == Mode::Shoal, Instant::now())
+                .await?;
             peer.key = key.or(Some(String::new()));
             join.record(took)?;
         }
@@ -292,28 +332,59 @@ async fn worker(
     joined?;
     join.reconnects = std::mem::take(&mut conn.reconnects);
     let mut run = Phase::new()?;
-    let until = Instant::now() + steady;
+    let start = Instant::now();
+    let until = start + steady;
+    // Open loop: this connection's share of the rate, its first send staggered so that the
+    // connections' schedules interleave evenly.
+    let every = (args.rate > 0)
+        .then(|| Duration::from_secs_f64(args.connections as f64 / args.rate as f64));
+    let mut next = every.map(|e| start + e.mul_f64(index as f64 / args.connections as f64));
     let mut i = 0;
-    while Instant::now() < until && !peers.is_empty() {
+    while !peers.is_empty() {
+        let scheduled = match next {
+            Some(at) => {
+                wait_until(at).await;
+                run.late
+                    .saturating_record((Instant::now() - at).as_micros() as u64);
+                at
+            }
+            None => Instant::now(),
+        };
+        if scheduled >= until {
+            break;
+        }
         let req = request(&args, &target, &peers[i % peers.len()]);
-        let (took, _) = conn.announce(req, false).await?;
+        let (took, _) = conn.announce(req, false, scheduled).await?;
         run.record(took)?;
         i += 1;
+        if let (Some(at), Some(e)) = (&mut next, every) {
+            *at += e;
+        }
     }
     run.reconnects = conn.reconnects;
     Ok((join, run))
 }
 
 fn report(name: &str, phase: &Phase, secs: f64) {
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "{name}: {} announces in {secs:.1}s = {:.0}/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} new connections",
+        "{name}: {} announces in {secs:.1}s = {:.0}/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} new connections",
         phase.count,
         phase.count as f64 / secs,
-        phase.hist.value_at_quantile(0.50) as f64 / 1000.0,
-        phase.hist.value_at_quantile(0.99) as f64 / 1000.0,
+        ms(&phase.hist, 0.50),
+        ms(&phase.hist, 0.90),
+        ms(&phase.hist, 0.99),
+        ms(&phase.hist, 0.999),
         phase.hist.max() as f64 / 1000.0,
         phase.reconnects,
     );
+    if !phase.late.is_empty() {
+        println!(
+            "  open loop: sends left the generator p50 {:.3} ms, p99 {:.3} ms after their scheduled time",
+            ms(&phase.late, 0.50),
+            ms(&phase.late, 0.99),
+        );
+    }
 }
 
 #[tokio::main]
@@ -348,18 +419,24 @@ async fn main() -> Result<()> {
         });
     }
     let baseline = rss_bytes(args.tracker_pid);
+    let pace = match args.rate {
+        0 => "closed loop".to_owned(),
+        r => format!("open loop at {r}/s"),
+    };
     println!(
-        "{:?} mode: {} peers over {} swarms, {} connections, numwant {}, target {}",
+        "{:?} mode: {} peers over {} swarms, {} connections, numwant {}, target {}, re-announces {pace}",
         args.mode, args.peers, args.swarms, args.connections, args.numwant, args.target
     );
     let barrier = Arc::new(tokio::sync::Barrier::new(args.connections + 1));
     let start = Instant::now();
     let tasks: Vec<_> = per_conn
         .into_iter()
-        .map(|peers| {
+        .enumerate()
+        .map(|(index, peers)| {
             tokio::spawn(worker(
                 args.clone(),
                 target.clone(),
+                index,
                 peers,
                 barrier.clone(),
                 args.duration,
@@ -369,6 +446,7 @@ async fn main() -> Result<()> {
     barrier.wait().await;
     let join_secs = start.elapsed().as_secs_f64();
     let after_join = rss_bytes(args.tracker_pid);
+    let cpu_before = cpu_secs(args.tracker_pid);
     let steady_start = Instant::now();
     let mut join = Phase::new()?;
     let mut run = Phase::new()?;
@@ -378,8 +456,18 @@ async fn main() -> Result<()> {
         run.add(&r)?;
     }
     let run_secs = steady_start.elapsed().as_secs_f64();
+    let cpu_used = cpu_secs(args.tracker_pid)
+        .zip(cpu_before)
+        .map(|(end, start)| end - start);
     report("join", &join, join_secs);
     report("steady", &run, run_secs);
+    if let Some(cpu) = cpu_used {
+        println!(
+            "tracker CPU in the steady phase: {cpu:.1} s ({:.0}% of a core), {:.0} announces per CPU second",
+            100.0 * cpu / run_secs,
+            run.count as f64 / cpu.max(0.01),
+        );
+    }
     if let (Some(b), Some(a)) = (baseline, after_join) {
         let end = rss_bytes(args.tracker_pid).unwrap_or(a);
         println!(
