@@ -225,7 +225,7 @@ async fn announce(
     // list and neighbours we hold when the policy changes.
     let exclusions = shared.exclusions.with_policy(&resp.policy.exclude);
     let mut to_connect = Vec::new();
-    {
+    let dropped_any = {
         let mut st = swarm.lock();
         st.p2p_allowed = resp.policy.p2p;
         st.peer_key = Some(resp.peer_key.clone());
@@ -254,6 +254,7 @@ async fn announce(
             .filter(|(_, n)| !resp.policy.p2p || exclusions.excludes(n.addr.ip()))
             .map(|(id, _)| id.clone())
             .collect();
+        let dropped_any = !dropped.is_empty();
         for id in dropped {
             if let Some(n) = st.neighbours.remove(&id) {
                 shared.metrics.peers.dec();
@@ -265,6 +266,11 @@ async fn announce(
                 st.members.remove(&id);
             }
         }
+        dropped_any
+    };
+    if dropped_any {
+        // An aborted neighbour never settles its snapshot: stop waiting for snapshots.
+        swarm.end_discovery();
     }
     let first = {
         let mut st = swarm.lock();
