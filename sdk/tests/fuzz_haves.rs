@@ -57,7 +57,9 @@ fn bad_line() -> impl Strategy<Value = Vec<u8>> {
         Just(b"[1,2,3]".to_vec()),
         Just(vec![0xff, 0xfe, b'{']),
         "[ -~]{0,40}".prop_filter_map("parses as a message", |s| {
-            HaveMsg::parse_line(s.as_bytes()).is_err().then(|| s.into_bytes())
+            HaveMsg::parse_line(s.as_bytes())
+                .is_err()
+                .then(|| s.into_bytes())
         }),
     ]
 }

@@ -288,7 +288,15 @@ impl Rewriter<'_> {
             ) {
                 return None;
             }
-            let after = raw[scheme_len + 1..].strip_prefix("//")?;
+            let Some(after) = raw[scheme_len + 1..].strip_prefix("//") else {
+                // `https:seg.ts` is relative only to a base of the same scheme: against the
+                // proxy URL it would mean something else, so it is written out in full.
+                let resolved = self.playlist_url.join(raw).ok()?;
+                return self
+                    .mapper
+                    .proxy_form(&resolved, None)
+                    .or_else(|| Some(resolved.to_string()));
+            };
             let resolved = Url::parse(raw).ok()?;
             self.mapper.proxy_form(&resolved, Some(tail(after)))
         } else if let Some(after) = raw.strip_prefix("//") {
@@ -314,7 +322,10 @@ impl Rewriter<'_> {
                     return None;
                 }
             }
-            self.mapper.proxy_form(&resolved, None)
+            // Not proxied and would not resolve to the origin's resource: make it absolute.
+            self.mapper
+                .proxy_form(&resolved, None)
+                .or_else(|| Some(resolved.to_string()))
         }
     }
 }

@@ -292,7 +292,8 @@ impl LiveTemplate {
 }
 
 fn ticks(t: u64, timescale: u64) -> Duration {
-    Duration::from_secs_f64(t as f64 / timescale as f64)
+    // Saturates: a zero or absurd timescale from the MPD must not panic.
+    Duration::try_from_secs_f64(t as f64 / timescale as f64).unwrap_or(Duration::MAX)
 }
 
 fn ticks_ms(t: u64, timescale: u64) -> u64 {
@@ -597,6 +598,20 @@ fn representation(
             attribute: "id",
         })?
         .to_owned();
+    // Templates substitute it into URL paths: empty, a dot segment or a slash would move the
+    // URL somewhere the rewrite (which checks templates unexpanded) never saw.
+    if id.is_empty()
+        || id == "."
+        || id == ".."
+        || id.contains(['/', '\\', '?', '#'])
+        || id.contains(char::is_whitespace)
+    {
+        return Err(DashError::BadAttribute {
+            element: "Representation",
+            attribute: "id",
+            value: id.chars().take(64).collect(),
+        });
+    }
     let bandwidth: Option<u64> = num(r.attr("bandwidth"), "Representation", "bandwidth")?;
     let rid = r.attr("id").unwrap_or_default();
     let mut rep = Representation {
@@ -692,8 +707,14 @@ fn representation(
                     }
                     (0, n as u64)
                 };
-                for k in first..first + count {
-                    list.push((start_number + k, pto + k * d, d));
+                for k in first..first.saturating_add(count) {
+                    // Numbers and times come from the MPD: refuse what overflows 64 bits.
+                    let number = start_number.checked_add(k).ok_or_else(overflow)?;
+                    let time = k
+                        .checked_mul(d)
+                        .and_then(|t| t.checked_add(pto))
+                        .ok_or_else(overflow)?;
+                    list.push((number, time, d));
                 }
             }
             for &(number, time, d) in &list {
@@ -709,12 +730,23 @@ fn representation(
             template::expand(media, &vars(Some(start_number), Some(pto)))?;
             if ctx.dynamic && predictable {
                 let (first_number, first_time, d) = match list.last() {
-                    Some(&(n, t, d)) => (n + 1, t + d, d),
+                    Some(&(n, t, d)) => (
+                        n.checked_add(1).ok_or_else(overflow)?,
+                        t.checked_add(d).ok_or_else(overflow)?,
+                        d,
+                    ),
                     None => match seg_duration {
                         Some(d) if d > 0 => {
                             let (first, _) =
                                 live_window(ctx, period_start, period_duration, d, timescale);
-                            (start_number + first, pto + first * d, d)
+                            (
+                                start_number.checked_add(first).ok_or_else(overflow)?,
+                                first
+                                    .checked_mul(d)
+                                    .and_then(|t| t.checked_add(pto))
+                                    .ok_or_else(overflow)?,
+                                d,
+                            )
                         }
                         _ => (0, 0, 0),
                     },
@@ -722,7 +754,7 @@ fn representation(
                 if d > 0 {
                     let last_number = period_duration.map(|pd| {
                         let n = (pd.as_secs_f64() * timescale as f64 / d as f64).ceil() as u64;
-                        start_number + n.saturating_sub(1)
+                        start_number.saturating_add(n.saturating_sub(1))
                     });
                     rep.live =
                         ctx.ast
@@ -801,6 +833,16 @@ fn live_window(
         .min(MAX_LIVE_WINDOW);
     let first = complete.saturating_sub(window);
     (first, complete - first)
+}
+
+/// A segment number or time past `u64::MAX`: the MPD's `startNumber`,
+/// `presentationTimeOffset` or `duration` is absurd.
+fn overflow() -> DashError {
+    DashError::BadAttribute {
+        element: "SegmentTemplate",
+        attribute: "startNumber",
+        value: "segment numbers or times overflow 64 bits".into(),
+    }
 }
 
 /// Expands a `SegmentTimeline` into (number, time, duration).

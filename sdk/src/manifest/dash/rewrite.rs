@@ -244,7 +244,14 @@ fn rewrite_ref(raw: &str, base: &Base, mapper: &UrlMapper) -> Option<String> {
         ) {
             return None;
         }
-        let after = raw[scheme_len + 1..].strip_prefix("//")?;
+        let Some(after) = raw[scheme_len + 1..].strip_prefix("//") else {
+            // `https:seg.ts` is relative only to a base of the same scheme: against the
+            // proxy URL it would mean something else, so it is written out in full.
+            let resolved = base.origin.join(raw).ok()?;
+            return mapper
+                .proxy_form(&resolved, None)
+                .or_else(|| Some(resolved.to_string()));
+        };
         let resolved = Url::parse(raw).ok()?;
         return mapper.proxy_form(&resolved, Some(tail(after)));
     }
