@@ -447,7 +447,7 @@ mod tests {
             ("p_3", "ff", &[]),
             ("p4", "", &["10.9.9.9:3"]),
         ];
-        let mut list = Neighbours::with_capacity(members.len());
+        let mut list = Neighbours::with_capacity(members.len(), 0);
         for (id, fp, addrs) in members {
             let addrs: Vec<String> = addrs.iter().map(|s| s.to_string()).collect();
             list.push(id, &pack_info(fp, &addrs));

@@ -138,6 +138,9 @@ impl<'a> Applied<'a> {
     /// True when `addr` (`ip:port`, `[ipv6]:port` or a bare IP) is in an excluded block.
     /// Host names are not resolved and never match.
     pub fn excludes(&self, addr: &str) -> bool {
+        if self.nets.is_empty() {
+            return false;
+        }
         let ip = addr
             .parse::<SocketAddr>()
             .map(|s| s.ip())
@@ -205,7 +208,7 @@ mod tests {
     }
 
     fn admitted(p: &Policies, swarm: &str) -> Vec<(String, Vec<String>)> {
-        let mut list = Neighbours::with_capacity(4);
+        let mut list = Neighbours::with_capacity(4, 0);
         for (peer, addrs) in [
             ("a", &["10.0.0.1:1"][..]),
             ("b", &["10.0.0.1:1", "203.0.113.5:2"]),

@@ -206,15 +206,25 @@ impl MemoryStore {
         };
         let others = swarm.members.len() - 1;
         let amount = want.min(others);
-        let mut list = Neighbours::with_capacity(amount);
-        let mut rng = rand::rng();
-        for i in rand::seq::index::sample(&mut rng, others, amount) {
-            let at = if i >= me_at { i + 1 } else { i };
-            if let Some((packed, m)) = swarm.members.get_index(at) {
-                if self.live(m, now) {
-                    list.push(packed.id(), packed.info());
-                }
-            }
+        let picks = rand::seq::index::sample(&mut rand::rng(), others, amount);
+        // Random members are cache misses. Each pass below makes only independent reads, so
+        // the CPU overlaps their misses instead of waiting for one after the other: first
+        // the entries (liveness), then each record's first byte (where its id ends), and only
+        // then the copies.
+        let live: Vec<&Packed> = picks
+            .into_iter()
+            .filter_map(|i| {
+                let at = if i >= me_at { i + 1 } else { i };
+                let (packed, m) = swarm.members.get_index(at)?;
+                self.live(m, now).then_some(packed)
+            })
+            .collect();
+        let id_ends: Vec<usize> = live.iter().map(|p| p.id_end()).collect();
+        // The boxes' lengths live in the entries already read.
+        let bytes = live.iter().map(|p| p.0.len()).sum();
+        let mut list = Neighbours::with_capacity(live.len(), bytes);
+        for (packed, id_end) in live.iter().zip(id_ends) {
+            list.push(&packed.0[1..id_end], &packed.0[id_end..]);
         }
         list
     }

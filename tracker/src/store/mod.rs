@@ -53,10 +53,10 @@ impl<'a> NeighbourRef<'a> {
 }
 
 impl Neighbours {
-    /// An empty list with room for `n` records of typical size.
-    pub(crate) fn with_capacity(n: usize) -> Self {
+    /// An empty list with room for `n` records of `bytes` in all.
+    pub(crate) fn with_capacity(n: usize, bytes: usize) -> Self {
         Self {
-            buf: String::with_capacity(n * 48),
+            buf: String::with_capacity(bytes),
             ends: Vec::with_capacity(n),
         }
     }
@@ -263,7 +263,7 @@ mod tests {
                 vec!["[::1]:9".to_string(), "h.example:1".to_string()],
             ),
         ];
-        let mut list = Neighbours::with_capacity(1);
+        let mut list = Neighbours::with_capacity(1, 0);
         for (id, fp, addrs) in &cases {
             let info = pack_info(fp, addrs);
             assert!(info_is(&info, fp, addrs), "{info:?}");

@@ -261,7 +261,8 @@ impl RedisStore {
             }
             other => other?,
         };
-        let mut neighbours = Neighbours::with_capacity(flat.len() / 2);
+        let mut neighbours =
+            Neighbours::with_capacity(flat.len() / 2, flat.iter().map(String::len).sum());
         for pair in flat.chunks_exact(2) {
             // Redis is outside this process: skip what this tracker would not have written.
             if PeerId::new(pair[0].as_str()).is_ok() {
