@@ -446,17 +446,27 @@ pub enum Command {
 /// `shoal-tracker token <command>`.
 #[derive(Debug, clap::Subcommand)]
 pub enum TokenCommand {
-    /// Print a new random key as a key-file line `<key id> <secret>`.
+    /// Print a new random HMAC key as a key-file line `<key id> <secret>`, or with
+    /// `--alg ed25519` write a key pair: FILE (private, for minting) and FILE.pub (for trackers).
     Keygen {
         /// The key's id, carried in tokens so the tracker knows which key to check.
         #[arg(long, default_value = "k1")]
         kid: String,
+        /// Signature algorithm.
+        #[arg(long, value_enum, default_value = "hmac")]
+        alg: crate::token::Alg,
+        /// Where an Ed25519 key pair goes: FILE and FILE.pub (required with `--alg ed25519`).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Print a token for a swarm (or a prefix of swarms), signed with a key from a key file.
     Mint {
-        /// Key file (as `auth_keys_file`).
-        #[arg(long, value_name = "FILE")]
+        /// Key file: HMAC keys (as `auth_keys_file`) or an Ed25519 private key.
+        #[arg(long, alias = "key", value_name = "FILE")]
         key_file: PathBuf,
+        /// Algorithm the key must have; a mismatch is an error.
+        #[arg(long, value_enum)]
+        alg: Option<crate::token::Alg>,
         /// Which key of the file signs [default: the first].
         #[arg(long)]
         kid: Option<String>,

@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::Parser;
 use shoal_tracker::config::{Cli, Command, LogFormat, TokenCommand};
-use shoal_tracker::token::{unix_now, Claims, Key, Keys};
+use shoal_tracker::token::{unix_now, Alg, Claims, Key, Keys};
+use std::path::{Path, PathBuf};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -40,21 +41,37 @@ async fn main() -> anyhow::Result<()> {
 /// `shoal-tracker token ...`: what to print.
 fn token_command(cmd: TokenCommand) -> anyhow::Result<String> {
     match cmd {
-        TokenCommand::Keygen { kid } => {
+        TokenCommand::Keygen { kid, alg, out } => {
             anyhow::ensure!(
                 !kid.is_empty() && !kid.contains(char::is_whitespace),
                 "--kid must be non-empty and without spaces"
             );
-            Ok(Key::generate_line(&kid))
+            match alg {
+                Alg::Hmac => Ok(Key::generate_line(&kid)),
+                Alg::Ed25519 => {
+                    let out =
+                        out.context("--alg ed25519 needs --out FILE (writes FILE and FILE.pub)")?;
+                    let public_path = PathBuf::from(format!("{}.pub", out.display()));
+                    let (private, public) = Key::generate_ed25519_lines(&kid);
+                    write_new(&out, &private, 0o600)?;
+                    write_new(&public_path, &public, 0o644)?;
+                    Ok(format!(
+                        "private key (mint tokens with it; keep it off trackers): {}\npublic key (auth_keys_file of trackers): {}",
+                        out.display(),
+                        public_path.display()
+                    ))
+                }
+            }
         }
         TokenCommand::Mint {
             key_file,
+            alg,
             kid,
             swarm,
             ttl,
         } => {
             shoal_tracker::policy::check_pattern(&swarm)?;
-            let keys = Keys::load(&key_file)?;
+            let keys = Keys::load_signing(&key_file)?;
             let key = keys.get(kid.as_deref()).with_context(|| {
                 format!(
                     "no key {:?} in {}",
@@ -68,9 +85,30 @@ fn token_command(cmd: TokenCommand) -> anyhow::Result<String> {
                 nbf: None,
                 kid: None,
             };
-            Ok(key.mint(&claims))
+            if let Some(alg) = alg {
+                anyhow::ensure!(
+                    key.alg() == alg,
+                    "key {:?} is {:?}, not {alg:?}",
+                    key.kid,
+                    key.alg()
+                );
+            }
+            Ok(key.mint(&claims)?)
         }
     }
+}
+
+/// Writes a key file that must not exist yet (never overwrite a key), with `mode`.
+fn write_new(path: &Path, line: &str, mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
 }
 
 /// Resolves on SIGTERM or SIGINT; the handlers are registered when this is called.

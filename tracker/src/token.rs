@@ -1,13 +1,16 @@
-//! Access tokens the content provider signs: swarm scope and expiry, HMAC-SHA256.
+//! Access tokens the content provider signs: swarm scope and expiry, HMAC-SHA256 or Ed25519.
 //!
-//! Format: `v1.<claims>.<mac>`, where `<claims>` is the unpadded base64url of a JSON object
+//! Format: `v1.<claims>.<sig>`, where `<claims>` is the unpadded base64url of a JSON object
 //! `{"swarm": "<id or prefix*>", "exp": <unix secs>, "nbf"?: <unix secs>, "kid"?: "<key id>"}`
-//! and `<mac>` the unpadded base64url HMAC-SHA256, under the key `kid` names, of the ASCII text
-//! `v1.<claims>`. `docs/security.md` documents it for providers minting tokens themselves.
+//! and `<sig>` the unpadded base64url HMAC-SHA256 or Ed25519 signature, under the key `kid`
+//! names, of the ASCII text `v1.<claims>`. The algorithm is the key's, never the token's: a
+//! token cannot choose how it is checked. An Ed25519 tracker holds only the public key.
+//! `docs/security.md` documents it for providers minting tokens themselves.
 
 use crate::policy::{check_pattern, swarm_matches};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -110,14 +113,44 @@ pub enum KeyFileError {
     /// No key in the file.
     #[error("the access-token key file holds no key")]
     Empty,
+    /// An Ed25519 private key where only public keys belong (the tracker's key file).
+    #[error("access-token key file, line {line}: an Ed25519 private key; give the tracker the public key (the .pub file of `token keygen --alg ed25519`)")]
+    PrivateKey {
+        /// 1-based line number.
+        line: usize,
+    },
 }
 
-/// One HMAC key.
+/// Why a token could not be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// The key is an Ed25519 public key: it verifies tokens, it cannot sign them.
+    #[error("key {0:?} is an Ed25519 public key and cannot sign; mint with the private key file")]
+    VerifyOnly(String),
+}
+
+/// Signature algorithm of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Alg {
+    /// HMAC-SHA256 with a shared secret: whoever verifies can also mint.
+    Hmac,
+    /// Ed25519: the provider signs with a private key, trackers hold only the public key.
+    Ed25519,
+}
+
+#[derive(Clone)]
+enum Material {
+    Hmac(Vec<u8>),
+    Ed25519Public(VerifyingKey),
+    Ed25519Private(SigningKey),
+}
+
+/// One key: an HMAC secret, an Ed25519 public key, or an Ed25519 private key.
 #[derive(Clone)]
 pub struct Key {
     /// Its id, carried in tokens as `kid`.
     pub kid: String,
-    secret: Vec<u8>,
+    material: Material,
 }
 
 impl std::fmt::Debug for Key {
@@ -133,12 +166,33 @@ impl Key {
         format!("{kid} {}", B64.encode(rand::random::<[u8; 32]>()))
     }
 
-    fn mac(&self) -> HmacSha256 {
-        HmacSha256::new_from_slice(&self.secret).expect("HMAC takes keys of any length")
+    /// A fresh Ed25519 key pair as key-file lines: (`<kid> ed25519-private <seed>` for the
+    /// provider's minting, `<kid> ed25519 <public key>` for trackers).
+    pub fn generate_ed25519_lines(kid: &str) -> (String, String) {
+        let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        (
+            format!("{kid} {ED25519_PRIVATE} {}", B64.encode(key.to_bytes())),
+            format!(
+                "{kid} {ED25519} {}",
+                B64.encode(key.verifying_key().to_bytes())
+            ),
+        )
+    }
+
+    /// The key's algorithm.
+    pub fn alg(&self) -> Alg {
+        match self.material {
+            Material::Hmac(_) => Alg::Hmac,
+            Material::Ed25519Public(_) | Material::Ed25519Private(_) => Alg::Ed25519,
+        }
+    }
+
+    fn mac(secret: &[u8]) -> HmacSha256 {
+        HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length")
     }
 
     /// Signs `claims` (its `kid` is set to this key's id).
-    pub fn mint(&self, claims: &Claims) -> String {
+    pub fn mint(&self, claims: &Claims) -> Result<String, MintError> {
         let claims = Claims {
             kid: Some(self.kid.clone()),
             ..claims.clone()
@@ -146,39 +200,99 @@ impl Key {
         // Serialising a struct of strings and integers cannot fail.
         let json = serde_json::to_vec(&claims).unwrap_or_default();
         let signing_input = format!("{PREFIX}{}", B64.encode(json));
-        let mut mac = self.mac();
-        mac.update(signing_input.as_bytes());
-        format!(
-            "{signing_input}.{}",
-            B64.encode(mac.finalize().into_bytes())
-        )
+        let sig = match &self.material {
+            Material::Hmac(secret) => {
+                let mut mac = Self::mac(secret);
+                mac.update(signing_input.as_bytes());
+                mac.finalize().into_bytes().to_vec()
+            }
+            Material::Ed25519Private(key) => key.sign(signing_input.as_bytes()).to_vec(),
+            Material::Ed25519Public(_) => return Err(MintError::VerifyOnly(self.kid.clone())),
+        };
+        Ok(format!("{signing_input}.{}", B64.encode(sig)))
+    }
+
+    /// Whether `sig` signs `input` under this key (HMAC compared in constant time; Ed25519
+    /// verified strictly, refusing malleable signatures and weak keys).
+    fn verifies(&self, input: &[u8], sig: &[u8]) -> bool {
+        match &self.material {
+            Material::Hmac(secret) => {
+                let mut m = Self::mac(secret);
+                m.update(input);
+                m.verify_slice(sig).is_ok()
+            }
+            Material::Ed25519Public(key) => verify_ed25519(key, input, sig),
+            Material::Ed25519Private(key) => verify_ed25519(&key.verifying_key(), input, sig),
+        }
     }
 }
+
+fn verify_ed25519(key: &VerifyingKey, input: &[u8], sig: &[u8]) -> bool {
+    ed25519_dalek::Signature::from_slice(sig).is_ok_and(|s| key.verify_strict(input, &s).is_ok())
+}
+
+/// Key-file type word of an Ed25519 public key line.
+const ED25519: &str = "ed25519";
+/// Key-file type word of an Ed25519 private key line.
+const ED25519_PRIVATE: &str = "ed25519-private";
 
 /// The keys tokens are checked against.
 #[derive(Debug, Clone)]
 pub struct Keys(Vec<Key>);
 
 impl Keys {
-    /// Parses a key file: one `<key id> <base64url secret>` per line; `#` starts a comment.
+    /// Parses a tracker's key file: one key per line, `<key id> <base64url HMAC secret>` or
+    /// `<key id> ed25519 <base64url public key>`; `#` starts a comment. Ed25519 private keys
+    /// are refused: a tracker verifies, it never holds what signs.
     pub fn parse(text: &str) -> Result<Self, KeyFileError> {
+        Self::parse_lines(text, false)
+    }
+
+    /// Parses a provider's key file for minting: HMAC secrets and Ed25519 private keys
+    /// (`<key id> ed25519-private <base64url seed>`).
+    pub fn parse_signing(text: &str) -> Result<Self, KeyFileError> {
+        Self::parse_lines(text, true)
+    }
+
+    fn parse_lines(text: &str, signing: bool) -> Result<Self, KeyFileError> {
         let mut keys = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or_default().trim();
             if line.is_empty() {
                 continue;
             }
-            let bad = KeyFileError::Line { line: i + 1 };
-            let (kid, secret) = line.split_once(char::is_whitespace).ok_or(bad)?;
-            let secret = B64
-                .decode(secret.trim())
-                .map_err(|_| KeyFileError::Line { line: i + 1 })?;
-            if secret.len() < 16 {
-                return Err(KeyFileError::Line { line: i + 1 });
-            }
+            let bad = || KeyFileError::Line { line: i + 1 };
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let material = match fields[..] {
+                [_, secret] => {
+                    let secret = B64.decode(secret).map_err(|_| bad())?;
+                    if secret.len() < 16 {
+                        return Err(bad());
+                    }
+                    Material::Hmac(secret)
+                }
+                [_, ED25519, public] => {
+                    let bytes = B64.decode(public).map_err(|_| bad())?;
+                    let bytes = <[u8; 32]>::try_from(bytes).map_err(|_| bad())?;
+                    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| bad())?;
+                    if key.is_weak() {
+                        return Err(bad());
+                    }
+                    Material::Ed25519Public(key)
+                }
+                [_, ED25519_PRIVATE, seed] => {
+                    if !signing {
+                        return Err(KeyFileError::PrivateKey { line: i + 1 });
+                    }
+                    let bytes = B64.decode(seed).map_err(|_| bad())?;
+                    let bytes = <[u8; 32]>::try_from(bytes).map_err(|_| bad())?;
+                    Material::Ed25519Private(SigningKey::from_bytes(&bytes))
+                }
+                _ => return Err(bad()),
+            };
             keys.push(Key {
-                kid: kid.to_owned(),
-                secret,
+                kid: fields[0].to_owned(),
+                material,
             });
         }
         if keys.is_empty() {
@@ -187,13 +301,14 @@ impl Keys {
         Ok(Self(keys))
     }
 
-    /// Reads and parses a key file.
+    /// Reads and parses a tracker's key file (see [`Keys::parse`]).
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text)
+        Self::parse(&read_key_file(path)?)
+    }
+
+    /// Reads and parses a provider's key file for minting (see [`Keys::parse_signing`]).
+    pub fn load_signing(path: &Path) -> Result<Self, KeyFileError> {
+        Self::parse_signing(&read_key_file(path)?)
     }
 
     /// The key with id `kid`, or the first key when `kid` is `None`.
@@ -230,12 +345,9 @@ impl Keys {
             Some(kid) => self.0.iter().filter(|k| &k.kid == kid).collect(),
             None => self.0.iter().collect(),
         };
-        let verified = candidates.into_iter().any(|key| {
-            let mut m = key.mac();
-            m.update(signing_input.as_bytes());
-            // Constant-time comparison.
-            m.verify_slice(&mac).is_ok()
-        });
+        let verified = candidates
+            .into_iter()
+            .any(|key| key.verifies(signing_input.as_bytes(), &mac));
         if !verified {
             return Err(TokenError::BadSignature);
         }
@@ -256,6 +368,13 @@ impl Keys {
         }
         Ok(claims)
     }
+}
+
+fn read_key_file(path: &Path) -> Result<String, KeyFileError> {
+    std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Seconds since the Unix epoch by the system clock (tokens carry wall-clock times).
@@ -298,7 +417,8 @@ mod tests {
         let t = keys
             .get(Some("k2"))
             .unwrap()
-            .mint(&claims("cdn.example.com/live/*", 1000));
+            .mint(&claims("cdn.example.com/live/*", 1000))
+            .unwrap();
         let c = keys
             .verify(&t, &swarm("cdn.example.com/live/720p.m3u8"), 999)
             .unwrap();
@@ -320,10 +440,12 @@ mod tests {
     fn exact_scope_and_not_before() {
         let keys = keys();
         let key = keys.get(None).unwrap();
-        let t = key.mint(&Claims {
-            nbf: Some(500),
-            ..claims("s", 1000)
-        });
+        let t = key
+            .mint(&Claims {
+                nbf: Some(500),
+                ..claims("s", 1000)
+            })
+            .unwrap();
         assert_eq!(
             keys.verify(&t, &swarm("s"), 499).unwrap_err().code(),
             "token_not_yet_valid"
@@ -339,7 +461,11 @@ mod tests {
     fn forged_altered_and_foreign_tokens_are_refused() {
         let keys = keys();
         let s = swarm("s");
-        let t = keys.get(None).unwrap().mint(&claims("*", u64::MAX));
+        let t = keys
+            .get(None)
+            .unwrap()
+            .mint(&claims("*", u64::MAX))
+            .unwrap();
         keys.verify(&t, &s, 0).unwrap();
         // Widen nothing, change the expiry: the MAC no longer matches.
         let (_, mac) = t.rsplit_once('.').unwrap();
@@ -350,7 +476,11 @@ mod tests {
             "token_bad_signature"
         );
         let other = Keys::parse(&Key::generate_line("k1")).unwrap();
-        let foreign = other.get(None).unwrap().mint(&claims("*", u64::MAX));
+        let foreign = other
+            .get(None)
+            .unwrap()
+            .mint(&claims("*", u64::MAX))
+            .unwrap();
         assert_eq!(
             keys.verify(&foreign, &s, 0).unwrap_err().code(),
             "token_bad_signature"
@@ -385,5 +515,105 @@ mod tests {
         let line = Key::generate_line("k");
         let secret = line.split_once(' ').unwrap().1;
         assert!(!format!("{:?}", Keys::parse(&line).unwrap()).contains(secret));
+    }
+
+    /// A provider's signing key and the tracker's verify-only key file from one key pair.
+    fn ed25519_pair(kid: &str) -> (Key, Keys) {
+        let (private, public) = Key::generate_ed25519_lines(kid);
+        let signing = Keys::parse_signing(&private).unwrap();
+        let key = signing.get(None).unwrap().clone();
+        assert_eq!(key.alg(), Alg::Ed25519);
+        (key, Keys::parse(&public).unwrap())
+    }
+
+    #[test]
+    fn ed25519_tokens_verify_with_the_public_key_only() {
+        let (signer, tracker) = ed25519_pair("e1");
+        let live = swarm("cdn.example.com/live/720p.m3u8");
+        let t = signer
+            .mint(&claims("cdn.example.com/live/*", 1000))
+            .unwrap();
+        assert_eq!(
+            tracker.verify(&t, &live, 999).unwrap().kid.as_deref(),
+            Some("e1")
+        );
+        assert_eq!(
+            tracker.verify(&t, &live, 1000).unwrap_err().code(),
+            "token_expired"
+        );
+        // Replayed into another swarm: the signature holds, the scope does not.
+        let e = tracker
+            .verify(&t, &swarm("cdn.example.com/vod/a.m3u8"), 999)
+            .unwrap_err();
+        assert_eq!(e.code(), "token_wrong_swarm");
+        // The tracker's key cannot sign.
+        assert!(matches!(
+            tracker.get(None).unwrap().mint(&claims("*", 1)),
+            Err(MintError::VerifyOnly(_))
+        ));
+    }
+
+    #[test]
+    fn ed25519_forgeries_and_hmac_tokens_are_refused() {
+        let (signer, tracker) = ed25519_pair("k1");
+        let s = swarm("s");
+        let t = signer.mint(&claims("s", u64::MAX)).unwrap();
+        tracker.verify(&t, &s, 0).unwrap();
+        // Widened claims under the original signature.
+        let (_, sig) = t.rsplit_once('.').unwrap();
+        let widened = B64.encode(br#"{"swarm":"*","exp":18446744073709551615,"kid":"k1"}"#);
+        let forged = format!("v1.{widened}.{sig}");
+        assert_eq!(
+            tracker.verify(&forged, &s, 0).unwrap_err().code(),
+            "token_bad_signature"
+        );
+        // One flipped signature bit.
+        let mut raw = B64.decode(sig).unwrap();
+        raw[0] ^= 1;
+        let flipped = format!("{}.{}", t.rsplit_once('.').unwrap().0, B64.encode(raw));
+        assert_eq!(
+            tracker.verify(&flipped, &s, 0).unwrap_err().code(),
+            "token_bad_signature"
+        );
+        // Another provider's key pair, same kid.
+        let (stranger, _) = ed25519_pair("k1");
+        let foreign = stranger.mint(&claims("s", u64::MAX)).unwrap();
+        assert_eq!(
+            tracker.verify(&foreign, &s, 0).unwrap_err().code(),
+            "token_bad_signature"
+        );
+        // An HMAC token with the same kid: the key decides the algorithm, not the token.
+        let hmac = Keys::parse(&Key::generate_line("k1")).unwrap();
+        let h = hmac
+            .get(None)
+            .unwrap()
+            .mint(&claims("s", u64::MAX))
+            .unwrap();
+        assert_eq!(
+            tracker.verify(&h, &s, 0).unwrap_err().code(),
+            "token_bad_signature"
+        );
+    }
+
+    #[test]
+    fn a_tracker_key_file_refuses_private_keys_and_mixes_algorithms() {
+        let (private, public) = Key::generate_ed25519_lines("e1");
+        assert!(matches!(
+            Keys::parse(&private),
+            Err(KeyFileError::PrivateKey { line: 1 })
+        ));
+        assert!(!format!("{:?}", Keys::parse_signing(&private).unwrap())
+            .contains(private.rsplit_once(' ').unwrap().1));
+        let both = Keys::parse(&format!("{}\n{public}\n", Key::generate_line("h1"))).unwrap();
+        assert_eq!(both.get(Some("h1")).unwrap().alg(), Alg::Hmac);
+        assert_eq!(both.get(Some("e1")).unwrap().alg(), Alg::Ed25519);
+        for bad in [
+            "e1 ed25519 AAAA",
+            "e1 ed25519",
+            "e1 rsa AAAA",
+            "e1 ed25519-private AAAA",
+        ] {
+            assert!(Keys::parse_signing(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -41,12 +41,16 @@ async fn setup(required: bool) -> Setup {
 
 impl Setup {
     fn token(&self, swarm: &str, exp: u64) -> String {
-        self.keys.get(None).unwrap().mint(&Claims {
-            swarm: swarm.into(),
-            exp,
-            nbf: None,
-            kid: None,
-        })
+        self.keys
+            .get(None)
+            .unwrap()
+            .mint(&Claims {
+                swarm: swarm.into(),
+                exp,
+                nbf: None,
+                kid: None,
+            })
+            .unwrap()
     }
 
     async fn announce_with(
@@ -92,12 +96,16 @@ async fn expired_wrong_swarm_forged_missing_and_malformed_tokens_are_refused_wit
     let good_for_a = s.token("swarm-a", later);
     // Same claims, signed with a key this tracker does not hold.
     let stranger = Keys::parse(&Key::generate_line("k1")).unwrap();
-    let forged = stranger.get(None).unwrap().mint(&Claims {
-        swarm: "swarm-a".into(),
-        exp: later,
-        nbf: None,
-        kid: None,
-    });
+    let forged = stranger
+        .get(None)
+        .unwrap()
+        .mint(&Claims {
+            swarm: "swarm-a".into(),
+            exp: later,
+            nbf: None,
+            kid: None,
+        })
+        .unwrap();
     // A genuine token whose scope was widened after signing.
     let (_, mac) = good_for_a.rsplit_once('.').unwrap();
     let widened = format!(
