@@ -5,6 +5,7 @@
 //! origin); everything else streams through from the origin unchanged.
 
 mod dash;
+mod live_edge;
 
 use crate::fetch::{self, FetchError, Mode};
 use crate::manifest::{self, hls, ByteRange, MapError};
@@ -407,6 +408,13 @@ fn learn(shared: &Arc<Shared>, url: &url::Url, media: &hls::Media) -> Arc<Swarm>
     let id = manifest::swarm_id_for(url);
     let swarm = shared.join(id);
     swarm.last_used_ms.store(shared.now_ms(), Ordering::Relaxed);
+    learn_media(shared, &swarm, media);
+    live_edge::ensure(shared, &swarm, url);
+    swarm
+}
+
+/// Learns a media playlist's segments into `swarm` and prefetches the fresh ones.
+fn learn_media(shared: &Arc<Shared>, swarm: &Arc<Swarm>, media: &hls::Media) {
     let target = Duration::from_secs_f64(media.target_duration.clamp(0.1, 3600.0));
     let fresh = swarm.learn_segments(
         Instant::now(),
@@ -421,8 +429,7 @@ fn learn(shared: &Arc<Shared>, url: &url::Url, media: &hls::Media) -> Arc<Swarm>
         media.ended,
         target,
     );
-    prefetch(shared, &swarm, fresh);
-    swarm
+    prefetch(shared, swarm, fresh);
 }
 
 /// An MPD: rewritten, and every Representation's segments learned (see [`dash::learn`]).

@@ -377,6 +377,7 @@ async fn attempt(
         return PeerOutcome::Failed;
     }
     shared.metrics.peer_bytes.inc_by(n);
+    tracing::debug!(%peer, %key, elapsed = ?transfer.elapsed, "peer transfer verified");
     shared.cache.insert(&swarm.id, key, transfer.bytes.clone());
     if let Some(w) = relay.lock().unwrap_or_else(|p| p.into_inner()).take() {
         w.finish();

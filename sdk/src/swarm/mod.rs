@@ -109,6 +109,10 @@ pub struct SwarmState {
     pub player_dry_at: Option<Instant>,
     /// Smoothed time an origin segment fetch took, seconds.
     pub origin_secs: Option<f64>,
+    /// When a segment last appeared at the live edge (from any playlist load).
+    pub last_fresh_at: Option<Instant>,
+    /// A task polls the live playlist near the moments new segments appear.
+    pub edge_poller: bool,
 }
 
 /// When a node that is not among a fresh segment's origin seeders stops waiting for a
@@ -217,6 +221,9 @@ impl Swarm {
             if fresh {
                 new.push(key);
             }
+        }
+        if !new.is_empty() {
+            st.last_fresh_at = Some(now);
         }
         // Forget segments far behind the window.
         let len = st.by_sequence.len();
