@@ -169,7 +169,7 @@ impl Default for NodeConfig {
             max_downloads: 16,
             exclude: Vec::new(),
             p2p_budget: Duration::from_secs(6),
-            playback_margin: Duration::from_millis(1000),
+            playback_margin: Duration::from_millis(500),
             stall_timeout: Duration::from_millis(1000),
             min_peer_time: Duration::from_millis(150),
             origin_seeders: 1,
