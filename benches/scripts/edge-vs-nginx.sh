@@ -108,8 +108,13 @@ for file in other.ts other750.ts; do
 done
 taskset -p -c 0 $origin_pid >/dev/null
 echo "== segment misses through the scheduler (a $nseg-segment playlist walked in order, 64 MiB cache)"
+origin_bytes() {
+  curl -sf "http://127.0.0.1:$ep/metrics" | awk '/^shoal_edge_origin_bytes_total/ {print $2}'
+}
 for rate in 100 "$half_1mb"; do
+  before=$(origin_bytes)
   run --url "http://127.0.0.1:$ep/127.0.0.1:$np/long/s{n}.ts" --distinct $nseg --rate "$rate" $cpu
+  echo "  origin bytes during the run (warm-up included): $(($(origin_bytes) - before))"
 done
 echo "shoal-edge RSS after: $(rss)"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
