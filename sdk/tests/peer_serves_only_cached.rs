@@ -112,3 +112,35 @@ async fn nothing_listening_is_a_retryable_connect_error() {
     assert!(matches!(err, PeerError::Connect(_)), "{err:?}");
     assert!(err.is_retryable() && !err.is_misbehaviour());
 }
+
+#[tokio::test]
+async fn parts_are_exactly_the_asked_bytes_and_never_beyond_the_end() {
+    let node = start_node(1 << 20, &["live"], PeerServerConfig::default()).await;
+    let s = swarm("live");
+    let body = payload(100_003);
+    node.cache.insert(&s, &key("1"), body.clone());
+    let client = client();
+    // Three parts, as a split fetch asks for them, put back together.
+    let mut whole = Vec::new();
+    for (offset, len) in [(0u64, 33_334u64), (33_334, 33_334), (66_668, 33_335)] {
+        let t = client
+            .fetch_part(&node.addr, &s, &key("1"), STALL, offset, len)
+            .await
+            .unwrap();
+        assert_eq!(t.bytes.len() as u64, len);
+        whole.extend_from_slice(&t.bytes);
+    }
+    assert_eq!(whole, body);
+    // Past the end: refused, not truncated.
+    let err = client
+        .fetch_part(&node.addr, &s, &key("1"), STALL, 100_000, 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PeerError::Status(code) if code == 416), "{err:?}");
+    // A segment not held is 404 for a part too.
+    let err = client
+        .fetch_part(&node.addr, &s, &key("2"), STALL, 0, 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PeerError::NotFound), "{err:?}");
+}

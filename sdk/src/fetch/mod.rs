@@ -183,9 +183,17 @@ async fn run(
                 }
             }
             Decision::Peer(peer) => {
+                let split = match addr {
+                    Some(_) => try_split(shared, swarm, key, until, &mut tried).await,
+                    None => None,
+                };
                 tried.insert(peer.clone());
                 let Some(addr) = addr else { continue };
-                match from_peer(shared, swarm, key, &peer, addr, &mut deadline).await {
+                let outcome = match split {
+                    Some(o) => o,
+                    None => from_peer(shared, swarm, key, &peer, addr, &mut deadline).await,
+                };
+                match outcome {
                     PeerOutcome::Verified(bytes) => {
                         swarm
                             .unreported_p2p
@@ -330,37 +338,7 @@ async fn attempt(
     let now = Instant::now();
     let transfer = match transfer {
         Ok(t) => t,
-        Err(PeerError::Busy { retry_after }) => {
-            let wait = retry_after
-                .unwrap_or(DEFAULT_BUSY_WAIT)
-                .clamp(MIN_BUSY_WAIT, MAX_BUSY_WAIT);
-            // Spread the retries of the peer's many askers.
-            let wait = wait.mul_f64(1.0 + rand::random::<f64>() * 0.5);
-            tracing::trace!(%peer, %key, ?wait, "peer busy");
-            swarm.record_busy(peer, now, wait);
-            return PeerOutcome::Busy;
-        }
-        Err(e) => {
-            tracing::debug!(%peer, %key, error = %e, "peer transfer failed");
-            swarm.record_transfer(peer, now, Err(()));
-            shared.metrics.peer_failures.inc();
-            // We only ask peers that announced the segment: a 404 is a false `have`.
-            let reason = match &e {
-                PeerError::NotFound => Some(ReportReason::FalseHave),
-                PeerError::Stalled(_) => Some(ReportReason::Stall),
-                e if e.is_misbehaviour() => Some(ReportReason::Stall),
-                _ => None,
-            };
-            if let Some(reason) = reason {
-                if swarm.strike(peer) {
-                    tracing::warn!(%peer, ?reason, "peer keeps misbehaving: banned and reported");
-                    swarm.ban(peer);
-                    shared.metrics.peers_banned.inc();
-                    report(shared, swarm, peer, key, reason);
-                }
-            }
-            return PeerOutcome::Failed;
-        }
+        Err(e) => return peer_error(shared, swarm, key, peer, e, now),
     };
     let n = transfer.bytes.len() as u64;
     swarm.record_transfer(peer, now, Ok((n, transfer.elapsed)));
@@ -383,6 +361,144 @@ async fn attempt(
         w.finish();
     }
     PeerOutcome::Verified(transfer.bytes)
+}
+
+/// Records a failed transfer from `peer` (busy, failed, misbehaving: struck, and banned and
+/// reported at the threshold) and says what it means for the fetch.
+fn peer_error(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    key: &SegmentKey,
+    peer: &PeerId,
+    e: PeerError,
+    now: Instant,
+) -> PeerOutcome {
+    if let PeerError::Busy { retry_after } = e {
+        let wait = retry_after
+            .unwrap_or(DEFAULT_BUSY_WAIT)
+            .clamp(MIN_BUSY_WAIT, MAX_BUSY_WAIT);
+        // Spread the retries of the peer's many askers.
+        let wait = wait.mul_f64(1.0 + rand::random::<f64>() * 0.5);
+        tracing::trace!(%peer, %key, ?wait, "peer busy");
+        swarm.record_busy(peer, now, wait);
+        return PeerOutcome::Busy;
+    }
+    tracing::debug!(%peer, %key, error = %e, "peer transfer failed");
+    swarm.record_transfer(peer, now, Err(()));
+    shared.metrics.peer_failures.inc();
+    // We only ask peers that announced the segment: a 404 is a false `have`.
+    let reason = match &e {
+        PeerError::NotFound => Some(ReportReason::FalseHave),
+        PeerError::Stalled(_) => Some(ReportReason::Stall),
+        e if e.is_misbehaviour() => Some(ReportReason::Stall),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        if swarm.strike(peer) {
+            tracing::warn!(%peer, ?reason, "peer keeps misbehaving: banned and reported");
+            swarm.ban(peer);
+            shared.metrics.peers_banned.inc();
+            report(shared, swarm, peer, key, reason);
+        }
+    }
+    PeerOutcome::Failed
+}
+
+/// Most peers one segment is fetched from in parts.
+const MAX_PARTS: usize = 4;
+/// After a split fetch fails its digest, whole transfers only for this long.
+const NO_SPLIT_AFTER_BAD_BYTES: Duration = Duration::from_secs(30);
+
+/// Fetches `key` in parts from several idle holders at once when no single one could send it
+/// in the time left (a low upload cap); `None` when a split is not worth it.
+async fn try_split(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    key: &SegmentKey,
+    until: Instant,
+    tried: &mut HashSet<PeerId>,
+) -> Option<PeerOutcome> {
+    let holders = swarm.idle_holders(key, Instant::now(), tried);
+    if holders.len() < 2 {
+        return None;
+    }
+    let rates: Vec<f64> = holders.iter().map(|h| h.2).collect();
+    let left = until.saturating_duration_since(Instant::now());
+    let (sha256, size) = trusted_digest(shared, swarm, key).await?;
+    let k = scheduler::parts_for(size, &rates, left, MAX_PARTS);
+    tracing::trace!(%key, holders = holders.len(), ?rates, ?left, k, "parts to fetch");
+    if k < 2 || size < k as u64 {
+        return None;
+    }
+    let chosen = &holders[..k];
+    for (p, _, _) in chosen {
+        tried.insert(p.clone());
+        swarm.transfer_started(p);
+    }
+    let step = size / k as u64;
+    let parts = chosen.iter().enumerate().map(|(i, (peer, addr, _))| {
+        let offset = step * i as u64;
+        let len = if i + 1 == k { size - offset } else { step };
+        async move {
+            let r = shared
+                .peer_client
+                .fetch_part(
+                    addr,
+                    &swarm.id,
+                    key,
+                    shared.config.stall_timeout,
+                    offset,
+                    len,
+                )
+                .await;
+            (peer, r)
+        }
+    });
+    let Ok(results) = tokio::time::timeout_at(until, futures::future::join_all(parts)).await else {
+        for (p, _, _) in chosen {
+            swarm.transfer_abandoned(p);
+        }
+        shared.metrics.peer_failures.inc();
+        return Some(PeerOutcome::Failed);
+    };
+    let now = Instant::now();
+    let mut body = bytes::BytesMut::with_capacity(size as usize);
+    let mut outcome = None;
+    for (peer, r) in results {
+        match r {
+            Ok(t) => {
+                swarm.record_transfer(peer, now, Ok((t.bytes.len() as u64, t.elapsed)));
+                body.extend_from_slice(&t.bytes);
+            }
+            Err(e) => {
+                let o = peer_error(shared, swarm, key, peer, e, now);
+                // One busy part makes the whole worth retrying soon; any failure ends it.
+                if !matches!(outcome, Some(PeerOutcome::Failed)) {
+                    outcome = Some(o);
+                }
+            }
+        }
+    }
+    if let Some(o) = outcome {
+        if matches!(o, PeerOutcome::Busy) {
+            for (p, _, _) in chosen {
+                tried.remove(p);
+            }
+        }
+        return Some(o);
+    }
+    if body.len() as u64 != size || Sha256::digest(&body).as_slice() != sha256 {
+        // Which part was wrong cannot be told: no ban, and whole transfers only for a while,
+        // so that the liar is caught and banned by one of them.
+        tracing::warn!(%key, "segment fetched in parts failed its digest; whole transfers only for a while");
+        shared.metrics.integrity_failures.inc();
+        swarm.lock().no_split_until = Some(now + NO_SPLIT_AFTER_BAD_BYTES);
+        return Some(PeerOutcome::Failed);
+    }
+    let body = body.freeze();
+    shared.metrics.peer_bytes.inc_by(size);
+    shared.cache.insert(&swarm.id, key, body.clone());
+    Some(PeerOutcome::Verified(body))
 }
 
 /// The trusted digest of `key`: remembered, or asked of the tracker. `None` when the tracker

@@ -100,11 +100,44 @@ impl PeerStats {
         }
     }
 
+    /// The rate to expect from this peer, bytes per second (the prior for a peer with no
+    /// history).
+    pub fn expected_bps(&self) -> f64 {
+        self.throughput_bps.unwrap_or(PRIOR_BPS)
+    }
+
     /// Higher is better: throughput discounted by failures and by transfers already running.
     pub fn score(&self) -> f64 {
         let bps = self.throughput_bps.unwrap_or(PRIOR_BPS);
         bps / (1.0 + self.recent_failures as f64) / (1.0 + self.in_flight as f64)
     }
+}
+
+/// How many peers to fetch parts of a `size`-byte segment from, given the expected rates of
+/// the idle holders (best first) and the time left: one (the whole from the best, which
+/// neighbours can relay while it arrives) when the best finishes in well under the time
+/// left, else as many as it takes for parts to finish in half of it, at most `max`.
+/// A split that still cannot make it in time is not tried (returns 0).
+pub fn parts_for(size: u64, rates_bps: &[f64], time_left: Duration, max: usize) -> usize {
+    let Some(best) = rates_bps.first() else {
+        return 0;
+    };
+    let left = time_left.as_secs_f64();
+    if size as f64 / best.max(1.0) <= 0.6 * left {
+        return 1;
+    }
+    for k in 2..=rates_bps.len().min(max) {
+        // Parts of equal size: the slowest of the k decides.
+        let slowest = rates_bps[..k]
+            .iter()
+            .copied()
+            .fold(f64::MAX, f64::min)
+            .max(1.0);
+        if size as f64 / k as f64 / slowest <= 0.5 * left {
+            return k;
+        }
+    }
+    1
 }
 
 /// A neighbour that announced the segment, with what we know of it.
@@ -537,6 +570,22 @@ mod tests {
             })
             .collect();
         assert!(firsts.len() > 8, "only {} distinct seeders", firsts.len());
+    }
+
+    #[test]
+    fn a_segment_is_split_only_when_one_peer_is_too_slow() {
+        let s = Duration::from_secs;
+        // 750 KB at 750 KB/s with 3 s left: one peer (relayable) is fine.
+        assert_eq!(parts_for(750_000, &[750_000.0, 750_000.0], s(3), 4), 1);
+        // At 187 KB/s one peer needs 4 s: three peers need 1.3 s each, within half of 3 s.
+        let slow = [187_500.0; 6];
+        assert_eq!(parts_for(750_000, &slow, s(3), 4), 3);
+        assert_eq!(parts_for(750_000, &slow, s(2), 4), 4);
+        // Only two holders: the best split available is still tried.
+        assert_eq!(parts_for(750_000, &slow[..2], s(3), 4), 1);
+        assert_eq!(parts_for(750_000, &slow[..3], s(4), 4), 2);
+        // Nobody idle: nothing to do.
+        assert_eq!(parts_for(750_000, &[], s(3), 4), 0);
     }
 
     #[test]

@@ -176,13 +176,17 @@ impl PeerClient {
         peer: &PeerAddr,
         path: String,
         head_timeout: Duration,
+        part: Option<(u64, u64)>,
     ) -> Result<(http::Response<Incoming>, Arc<()>), PeerError> {
         let uri: Uri = format!("https://{}{path}", peer.addr)
             .parse()
             .map_err(|e: http::uri::InvalidUri| PeerError::Request(e.into()))?;
-        let req = Request::get(uri)
-            .body(Empty::new())
-            .map_err(PeerError::Request)?;
+        let mut req = Request::get(uri);
+        if let Some((offset, len)) = part {
+            let last = offset + len.max(1) - 1;
+            req = req.header(header::RANGE, format!("bytes={offset}-{last}"));
+        }
+        let req = req.body(Empty::new()).map_err(PeerError::Request)?;
         let attempt = async {
             let Conn { mut sender, lease } = self.conn(peer).await?;
             sender
@@ -199,7 +203,8 @@ impl PeerClient {
             .await
             .map_err(|_| PeerError::Stalled(head_timeout))??;
         match resp.status() {
-            StatusCode::OK => Ok((resp, lease)),
+            StatusCode::OK if part.is_none() => Ok((resp, lease)),
+            StatusCode::PARTIAL_CONTENT if part.is_some() => Ok((resp, lease)),
             StatusCode::NOT_FOUND => Err(PeerError::NotFound),
             StatusCode::SERVICE_UNAVAILABLE => Err(PeerError::Busy {
                 retry_after: retry_after(resp.headers()),
@@ -232,13 +237,41 @@ impl PeerClient {
         swarm: &SwarmId,
         key: &SegmentKey,
         stall_timeout: Duration,
+        progress: impl FnMut(Progress<'_>),
+    ) -> Result<Transfer, PeerError> {
+        self.fetch_inner(peer, swarm, key, stall_timeout, None, progress)
+            .await
+    }
+
+    /// Fetches `len` bytes of a segment from `offset` (one part of a segment fetched from
+    /// several peers at once); the peer must answer 206 with exactly that many bytes.
+    pub async fn fetch_part(
+        &self,
+        peer: &PeerAddr,
+        swarm: &SwarmId,
+        key: &SegmentKey,
+        stall_timeout: Duration,
+        offset: u64,
+        len: u64,
+    ) -> Result<Transfer, PeerError> {
+        self.fetch_inner(peer, swarm, key, stall_timeout, Some((offset, len)), |_| {})
+            .await
+    }
+
+    async fn fetch_inner(
+        &self,
+        peer: &PeerAddr,
+        swarm: &SwarmId,
+        key: &SegmentKey,
+        stall_timeout: Duration,
+        part: Option<(u64, u64)>,
         mut progress: impl FnMut(Progress<'_>),
     ) -> Result<Transfer, PeerError> {
         let _slot = self.config.download.slot().await;
         let start = Instant::now();
         let head_timeout = self.config.connect_timeout + stall_timeout;
         let (resp, _lease) = self
-            .get(peer, segment_path(swarm, key), head_timeout)
+            .get(peer, segment_path(swarm, key), head_timeout, part)
             .await?;
         let expected = resp
             .headers()
@@ -246,6 +279,14 @@ impl PeerClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .ok_or(PeerError::BadContentLength)?;
+        if let Some((_, len)) = part {
+            if expected != len {
+                return Err(PeerError::LengthMismatch {
+                    expected: len,
+                    received: expected,
+                });
+            }
+        }
         if expected > self.config.max_segment_bytes {
             return Err(PeerError::TooLarge {
                 len: expected,
@@ -300,6 +341,7 @@ impl PeerClient {
                 peer,
                 haves_path(swarm),
                 self.config.connect_timeout + self.config.haves_response_timeout,
+                None,
             )
             .await?;
         let data = BodyDataStream::new(resp.into_body()).map_err(std::io::Error::other);

@@ -57,6 +57,14 @@ pub const PATH_PREFIX: &str = "/p2p/v1/";
 /// (3 bytes per byte) and the route words fit with room to spare.
 pub const MAX_PATH_LEN: usize = 4096;
 
+/// The part a segment request asks for: `bytes=a-b` only (the one form this protocol's
+/// client sends), as (offset, length). Anything else is `None`.
+pub fn parse_part(range: &str) -> Option<(u64, u64)> {
+    let (a, b) = range.strip_prefix("bytes=")?.split_once('-')?;
+    let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+    (b >= a).then(|| (a, b - a + 1))
+}
+
 /// Response header of a busy answer (503): how long to wait before asking again, in
 /// milliseconds. `retry-after` only has whole seconds, far too coarse for a segment that
 /// must arrive within a few.
@@ -280,6 +288,18 @@ mod tests {
         assert!(PeerError::TooLarge { len: 2, max: 1 }.is_misbehaviour());
         assert!(!PeerError::NotFound.is_misbehaviour());
         assert!(PeerError::Busy { retry_after: None }.is_retryable());
+        assert_eq!(parse_part("bytes=0-0"), Some((0, 1)));
+        assert_eq!(parse_part("bytes=10-19"), Some((10, 10)));
+        for bad in [
+            "bytes=5-4",
+            "bytes=-5",
+            "bytes=1-",
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes= 0-1",
+        ] {
+            assert_eq!(parse_part(bad), None, "{bad}");
+        }
         assert!(!PeerError::HaveLineTooLong.is_retryable());
         assert!(PeerError::Status(StatusCode::BAD_GATEWAY).is_retryable());
         assert!(!PeerError::Status(StatusCode::BAD_REQUEST).is_retryable());

@@ -334,8 +334,28 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<RespBody> {
             if !shared.swarms.contains(&swarm) {
                 return status(StatusCode::NOT_FOUND, "not in this swarm\n");
             }
+            let part = match req.headers().get(header::RANGE) {
+                None => None,
+                Some(v) => match v.to_str().ok().and_then(super::parse_part) {
+                    Some(p) => Some(p),
+                    None => return status(StatusCode::RANGE_NOT_SATISFIABLE, "bad range\n"),
+                },
+            };
             let source = match shared.cache.get(&swarm, &key) {
-                Some(bytes) => Source::Whole(bytes),
+                Some(bytes) => match part {
+                    None => Source::Whole(bytes),
+                    Some((offset, len)) => {
+                        let end = offset.saturating_add(len);
+                        if end > bytes.len() as u64 {
+                            return status(StatusCode::RANGE_NOT_SATISFIABLE, "beyond the end\n");
+                        }
+                        Source::Whole(bytes.slice(offset as usize..end as usize))
+                    }
+                },
+                // Parts are served from whole segments only; come back when it is.
+                None if part.is_some() && shared.cache.partial(&swarm, &key).is_some() => {
+                    return busy(MIN_BUSY_WAIT * 4);
+                }
                 None => match shared.cache.partial(&swarm, &key) {
                     Some(p) => Source::Arriving {
                         len: p.len(),
@@ -351,7 +371,17 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<RespBody> {
             if let Err(wait) = admit(shared, source.len()) {
                 return busy(wait);
             }
-            segment_response(shared, source, permit)
+            let mut r = segment_response(shared, source, permit);
+            if let Some((offset, len)) = part {
+                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                // The whole length is not needed by our client; `*` keeps this cheap.
+                if let Ok(v) =
+                    HeaderValue::from_str(&format!("bytes {offset}-{}/*", offset + len.max(1) - 1))
+                {
+                    r.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            r
         }
     }
 }

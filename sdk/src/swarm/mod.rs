@@ -113,6 +113,9 @@ pub struct SwarmState {
     pub last_fresh_at: Option<Instant>,
     /// A task polls the live playlist near the moments new segments appear.
     pub edge_poller: bool,
+    /// Segments are not fetched in parts from several peers before this instant: a split
+    /// fetch failed its digest, and only whole transfers tell which peer lied.
+    pub no_split_until: Option<Instant>,
 }
 
 /// When a node that is not among a fresh segment's origin seeders stops waiting for a
@@ -352,6 +355,40 @@ impl Swarm {
             _ => None,
         };
         (d, addr)
+    }
+
+    /// Holders of `key` that could be asked now (not banned, busy, backing off or in
+    /// `tried`), best first, with their address and expected rate.
+    pub fn idle_holders(
+        &self,
+        key: &SegmentKey,
+        now: Instant,
+        tried: &HashSet<PeerId>,
+    ) -> Vec<(PeerId, PeerAddr, f64)> {
+        let st = self.lock();
+        if st.no_split_until.is_some_and(|t| now < t) {
+            return Vec::new();
+        }
+        let mut v: Vec<(f64, PeerId, PeerAddr, f64)> = st
+            .neighbours
+            .iter()
+            .filter(|(p, n)| {
+                n.haves.contains(key)
+                    && !n.stats.banned
+                    && !tried.contains(*p)
+                    && !n.stats.in_backoff(now)
+                    && !n.stats.is_busy(now)
+            })
+            .map(|(p, n)| {
+                let addr = PeerAddr {
+                    addr: n.addr,
+                    fingerprint: n.fingerprint.clone(),
+                };
+                (n.stats.score(), p.clone(), addr, n.stats.expected_bps())
+            })
+            .collect();
+        v.sort_by(|a, b| b.0.total_cmp(&a.0));
+        v.into_iter().map(|(_, p, a, r)| (p, a, r)).collect()
     }
 
     /// How long a prefetch of a fresh live segment may wait for peers: until about when a
