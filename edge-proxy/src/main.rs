@@ -75,9 +75,14 @@ struct Cli {
     /// added to the tracker policy's exclusions. [default: none]
     #[arg(long, env = "SHOAL_EDGE_EXCLUDE", value_delimiter = ',', value_parser = parse_net)]
     exclude: Option<Vec<IpNet>>,
-    /// Longest a player's segment request waits on P2P before the origin, e.g. 2s. [default: 2s]
+    /// Longest a player's segment request waits on P2P before the origin, e.g. 4s; within it,
+    /// the wait is what the player's estimated buffer allows. [default: 6s]
     #[arg(long, env = "SHOAL_EDGE_P2P_BUDGET", value_parser = humantime::parse_duration)]
     p2p_budget: Option<Duration>,
+    /// Media left in the player's estimated buffer (beyond an origin fetch) when P2P gives up
+    /// and the origin is asked, e.g. 1s. [default: 500ms]
+    #[arg(long, env = "SHOAL_EDGE_PLAYBACK_MARGIN", value_parser = humantime::parse_duration)]
+    playback_margin: Option<Duration>,
     /// Fixed node id for logs and peer ids. [default: random]
     #[arg(long, env = "SHOAL_EDGE_NODE_ID")]
     node_id: Option<String>,
@@ -121,7 +126,8 @@ impl Cli {
         set!(listen => listen, peer_listen => peer_listen, origin => origins,
              origin_scheme => origin_schemes, cache_size => cache_size, max_peers => max_peers,
              max_uploads => max_uploads, max_downloads => max_downloads,
-             exclude => exclude, p2p_budget => p2p_budget);
+             exclude => exclude, p2p_budget => p2p_budget,
+             playback_margin => playback_margin);
         set_opt!(
             peer_advertise,
             tracker,

@@ -483,6 +483,7 @@ impl Node {
                 max_concurrent_uploads: config.max_uploads,
                 max_connections: config.max_peers * 4,
                 uploaded: metrics.uploaded.clone(),
+                refused: crate::peer::limits::Exclusions::new(config.exclude.clone()),
                 ..Default::default()
             },
         )

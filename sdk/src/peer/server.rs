@@ -74,6 +74,8 @@ pub struct PeerServerConfig {
     pub tls_handshake_timeout: Duration,
     /// How long [`PeerServer::shutdown`] lets in-flight uploads finish.
     pub shutdown_grace: Duration,
+    /// Addresses whose connections are closed as soon as accepted (the node's exclusion list).
+    pub refused: super::limits::Exclusions,
 }
 
 impl Default for PeerServerConfig {
@@ -88,6 +90,7 @@ impl Default for PeerServerConfig {
             header_read_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
+            refused: super::limits::Exclusions::default(),
         }
     }
 }
@@ -223,6 +226,10 @@ async fn accept_loop(
                 continue;
             }
         };
+        if config.refused.excludes(remote.ip()) {
+            tracing::debug!(%remote, "peer connection refused: address excluded");
+            continue;
+        }
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
             tracing::debug!(%remote, "peer connection refused: at the connection cap");
             continue;
