@@ -69,6 +69,11 @@ impl Partial {
         self.chunks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Neighbours reading it now.
+    pub fn readers(&self) -> usize {
+        self.progress.receiver_count()
+    }
+
     /// Appends received bytes.
     pub fn push(&self, chunk: Bytes) {
         if chunk.is_empty() {
@@ -170,6 +175,16 @@ mod tests {
         p.verified();
         assert_eq!(r.next().await, Ok(Some(Bytes::from_static(b"ef"))));
         assert_eq!(r.next().await, Ok(None));
+    }
+
+    #[test]
+    fn readers_are_counted() {
+        let p = Partial::new(4);
+        assert_eq!(p.readers(), 0);
+        let r = p.reader();
+        assert_eq!(p.readers(), 1);
+        drop(r);
+        assert_eq!(p.readers(), 0);
     }
 
     #[tokio::test]

@@ -254,9 +254,9 @@ enum PeerOutcome {
 /// unless its SHA-256 and size match the digest.
 ///
 /// The transfer runs as its own task: when the deadline comes first, the caller goes to the
-/// origin but the transfer goes on, because neighbours may be relaying it from us (see
-/// `cache::partial`); cutting it would cut them too. Its bytes, once verified, still fill the
-/// cache and complete those relays.
+/// origin, and the transfer goes on if neighbours are relaying it from us (see
+/// `cache::partial`; cutting it would cut them too). Its bytes, once verified, still fill the
+/// cache and complete those relays. Without relays it is cut.
 async fn from_peer(
     shared: &Arc<Shared>,
     swarm: &Arc<Swarm>,
@@ -269,10 +269,18 @@ async fn from_peer(
     let started = Instant::now();
     let budget = deadline.borrow().saturating_duration_since(started);
     let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let cancel = tokio_util::sync::CancellationToken::new();
     tokio::spawn({
         let (shared, swarm, key, peer) = (shared.clone(), swarm.clone(), key.clone(), peer.clone());
+        let cancel = cancel.clone();
         async move {
-            let outcome = attempt(&shared, &swarm, &key, &peer, addr).await;
+            let outcome = tokio::select! {
+                o = attempt(&shared, &swarm, &key, &peer, addr) => o,
+                _ = cancel.cancelled() => {
+                    swarm.transfer_abandoned(&peer);
+                    PeerOutcome::Failed
+                }
+            };
             let _ = tx.send(outcome);
         }
     });
@@ -291,12 +299,22 @@ async fn from_peer(
             },
         }
     }
+    // Neighbours relaying it from us keep it going; otherwise it only takes the uploader's
+    // capacity from others (at low upload caps, capacity is what P2P lacks).
+    let relayed = shared
+        .cache
+        .partial(&swarm.id, key)
+        .is_some_and(|p| p.readers() > 0);
+    if !relayed {
+        cancel.cancel();
+    }
     tracing::debug!(
         %peer,
         %key,
         ?budget,
         elapsed = ?started.elapsed(),
-        "peer transfer too late for the player; the origin serves it, the transfer goes on for relays"
+        relayed,
+        "peer transfer too late for the player; the origin serves it"
     );
     shared.metrics.peer_failures.inc();
     PeerOutcome::Failed
