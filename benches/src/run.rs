@@ -57,6 +57,9 @@ pub struct RunConfig {
     pub p2p_budget: Option<Duration>,
     /// The nodes' concurrent upload limit (`NodeConfig::max_uploads`); `None` keeps the default.
     pub max_uploads: Option<usize>,
+    /// Nodes per live segment that fetch it from the origin at once
+    /// (`NodeConfig::origin_seeders`); `None` keeps the default.
+    pub origin_seeders: Option<usize>,
 }
 
 mod opt_secs {
@@ -100,6 +103,7 @@ impl RunConfig {
             cache_segments: 30,
             p2p_budget: None,
             max_uploads: None,
+            origin_seeders: None,
         }
     }
 
@@ -181,6 +185,7 @@ impl Ctx {
         let node = Node::start(NodeConfig {
             p2p_budget: cfg.p2p_budget.unwrap_or(defaults.p2p_budget),
             max_uploads: cfg.max_uploads.unwrap_or(defaults.max_uploads),
+            origin_seeders: cfg.origin_seeders.unwrap_or(defaults.origin_seeders),
             listen: ([127, 0, 0, 1], 0).into(),
             peer_listen: ([127, 0, 0, 1], 0).into(),
             peer_advertise: relay.as_ref().map(|r| r.addr().to_string()),

@@ -68,6 +68,10 @@ struct Args {
     /// Most uploads a node serves at once (the nodes' `max_uploads`; default: the SDK's).
     #[arg(long)]
     max_uploads: Option<usize>,
+    /// Nodes per live segment that fetch it from the origin at once (the nodes'
+    /// `origin_seeders`; default: the SDK's).
+    #[arg(long)]
+    origin_seeders: Option<usize>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -110,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         cache_segments: a.cache_segments,
         p2p_budget: a.p2p_budget,
         max_uploads: a.max_uploads,
+        origin_seeders: a.origin_seeders,
     };
     let report = shoal_bench::ui::run_with_progress(cfg, a.baseline, false).await?;
     print!("{}", report.table());
