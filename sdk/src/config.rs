@@ -132,7 +132,10 @@ pub struct NodeConfig {
     #[serde(with = "humantime_serde")]
     pub min_peer_time: Duration,
     /// Nodes per live segment, chosen by rendezvous hashing, that fetch it from the origin at
-    /// once; the rest wait for their `have`.
+    /// once; the rest wait for their `have`. 0 (the default) picks by swarm size: one seeder
+    /// for a small swarm, about a third of the square root of the members for a large one (two
+    /// at 32, three at 100), because each seeder is the root of one relay tree: more roots
+    /// reach everyone sooner, at the cost of one origin copy each.
     pub origin_seeders: usize,
     /// VOD: segments ahead of the player's position fetched from peers (never the origin).
     pub vod_readahead: usize,
@@ -172,7 +175,7 @@ impl Default for NodeConfig {
             playback_margin: Duration::from_millis(500),
             stall_timeout: Duration::from_millis(1000),
             min_peer_time: Duration::from_millis(150),
-            origin_seeders: 1,
+            origin_seeders: 0,
             vod_readahead: 4,
             swarm_idle: Duration::from_secs(60),
             max_segment_size: bytesize::ByteSize::mib(64),

@@ -251,6 +251,16 @@ pub fn rendezvous_weight(key: &SegmentKey, peer: &PeerId) -> u64 {
     u64::from_be_bytes(w)
 }
 
+/// Origin seeders per live segment for a swarm of `members` nodes (this one included):
+/// `configured`, or when that is 0, one per relay tree worth growing: a third of the square
+/// root of the members, at least 1 and at most 4.
+pub fn seeders_for(configured: usize, members: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    ((members as f64).sqrt() / 3.0).round().clamp(1.0, 4.0) as usize
+}
+
 /// This node's rank (0 = first) for fetching `key` from the origin among `me` and `members`.
 /// Nodes ranked below the seeder count fetch at once; the others wait for a `have`, later the
 /// lower they rank, so a seeder that left is covered by the next one instead of by everyone.
@@ -586,6 +596,16 @@ mod tests {
         assert_eq!(parts_for(750_000, &slow[..3], s(4), 4), 2);
         // Nobody idle: nothing to do.
         assert_eq!(parts_for(750_000, &[], s(3), 4), 0);
+    }
+
+    #[test]
+    fn seeders_grow_slowly_with_the_swarm() {
+        assert_eq!(seeders_for(3, 1000), 3);
+        let auto: Vec<usize> = [1, 8, 16, 32, 64, 100, 1000]
+            .iter()
+            .map(|n| seeders_for(0, *n))
+            .collect();
+        assert_eq!(auto, [1, 1, 1, 2, 3, 3, 4]);
     }
 
     #[test]

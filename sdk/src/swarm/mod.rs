@@ -329,6 +329,7 @@ impl Swarm {
             .collect();
         let info = st.segments.get(key);
         let rank = scheduler::origin_rank(key, &self.peer_id, st.members.iter());
+        let origin_seeders = scheduler::seeders_for(origin_seeders, st.members.len() + 1);
         let fresh = info.is_some_and(|i| i.fresh);
         let orphan_deadline = info
             .map(|i| orphan_deadline(i, rank, origin_seeders, st.target_duration))
