@@ -136,7 +136,10 @@ async fn parts_are_exactly_the_asked_bytes_and_never_beyond_the_end() {
         .fetch_part(&node.addr, &s, &key("1"), STALL, 100_000, 10)
         .await
         .unwrap_err();
-    assert!(matches!(err, PeerError::Status(code) if code == 416), "{err:?}");
+    assert!(
+        matches!(err, PeerError::Status(code) if code == 416),
+        "{err:?}"
+    );
     // A segment not held is 404 for a part too.
     let err = client
         .fetch_part(&node.addr, &s, &key("2"), STALL, 0, 10)
