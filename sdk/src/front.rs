@@ -7,6 +7,8 @@
 mod dash;
 mod live_edge;
 
+pub(crate) use dash::DashState;
+
 use crate::fetch::{self, FetchError, Mode};
 use crate::manifest::{self, hls, ByteRange, MapError};
 use crate::metrics::Source;

@@ -90,6 +90,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// The swarm tasks, awaited at shutdown so every swarm is left and reported.
     pub swarm_tasks: TaskTracker,
+    /// DASH routes and live schedules of this node's player front.
+    pub(crate) dash: crate::front::DashState,
 }
 
 impl std::fmt::Debug for Shared {
@@ -537,6 +539,7 @@ impl Node {
             reported_upload: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             swarm_tasks: TaskTracker::new(),
+            dash: Default::default(),
         });
         let front = tokio::spawn(crate::front::serve(shared.clone(), front_listener));
         tracing::info!(player = %player_addr, peer = %peer_addr, fingerprint = shared.identity.fingerprint(), "node started");

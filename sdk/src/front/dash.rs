@@ -9,7 +9,7 @@ use crate::node::Shared;
 use crate::swarm::{NewSegment, Swarm};
 use shoal_proto::{SegmentKey, SwarmId};
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -25,15 +25,24 @@ struct Route {
     on_demand: bool,
 }
 
-/// Routes by the request URL's own key (query dropped). They state facts about URLs (which
-/// representation's segment a URL is), the same for every node of a process; bounded.
-static ROUTES: LazyLock<moka::sync::Cache<SegmentKey, Route>> =
-    LazyLock::new(|| moka::sync::Cache::new(200_000));
+/// The node's DASH state: its routes and live schedules. Kept per node, so nodes sharing a
+/// process (tests, the swarm benchmark) never see each other's.
+pub(crate) struct DashState {
+    /// Routes by the request URL's own key (query dropped); bounded.
+    routes: moka::sync::Cache<SegmentKey, Route>,
+    /// The newest template of each live Representation, by swarm. The `usize` is the swarm's
+    /// address: a swarm left and joined again needs a new ticker.
+    live: Mutex<HashMap<SwarmId, (usize, watch::Sender<dash::LiveTemplate>)>>,
+}
 
-/// Live schedules by (node, swarm): the newest template of each live Representation.
-/// The `usize` is the swarm's address: a swarm left and joined again needs a new ticker.
-type Schedules = HashMap<(String, SwarmId), (usize, watch::Sender<dash::LiveTemplate>)>;
-static LIVE: LazyLock<Mutex<Schedules>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+impl Default for DashState {
+    fn default() -> Self {
+        Self {
+            routes: moka::sync::Cache::new(200_000),
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+}
 
 /// Registered this long after the template says a segment is complete: packagers publish a
 /// moment after the segment's end, and a prefetch that comes too early costs a 404.
@@ -55,10 +64,10 @@ pub(super) fn learn(shared: &Arc<Shared>, mpd_url: &Url, mpd: &dash::Mpd) {
             .unwrap_or(Duration::from_secs(2))
             .clamp(Duration::from_millis(100), Duration::from_secs(3600));
         for s in &rep.segments {
-            add_routes(&id, &s.resource, false);
+            add_routes(shared, &id, &s.resource, false);
         }
         if let Some(f) = &rep.file {
-            add_routes(&id, f, true);
+            add_routes(shared, &id, f, true);
         }
         let fresh = swarm.learn_segments(
             now,
@@ -82,10 +91,10 @@ pub(super) fn learn(shared: &Arc<Shared>, mpd_url: &Url, mpd: &dash::Mpd) {
     }
 }
 
-fn add_routes(swarm: &SwarmId, r: &dash::Resource, on_demand: bool) {
+fn add_routes(shared: &Shared, swarm: &SwarmId, r: &dash::Resource, on_demand: bool) {
     for u in std::iter::once(&r.url).chain(&r.alternatives) {
         if on_demand || u != &r.key_url {
-            ROUTES.insert(
+            shared.dash.routes.insert(
                 segment_key(u, None),
                 Route {
                     swarm: swarm.clone(),
@@ -102,7 +111,7 @@ fn add_routes(swarm: &SwarmId, r: &dash::Resource, on_demand: bool) {
 /// asking for it finds it among its neighbours. A request under a CDN alternative makes the
 /// swarm fetch that segment from the alternative from now on (the player fell back to it).
 pub(super) fn route(shared: &Arc<Shared>, url: &Url, closed: Option<ByteRange>) -> Option<Url> {
-    let r = ROUTES.get(&segment_key(url, None))?;
+    let r = shared.dash.routes.get(&segment_key(url, None))?;
     let swarm = shared.swarms.get(&r.swarm).map(|s| s.value().clone())?;
     let key = segment_key(&r.key_url, closed);
     if r.on_demand {
@@ -131,17 +140,16 @@ pub(super) fn route(shared: &Arc<Shared>, url: &Url, closed: Option<ByteRange>) 
 
 /// Hands `live` to the swarm's ticker, starting one if none runs.
 fn schedule(shared: &Arc<Shared>, swarm: &Arc<Swarm>, live: dash::LiveTemplate) {
-    let k = (shared.node_id.clone(), swarm.id.clone());
-    let mut map = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = shared.dash.live.lock().unwrap_or_else(|p| p.into_inner());
     map.retain(|_, (_, tx)| !tx.is_closed());
     let addr = Arc::as_ptr(swarm) as usize;
-    if let Some((a, tx)) = map.get(&k) {
+    if let Some((a, tx)) = map.get(&swarm.id) {
         if *a == addr && tx.send(live.clone()).is_ok() {
             return;
         }
     }
     let (tx, rx) = watch::channel(live);
-    map.insert(k, (addr, tx));
+    map.insert(swarm.id.clone(), (addr, tx));
     tokio::spawn(tick(shared.clone(), swarm.clone(), rx));
 }
 
@@ -177,7 +185,7 @@ async fn tick(shared: Arc<Shared>, swarm: Arc<Swarm>, mut rx: watch::Receiver<da
         let Some((seg, _)) = due else { continue };
         let target = swarm.lock().target_duration;
         let r = &seg.resource;
-        add_routes(&swarm.id, r, false);
+        add_routes(&shared, &swarm.id, r, false);
         let fresh = swarm.learn_segments(
             Instant::now(),
             [NewSegment {
