@@ -1,6 +1,7 @@
 //! Node configuration: documented data, read from TOML by the edge proxy and built in code by
 //! apps. Every field has a default; unknown fields are refused so typos do not pass silently.
 
+use crate::fetch::signed_digests::{self, ProviderKey};
 use crate::manifest::Scheme;
 pub use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -91,6 +92,16 @@ pub struct NodeConfig {
     pub tracker: Option<String>,
     /// Access token for the tracker, signed by the content provider.
     pub token: Option<String>,
+    /// The content provider's Ed25519 public key for signed digest lists: the line of the
+    /// `.pub` file `shoal-tracker token keygen --alg ed25519` writes (`<key id> ed25519
+    /// <key>`) or the bare base64 key. Set: bytes from peers are checked only against digests
+    /// from the list beside the manifest whose signature this key verifies, never the
+    /// tracker's (`docs/security.md`). Unset: the tracker's digest service vouches.
+    pub digest_list_key: Option<ProviderKey>,
+    /// Appended to a manifest URL's path to find its signed digest list (`stream.m3u8` ->
+    /// `stream.m3u8.sha256`); the signature is at the list's URL + `.sig`. Used only with
+    /// `digest_list_key`.
+    pub digest_list_suffix: String,
     /// Origins the proxy may fetch, as `host` or `host:port`. Anything else is refused (403):
     /// the proxy is never an open proxy.
     pub origins: Vec<String>,
@@ -162,6 +173,8 @@ impl Default for NodeConfig {
             peer_advertise: None,
             tracker: None,
             token: None,
+            digest_list_key: None,
+            digest_list_suffix: signed_digests::DEFAULT_SUFFIX.into(),
             origins: Vec::new(),
             origin_schemes: Vec::new(),
             cache_size: bytesize::ByteSize::mib(256),
@@ -207,6 +220,12 @@ impl NodeConfig {
                     "origin scheme `{s}` names `{host}`, which is not in the origin list"
                 ));
             }
+        }
+        if !signed_digests::valid_suffix(&self.digest_list_suffix) {
+            return Err(format!(
+                "digest_list_suffix `{}` must be non-empty and hold only letters, digits, `.`, `-`, `_` or `~`",
+                self.digest_list_suffix
+            ));
         }
         if self.max_peers == 0 || self.max_uploads == 0 || self.max_downloads == 0 {
             return Err("max_peers, max_uploads and max_downloads must be at least 1".into());
@@ -275,9 +294,18 @@ mod tests {
             upload_limit: Some("4Mbit".parse().unwrap()),
             download_limit: Some("8Mbit".parse().unwrap()),
             exclude: vec!["10.0.0.0/8".parse().unwrap()],
+            digest_list_key: Some(
+                "k1 ed25519 11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+                    .parse()
+                    .unwrap(),
+            ),
             ..Default::default()
         };
         let text = toml::to_string(&c).unwrap();
+        assert!(
+            text.contains("digest_list_key = \"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\""),
+            "{text}"
+        );
         let back: NodeConfig = toml::from_str(&text).unwrap();
         assert_eq!(toml::to_string(&back).unwrap(), text);
         back.validate().unwrap();
@@ -301,5 +329,12 @@ mod tests {
         };
         assert!(c.validate().unwrap_err().contains("not in the origin list"));
         assert!(NodeConfig::default().validate().is_err());
+        let c = NodeConfig {
+            origins: vec!["a.example".into()],
+            digest_list_suffix: "?list".into(),
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("digest_list_suffix"));
+        assert!(toml::from_str::<NodeConfig>("digest_list_key = \"k1 hmac x\"").is_err());
     }
 }

@@ -410,6 +410,7 @@ fn learn(shared: &Arc<Shared>, url: &url::Url, media: &hls::Media) -> Arc<Swarm>
     let id = manifest::swarm_id_for(url);
     let swarm = shared.join(id);
     swarm.last_used_ms.store(shared.now_ms(), Ordering::Relaxed);
+    swarm.lock().manifest_url = Some(url.clone());
     learn_media(shared, &swarm, media);
     live_edge::ensure(shared, &swarm, url);
     swarm

@@ -36,6 +36,45 @@ pub enum FallbackReason {
     Unverifiable,
 }
 
+/// What a fetch of a provider-signed digest list gave (`fetch::digest_list`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DigestListResult {
+    /// List and signature fetched, signature verified, list read: its digests are in use.
+    Ok,
+    /// The list or its signature could not be fetched (origin error, unreachable, too large),
+    /// or the swarm's manifest URL is unknown.
+    Missing,
+    /// The signature does not verify with the configured key, or is not a signature.
+    BadSignature,
+    /// The signature verifies but the list is out of form (or over its bounds).
+    Malformed,
+}
+
+impl DigestListResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DigestListResult::Ok => "ok",
+            DigestListResult::Missing => "missing",
+            DigestListResult::BadSignature => "bad_signature",
+            DigestListResult::Malformed => "malformed",
+        }
+    }
+}
+
+impl EncodeLabelValue for DigestListResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Label set `{result}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// What the fetch gave.
+    pub result: DigestListResult,
+}
+
 impl Source {
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -126,6 +165,9 @@ pub struct NodeMetrics {
     /// `shoal_edge_peer_received_bytes_total`: segment bytes read from peers, finished
     /// transfers or not, verified or not: what the download cap meters.
     pub peer_received: Counter,
+    /// `shoal_edge_digest_lists_total{result}`: fetches of provider-signed digest lists (one
+    /// list and its signature each), by what they gave.
+    pub digest_lists: Family<ResultLabel, Counter>,
     /// The `source="p2p"` and `source="cdn"` children of `bytes`, held so the hot path
     /// (every chunk streamed to a player) touches atomics only.
     delivered_p2p: Counter,
@@ -163,6 +205,7 @@ impl NodeMetrics {
             tracker_errors: Counter::default(),
             neighbours_excluded: Counter::default(),
             peer_received: Counter::default(),
+            digest_lists: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("shoal_edge");
         r.register(
@@ -236,6 +279,11 @@ impl NodeMetrics {
             "peer_received_bytes",
             "Segment bytes read from peers, complete transfers or not (what the download cap meters)",
             m.peer_received.clone(),
+        );
+        r.register(
+            "digest_lists",
+            "Fetches of provider-signed digest lists, by result",
+            m.digest_lists.clone(),
         );
         m
     }

@@ -5,7 +5,9 @@
 //! the transfer, and a player request and a prefetch of the same segment share one fetch (the
 //! player's tighter deadline wins).
 
+mod digest_list;
 pub mod scheduler;
+pub mod signed_digests;
 
 use crate::cache::PartialWriter;
 use crate::metrics::{FallbackReason, Source, SourceLabel};
@@ -519,8 +521,9 @@ async fn try_split(
     Some(PeerOutcome::Verified(body))
 }
 
-/// The trusted digest of `key`: remembered, or asked of the tracker. `None` when the tracker
-/// cannot vouch for it (unreachable, refused, malformed answer).
+/// The trusted digest of `key`: remembered, or asked of the tracker; with a provider key
+/// configured, from the provider's signed digest list only. `None` when neither can vouch for
+/// it (unreachable, refused, malformed answer, bad signature).
 async fn trusted_digest(
     shared: &Arc<Shared>,
     swarm: &Arc<Swarm>,
@@ -533,6 +536,9 @@ async fn trusted_digest(
         }
         st.peer_key.clone()
     };
+    if let Some(provider) = &shared.config.digest_list_key {
+        return digest_list::digest(shared, swarm, key, provider).await;
+    }
     let (tracker, peer_key) = (shared.tracker.as_ref()?, peer_key?);
     let answer = tracker
         .digest(&swarm.id, key, &swarm.peer_id, &peer_key)

@@ -55,6 +55,7 @@ pub(super) fn learn(shared: &Arc<Shared>, mpd_url: &Url, mpd: &dash::Mpd) {
     for rep in mpd.periods.iter().flat_map(|p| &p.representations) {
         let id = dash::swarm_id(mpd_url, &rep.id);
         let swarm = shared.join(id.clone());
+        swarm.lock().manifest_url = Some(mpd_url.clone());
         let target = rep
             .segments
             .iter()

@@ -83,10 +83,14 @@ pub struct SwarmState {
     pub members: HashSet<PeerId>,
     /// Peers banned for this session (bad bytes).
     pub banned: HashSet<PeerId>,
-    /// Trusted digests (SHA-256, size) of segments, as the tracker vouched for them.
+    /// Trusted digests (SHA-256, size) of segments, as the tracker vouched for them (or, with a
+    /// provider key configured, as the provider's signed digest list gives them).
     pub digests: HashMap<SegmentKey, ([u8; 32], u64)>,
     /// Where each cached segment came from, so cache hits count toward the right source.
     pub sources: HashMap<SegmentKey, Source>,
+    /// The manifest (media playlist or MPD) this swarm's segments were last learned from,
+    /// as the origin URL: where its signed digest list is found.
+    pub manifest_url: Option<url::Url>,
     /// Whether the tracker allows P2P here; false until the first successful announce.
     pub p2p_allowed: bool,
     /// The secret the tracker handed out for our peer id.
@@ -153,6 +157,9 @@ pub struct Swarm {
     pub unreported_p2p: AtomicU64,
     /// Milliseconds since node start of the last player request in this swarm.
     pub last_used_ms: AtomicU64,
+    /// When the last fetch of the signed digest list started; locked for a whole fetch, so
+    /// one runs at a time and waiters share its result (`fetch::digest_list`).
+    pub digest_list: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Swarm {
@@ -170,6 +177,7 @@ impl Swarm {
             unreported_cdn: AtomicU64::new(0),
             unreported_p2p: AtomicU64::new(0),
             last_used_ms: AtomicU64::new(0),
+            digest_list: tokio::sync::Mutex::new(None),
         }
     }
 
