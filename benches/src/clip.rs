@@ -1,7 +1,9 @@
-//! The committed test clip: five 2-second MPEG-TS segments (320×180 test pattern with a tone),
-//! embedded in the binary so the benchmark and the demo need no files at run time.
+//! The committed test clips: five 2-second MPEG-TS segments (320×180 test pattern with a tone)
+//! for HLS, and the same picture and tone as fragmented MP4 (an initialization segment and
+//! five 2-second media segments, video and audio muxed) for DASH; embedded in the binary so
+//! the benchmark and the demo need no files at run time.
 //!
-//! `docs/benchmarks.md` has the ffmpeg command that made them. To emulate a higher bitrate
+//! `docs/benchmarks.md` has the ffmpeg commands that made them. To emulate a higher bitrate
 //! with a small clip, [`padded`] appends MPEG-TS null packets (PID 0x1FFF), which every demuxer
 //! discards: the stream stays playable and each segment weighs what the bitrate says.
 
@@ -12,6 +14,18 @@ pub const SEGMENTS: [&[u8]; 5] = [
     include_bytes!("../assets/clip2.ts"),
     include_bytes!("../assets/clip3.ts"),
     include_bytes!("../assets/clip4.ts"),
+];
+
+/// The DASH clip's initialization segment (`moov` of a video and an audio track).
+pub const DASH_INIT: &[u8] = include_bytes!("../assets/dash-init.mp4");
+
+/// The DASH clip's media segments (`moof` + `mdat`), in playback order.
+pub const DASH_SEGMENTS: [&[u8]; 5] = [
+    include_bytes!("../assets/dash0.m4s"),
+    include_bytes!("../assets/dash1.m4s"),
+    include_bytes!("../assets/dash2.m4s"),
+    include_bytes!("../assets/dash3.m4s"),
+    include_bytes!("../assets/dash4.m4s"),
 ];
 
 /// Duration of each clip segment, in seconds (as encoded).

@@ -1,8 +1,10 @@
 //! The swarm benchmark harness, shared by the `swarm` and `shoal-demo` binaries and the tests:
-//! a simulated live origin ([`origin`]), hls.js-like players ([`player`]), run orchestration
-//! over real tracker and SDK nodes ([`run`]), and the summary ([`report`]).
+//! a simulated live HLS or DASH origin ([`origin`]), hls.js- and dash.js-like players
+//! ([`player`]), run orchestration over real tracker and SDK nodes ([`run`]), and the summary
+//! ([`report`]).
 
 pub mod clip;
+pub mod fmp4;
 pub mod origin;
 pub mod player;
 pub mod relay;

@@ -1,28 +1,83 @@
 //! A simulated origin CDN: a live HLS stream that publishes a new segment every target duration
 //! into a sliding-window playlist (or a VOD playlist), made of the committed clip repeated with
-//! rising media-sequence numbers and an `EXT-X-DISCONTINUITY` at each loop. It counts every
-//! body byte it sends, by kind.
+//! rising media-sequence numbers and an `EXT-X-DISCONTINUITY` at each loop; or a live DASH
+//! stream of the fMP4 clip, a dynamic MPD with a `$Number$` template, whose later loops have
+//! their decode times moved forward so the timeline runs on. It counts every body byte it
+//! sends, by kind.
 //!
-//! The playlist text and the live clock are pure ([`live_playlist`], [`LiveClock`]); the HTTP
-//! server around them is thin.
+//! The manifest texts and the live clock are pure ([`live_playlist`], [`live_mpd`],
+//! [`LiveClock`]); the HTTP server around them is thin.
 
-use crate::clip;
+use crate::{clip, fmp4};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Path of the media playlist.
-pub const PLAYLIST_PATH: &str = "/live/stream.m3u8";
+/// Path of the DASH initialization segment.
+pub const INIT_PATH: &str = "/live/init.mp4";
+
+/// A DASH MPD's `minimumUpdatePeriod`, in segment durations. Players of a `$Number$` template
+/// compute new segments from the clock, so they need the MPD only now and then.
+pub const MPD_UPDATE_SEGMENTS: u32 = 5;
+
+/// HLS (MPEG-TS segments, media playlist) or DASH (fMP4 segments, dynamic MPD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A media playlist of MPEG-TS segments.
+    Hls,
+    /// A dynamic MPD with a `$Number$` `SegmentTemplate`, an init segment and fMP4 segments.
+    Dash,
+}
+
+impl Format {
+    /// Path of the manifest (media playlist or MPD).
+    pub fn manifest_path(self) -> &'static str {
+        match self {
+            Format::Hls => "/live/stream.m3u8",
+            Format::Dash => "/live/stream.mpd",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Hls => ".ts",
+            Format::Dash => ".m4s",
+        }
+    }
+
+    /// The URI of segment `seq`, relative to the manifest.
+    pub fn segment_uri(self, seq: u64) -> String {
+        format!("seg{seq}{}", self.extension())
+    }
+
+    /// Parses a segment path (`/live/seg{n}.ts` or `.m4s`) back to its sequence number.
+    pub fn segment_seq(self, path: &str) -> Option<u64> {
+        path.strip_prefix("/live/seg")?
+            .strip_suffix(self.extension())?
+            .parse()
+            .ok()
+    }
+
+    /// The name in tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Format::Hls => "HLS",
+            Format::Dash => "DASH",
+        }
+    }
+}
 
 /// Live (sliding window) or VOD (the whole list, `EXT-X-ENDLIST`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -37,6 +92,8 @@ pub enum StreamMode {
 /// What the origin publishes.
 #[derive(Debug, Clone)]
 pub struct OriginConfig {
+    /// HLS or DASH.
+    pub format: Format,
     /// Live or VOD.
     pub mode: StreamMode,
     /// Duration of a segment (the `EXTINF` and the live publishing period).
@@ -74,19 +131,6 @@ impl LiveClock {
     }
 }
 
-/// The URI of segment `seq`, relative to the playlist.
-pub fn segment_uri(seq: u64) -> String {
-    format!("seg{seq}.ts")
-}
-
-/// Parses a segment path (`/live/seg{n}.ts`) back to its sequence number.
-pub fn segment_seq(path: &str) -> Option<u64> {
-    path.strip_prefix("/live/seg")?
-        .strip_suffix(".ts")?
-        .parse()
-        .ok()
-}
-
 /// The media playlist listing segments `first..=last`. The clip of `clip_len` segments repeats,
 /// so every segment whose sequence is a multiple of `clip_len` (but the first of the window)
 /// starts after an `EXT-X-DISCONTINUITY`; `ended` adds `EXT-X-ENDLIST`.
@@ -114,7 +158,7 @@ pub fn live_playlist(
             s.push_str("#EXT-X-DISCONTINUITY\n");
         }
         let _ = writeln!(s, "#EXTINF:{:.3},", segment_duration.as_secs_f64());
-        s.push_str(&segment_uri(seq));
+        s.push_str(&Format::Hls.segment_uri(seq));
         s.push('\n');
     }
     if ended {
@@ -122,6 +166,63 @@ pub fn live_playlist(
     }
     s
 }
+
+/// A live DASH MPD: one muxed Representation of `bandwidth` bits per second whose segment
+/// `n` (from 0) covers `[n, n + 1)` segment durations after `availability_start` and is
+/// available from its end. `now` stamps `publishTime` and the `direct` `UTCTiming` that players
+/// synchronise their clocks with; `window` segments stay in the time-shift buffer.
+pub fn live_mpd(
+    availability_start: SystemTime,
+    now: SystemTime,
+    segment_duration: Duration,
+    window: usize,
+    bandwidth: u64,
+) -> String {
+    let secs = |d: Duration| format!("PT{:.3}S", d.as_secs_f64());
+    let time = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
+    let update = segment_duration * MPD_UPDATE_SEGMENTS;
+    let depth = segment_duration * window.max(1) as u32;
+    let ms = segment_duration.as_millis().max(1);
+    let mut s = String::with_capacity(1200);
+    s.push_str(r#"<?xml version="1.0" encoding="utf-8"?>"#);
+    s.push('\n');
+    let _ = writeln!(
+        s,
+        r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" type="dynamic" availabilityStartTime="{}" publishTime="{}" minimumUpdatePeriod="{}" timeShiftBufferDepth="{}" maxSegmentDuration="{}" minBufferTime="{}">"#,
+        time(availability_start),
+        time(now),
+        secs(update),
+        secs(depth),
+        secs(segment_duration),
+        secs(segment_duration),
+    );
+    let _ = writeln!(s, r#"  <Period id="0" start="PT0S">"#);
+    let _ = writeln!(
+        s,
+        r#"    <AdaptationSet contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"      <Representation id="av" codecs="{CODECS}" bandwidth="{bandwidth}" width="320" height="180" frameRate="25" audioSamplingRate="48000">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"        <SegmentTemplate timescale="1000" duration="{ms}" startNumber="0" initialization="{}" media="seg$Number${}"/>"#,
+        INIT_PATH.trim_start_matches("/live/"),
+        Format::Dash.extension(),
+    );
+    s.push_str("      </Representation>\n    </AdaptationSet>\n  </Period>\n");
+    let _ = writeln!(
+        s,
+        r#"  <UTCTiming schemeIdUri="urn:mpeg:dash:utc:direct:2014" value="{}"/>"#,
+        time(now)
+    );
+    s.push_str("</MPD>\n");
+    s
+}
+
+/// The DASH clip's codecs: H.264 Constrained Baseline level 1.2, AAC-LC.
+const CODECS: &str = "avc1.42C00C,mp4a.40.2";
 
 /// Bytes the origin sent, by kind (response bodies of GET requests). Segments the tracker's
 /// digest service fetches (user agent `shoal-tracker/...`) count apart from the nodes'.
@@ -173,14 +274,48 @@ impl OriginTotals {
 struct State {
     config: OriginConfig,
     clock: LiveClock,
+    /// Wall-clock time of `clock.start` (the MPD's clock).
+    started_wall: SystemTime,
+    /// The clip's segments, padded to the bitrate.
     segments: Vec<Bytes>,
-    digests: Vec<[u8; 32]>,
+    /// DASH: the decode times of each clip segment, moved forward at each loop.
+    time_fields: Vec<Vec<fmp4::TimeField>>,
+    /// DASH: the initialization segment (empty for HLS).
+    init: Bytes,
+    /// SHA-256 of each segment served or asked about, by sequence number.
+    digests: Mutex<HashMap<u64, [u8; 32]>>,
     counters: OriginCounters,
 }
 
 impl State {
     fn clip_index(&self, seq: u64) -> usize {
         (seq % self.segments.len() as u64) as usize
+    }
+
+    /// Segment `seq`: the clip segment it repeats, its decode times moved on by the loops
+    /// before it (DASH; HLS marks each loop as a discontinuity instead).
+    fn segment(&self, seq: u64) -> Bytes {
+        let i = self.clip_index(seq);
+        let loops = seq / self.segments.len() as u64;
+        let fields = &self.time_fields[i];
+        if loops == 0 || fields.is_empty() {
+            return self.segments[i].clone();
+        }
+        let clip_secs = (self.segments.len() as f64 * clip::SEGMENT_SECONDS) as u64;
+        let mut b = self.segments[i].to_vec();
+        fmp4::shift(&mut b, fields, loops * clip_secs);
+        Bytes::from(b)
+    }
+
+    fn digest(&self, seq: u64) -> [u8; 32] {
+        let known = self.digests.lock().ok().and_then(|d| d.get(&seq).copied());
+        known.unwrap_or_else(|| {
+            let d: [u8; 32] = Sha256::digest(self.segment(seq)).into();
+            if let Ok(mut m) = self.digests.lock() {
+                m.insert(seq, d);
+            }
+            d
+        })
     }
 
     fn available(&self, seq: u64, now: Instant) -> bool {
@@ -190,7 +325,18 @@ impl State {
         }
     }
 
-    fn playlist(&self, now: Instant) -> String {
+    fn manifest(&self, now: Instant) -> String {
+        if self.config.format == Format::Dash {
+            let window = self.config.segment_duration * self.config.window as u32;
+            let wall = self.started_wall + now.saturating_duration_since(self.clock.start);
+            return live_mpd(
+                self.started_wall - window,
+                wall,
+                self.config.segment_duration,
+                self.config.window,
+                self.config.bitrate_bps,
+            );
+        }
         let (first, last, ended) = match self.config.mode {
             StreamMode::Live => {
                 let last = self.clock.newest(now);
@@ -232,20 +378,42 @@ impl Origin {
         let addr = listener.local_addr()?;
         let target =
             clip::segment_target_bytes(config.bitrate_bps, config.segment_duration.as_secs_f64());
-        let segments: Vec<Bytes> = clip::SEGMENTS
-            .iter()
-            .map(|s| Bytes::from(clip::padded(s, target)))
-            .collect();
-        let digests = segments.iter().map(|s| Sha256::digest(s).into()).collect();
+        let (segments, time_fields, init) = match config.format {
+            Format::Hls => (
+                clip::SEGMENTS
+                    .iter()
+                    .map(|s| Bytes::from(clip::padded(s, target)))
+                    .collect(),
+                vec![Vec::new(); clip::SEGMENTS.len()],
+                Bytes::new(),
+            ),
+            Format::Dash => {
+                let tracks = fmp4::track_timescales(clip::DASH_INIT);
+                (
+                    clip::DASH_SEGMENTS
+                        .iter()
+                        .map(|s| Bytes::from(fmp4::padded(s, target)))
+                        .collect(),
+                    clip::DASH_SEGMENTS
+                        .iter()
+                        .map(|s| fmp4::time_fields(s, &tracks))
+                        .collect(),
+                    Bytes::from_static(clip::DASH_INIT),
+                )
+            }
+        };
         let state = Arc::new(State {
             clock: LiveClock {
                 start: Instant::now(),
                 segment_duration: config.segment_duration,
                 window: config.window,
             },
+            started_wall: SystemTime::now(),
             config,
             segments,
-            digests,
+            time_fields,
+            init,
+            digests: Mutex::new(HashMap::new()),
             counters: OriginCounters::default(),
         });
         let stop = CancellationToken::new();
@@ -258,9 +426,9 @@ impl Origin {
         self.addr.to_string()
     }
 
-    /// Absolute URL of the media playlist.
-    pub fn playlist_url(&self) -> String {
-        format!("http://{}{PLAYLIST_PATH}", self.addr)
+    /// HLS or DASH.
+    pub fn format(&self) -> Format {
+        self.state.config.format
     }
 
     /// The live clock (when each segment appears).
@@ -270,12 +438,17 @@ impl Origin {
 
     /// SHA-256 of segment `seq` as the origin publishes it.
     pub fn digest(&self, seq: u64) -> [u8; 32] {
-        self.state.digests[self.state.clip_index(seq)]
+        self.state.digest(seq)
     }
 
     /// Size of segment `seq`.
     pub fn segment_len(&self, seq: u64) -> u64 {
         self.state.segments[self.state.clip_index(seq)].len() as u64
+    }
+
+    /// The DASH initialization segment (empty for HLS).
+    pub fn init(&self) -> &Bytes {
+        &self.state.init
     }
 
     /// What the origin sent so far.
@@ -342,30 +515,48 @@ fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let now = Instant::now();
     let path = req.uri().path();
     let c = &state.counters;
-    let (body, ctype) = if path == PLAYLIST_PATH {
-        let text = Bytes::from(state.playlist(now));
-        if get {
-            c.manifest_bytes
-                .fetch_add(text.len() as u64, Ordering::Relaxed);
-            c.manifest_requests.fetch_add(1, Ordering::Relaxed);
-        }
-        (text, "application/vnd.apple.mpegurl")
-    } else if let Some(seq) = segment_seq(path).filter(|s| state.available(*s, now)) {
-        let bytes = state.segments[state.clip_index(seq)].clone();
-        let from_tracker = req
-            .headers()
-            .get(hyper::header::USER_AGENT)
-            .is_some_and(|ua| ua.as_bytes().starts_with(b"shoal-tracker"));
+    let format = state.config.format;
+    let from_tracker = req
+        .headers()
+        .get(hyper::header::USER_AGENT)
+        .is_some_and(|ua| ua.as_bytes().starts_with(b"shoal-tracker"));
+    let count_segment = |len: usize| {
         let (b, n) = if from_tracker {
             (&c.digest_bytes, &c.digest_requests)
         } else {
             (&c.segment_bytes, &c.segment_requests)
         };
         if get {
-            b.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            b.fetch_add(len as u64, Ordering::Relaxed);
             n.fetch_add(1, Ordering::Relaxed);
         }
-        (bytes, "video/mp2t")
+    };
+    let (body, ctype) = if path == format.manifest_path() {
+        let text = Bytes::from(state.manifest(now));
+        if get {
+            c.manifest_bytes
+                .fetch_add(text.len() as u64, Ordering::Relaxed);
+            c.manifest_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        let ctype = match format {
+            Format::Hls => "application/vnd.apple.mpegurl",
+            Format::Dash => "application/dash+xml",
+        };
+        (text, ctype)
+    } else if path == INIT_PATH && format == Format::Dash {
+        count_segment(state.init.len());
+        (state.init.clone(), "video/mp4")
+    } else if let Some(seq) = format
+        .segment_seq(path)
+        .filter(|s| state.available(*s, now))
+    {
+        let bytes = state.segment(seq);
+        count_segment(bytes.len());
+        let ctype = match format {
+            Format::Hls => "video/mp2t",
+            Format::Dash => "video/iso.segment",
+        };
+        (bytes, ctype)
     } else {
         return status(StatusCode::NOT_FOUND);
     };
@@ -429,9 +620,45 @@ mod tests {
     }
 
     #[test]
+    fn the_mpd_is_live_and_its_clock_matches_the_origins() {
+        let (d, window) = (Duration::from_secs(2), 6);
+        let ast = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        // As the origin runs: the window is full at start, one more segment 2.5 s later.
+        let now = ast + d * window as u32 + Duration::from_millis(2500);
+        let text = live_mpd(ast, now, d, window, 3_000_000);
+        let url = url::Url::parse("http://origin.test/live/stream.mpd").expect("url");
+        let mpd = shoal::manifest::dash::parse(text.as_bytes(), &url, now).expect("valid MPD");
+        assert!(mpd.dynamic);
+        assert_eq!(mpd.availability_start_time, Some(ast));
+        assert_eq!(mpd.minimum_update_period, Some(d * MPD_UPDATE_SEGMENTS));
+        assert_eq!(mpd.utc_timing.len(), 1);
+        let rep = &mpd.periods[0].representations[0];
+        let numbers: Vec<u64> = rep.segments.iter().map(|s| s.number).collect();
+        assert_eq!(numbers.last(), Some(&6), "{numbers:?}");
+        assert_eq!(rep.segments[0].resource.url.path(), "/live/seg0.m4s");
+        assert_eq!(rep.init.as_ref().map(|i| i.url.path()), Some(INIT_PATH));
+        let live = rep.live.as_ref().expect("a live template");
+        assert_eq!(live.first_number(), 7);
+        assert_eq!(live.available_at(7), Some(ast + d * 8));
+        let start = Instant::now();
+        let clock = LiveClock {
+            start,
+            segment_duration: d,
+            window,
+        };
+        assert_eq!(clock.newest(start + Duration::from_millis(2500)), 6);
+    }
+
+    #[test]
     fn segment_paths_round_trip() {
-        assert_eq!(segment_seq(&format!("/live/{}", segment_uri(42))), Some(42));
-        assert_eq!(segment_seq("/live/seg.ts"), None);
-        assert_eq!(segment_seq("/other/seg1.ts"), None);
+        for f in [Format::Hls, Format::Dash] {
+            assert_eq!(
+                f.segment_seq(&format!("/live/{}", f.segment_uri(42))),
+                Some(42)
+            );
+            assert_eq!(f.segment_seq("/live/seg.ts"), None);
+            assert_eq!(f.segment_seq("/other/seg1.ts"), None);
+        }
+        assert_eq!(Format::Dash.segment_seq("/live/seg1.ts"), None);
     }
 }

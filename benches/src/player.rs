@@ -1,12 +1,16 @@
-//! A simulated player that behaves like hls.js on a live stream: it starts 3 segments behind
-//! the live edge, refreshes the playlist every target duration, fetches segments one after
-//! another through its node, and keeps a playback clock and buffer.
+//! A simulated player that behaves like hls.js (or, on a DASH stream, dash.js) on a live
+//! stream: it starts 3 segments behind the live edge, refreshes the playlist every target
+//! duration (the MPD every `minimumUpdatePeriod`, computing new segments from
+//! `availabilityStartTime` and the server's clock in between), fetches segments one after
+//! another through its node (DASH: the initialization segment first), and keeps a playback
+//! clock and buffer.
 //!
 //! [`Playback`] is the buffer model, pure and driven with `now`; [`play`] is the HTTP loop.
 
-use crate::origin::{segment_seq, Origin};
+use crate::origin::{Format, Origin};
 use sha2::{Digest, Sha256};
-use std::time::Duration;
+use shoal::manifest::dash::{self, LiveTemplate};
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -156,10 +160,10 @@ pub struct LiveCounters {
     pub stalls: std::sync::atomic::AtomicU64,
 }
 
-/// Plays the live stream at `playlist_url` (a node's player-front URL) until `stop`.
+/// Plays the live stream at `manifest_url` (a node's player-front URL) until `stop`.
 pub async fn play(
     http: reqwest::Client,
-    playlist_url: String,
+    manifest_url: String,
     origin: Origin,
     segment_duration: Duration,
     live: std::sync::Arc<LiveCounters>,
@@ -168,62 +172,73 @@ pub async fn play(
     use std::sync::atomic::Ordering::Relaxed;
     let mut pb = Playback::new(Instant::now());
     let mut report = PlayerReport::default();
-    let base = match url::Url::parse(&playlist_url) {
+    let base = match url::Url::parse(&manifest_url) {
         Ok(u) => u,
         Err(_) => {
             report.errors += 1;
             return report;
         }
     };
+    let format = origin.format();
+    let mut view: Option<View> = None;
     let mut next: Option<u64> = None;
-    let mut newest: Option<u64> = None;
     let mut ended = false;
+    let mut init_done = false;
     let mut next_refresh = Instant::now();
-    loop {
+    while !stop.is_cancelled() {
         let now = Instant::now();
         if now >= next_refresh && !ended {
             next_refresh = now + segment_duration;
-            match fetch_playlist(&http, &playlist_url).await {
-                Ok((text_len, window)) => {
+            match View::load(format, &http, &base).await {
+                Ok((text_len, v)) => {
                     report.manifest_bytes += text_len;
                     live.all_bytes.fetch_add(text_len, Relaxed);
-                    if let Some((first, last, is_vod)) = window {
-                        ended = is_vod;
-                        newest = Some(last);
-                        let start = if is_vod {
-                            first
-                        } else {
-                            (last + 1).saturating_sub(LIVE_SYNC_SEGMENTS).max(first)
-                        };
-                        // A player that fell out of the window jumps forward, as hls.js does.
-                        next = Some(next.map_or(start, |n| n.max(first)));
-                    }
+                    next_refresh = now + v.refresh_period().unwrap_or(segment_duration);
+                    view = Some(v);
                 }
                 Err(()) => report.errors += 1,
             }
         }
-        let due = match (next, newest) {
-            (Some(n), Some(last)) if n <= last => Some(n),
+        let window = view.as_ref().and_then(View::window);
+        if let Some(w) = window {
+            ended = w.ended;
+            let start = if w.ended {
+                w.first
+            } else {
+                (w.last + 1).saturating_sub(LIVE_SYNC_SEGMENTS).max(w.first)
+            };
+            // A player that fell out of the window jumps forward, as hls.js and dash.js do.
+            next = Some(next.map_or(start, |n| n.max(w.first)));
+        }
+        let due = match (next, window) {
+            (Some(n), Some(w)) if n <= w.last => Some(n),
             _ => None,
         };
         pb.advance(Instant::now());
         let room = pb.buffered() + segment_duration <= MAX_BUFFER;
         let was_stalled = matches!(pb.state(), PlayState::Stalled { .. });
-        match due {
-            Some(seq) if room => {
-                let url = match base.join(&crate::origin::segment_uri(seq)) {
-                    Ok(u) => u,
-                    Err(_) => break,
+        // DASH: the initialization segment first.
+        let init = view
+            .as_ref()
+            .and_then(View::init_url)
+            .filter(|_| !init_done);
+        match (due, view.as_ref()) {
+            (Some(seq), Some(v)) if room => {
+                let Some(url) = init.clone().or_else(|| v.segment_url(&base, seq)) else {
+                    break;
                 };
-                let got = tokio::select! {
-                    r = fetch_segment(&http, url.as_str()) => r,
-                    _ = stop.cancelled() => break,
-                };
+                // Not cut when the viewer leaves: a request cut after the origin answered
+                // would leave bytes the origin sent that no node counts.
+                let got = fetch_segment(&http, url.as_str()).await;
                 let now = Instant::now();
                 match got {
                     Ok((bytes, p2p)) => {
                         let n = bytes.len() as u64;
-                        if <[u8; 32]>::from(Sha256::digest(&bytes)) != origin.digest(seq) {
+                        let expected = match init {
+                            Some(_) => Sha256::digest(origin.init()).into(),
+                            None => origin.digest(seq),
+                        };
+                        if <[u8; 32]>::from(Sha256::digest(&bytes)) != expected {
                             report.corrupt += 1;
                         }
                         if p2p {
@@ -233,10 +248,14 @@ pub async fn play(
                             report.cdn_bytes += n;
                         }
                         live.all_bytes.fetch_add(n, Relaxed);
-                        report.segments += 1;
-                        report.received.push(seq);
-                        pb.segment_arrived(now, segment_duration);
-                        next = Some(seq + 1);
+                        if init.is_some() {
+                            init_done = true;
+                        } else {
+                            report.segments += 1;
+                            report.received.push(seq);
+                            pb.segment_arrived(now, segment_duration);
+                            next = Some(seq + 1);
+                        }
                     }
                     Err(()) => {
                         report.errors += 1;
@@ -249,11 +268,14 @@ pub async fn play(
                 }
             }
             _ => {
-                // Nothing to fetch: wait for the next refresh, or for room in the buffer.
+                // Nothing to fetch: wait for the next refresh or segment, or for room in the
+                // buffer.
                 let wake = if due.is_some() {
                     Instant::now() + segment_duration.min(Duration::from_millis(500))
                 } else {
-                    next_refresh
+                    view.as_ref()
+                        .and_then(View::next_available)
+                        .map_or(next_refresh, |t| t.min(next_refresh))
                 };
                 tokio::select! {
                     _ = tokio::time::sleep_until(wake) => {}
@@ -279,27 +301,190 @@ pub async fn play(
     report
 }
 
-/// Playlist length and its window `(first, last, ended)` (`None` when it lists nothing).
-async fn fetch_playlist(
-    http: &reqwest::Client,
-    url: &str,
-) -> Result<(u64, Option<(u64, u64, bool)>), ()> {
-    let resp = http.get(url).send().await.map_err(|_| ())?;
-    if !resp.status().is_success() {
-        return Err(());
+/// The segments a player may fetch now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    first: u64,
+    last: u64,
+    /// VOD: the list is complete.
+    ended: bool,
+}
+
+/// What a player knows of the stream from its last manifest load.
+enum View {
+    /// A media playlist's window (`None` when it lists nothing).
+    Hls(Option<Window>),
+    /// A live MPD, as dash.js reads one.
+    Dash(Box<DashView>),
+}
+
+/// A live MPD's single Representation, read with the SDK's model: the segments it lists, the
+/// template that names the next ones and says when each is available (from
+/// `availabilityStartTime`), on the server's clock as `UTCTiming` gives it.
+struct DashView {
+    listed: Vec<(u64, url::Url)>,
+    template: Option<LiveTemplate>,
+    init: Option<url::Url>,
+    refresh: Option<Duration>,
+    /// The server's clock minus ours, nanoseconds.
+    skew_ns: i128,
+}
+
+impl DashView {
+    fn parse(body: &[u8], url: &url::Url) -> Option<Self> {
+        let received = SystemTime::now();
+        let skew_ns = dash::parse(body, url, received)
+            .ok()?
+            .utc_timing
+            .iter()
+            .find(|(scheme, _)| scheme.starts_with("urn:mpeg:dash:utc:direct"))
+            .and_then(|(_, v)| dash::template::parse_datetime(v))
+            .map_or(0, |server| signed_ns(server, received));
+        let mut v = DashView {
+            listed: Vec::new(),
+            template: None,
+            init: None,
+            refresh: None,
+            skew_ns,
+        };
+        let mpd = dash::parse(body, url, v.server_now()).ok()?;
+        let rep = mpd.periods.last()?.representations.first()?;
+        v.listed = rep
+            .segments
+            .iter()
+            .map(|s| (s.number, s.resource.url.clone()))
+            .collect();
+        v.template = rep.live.clone();
+        v.init = rep.init.as_ref().map(|i| i.url.clone());
+        v.refresh = mpd.minimum_update_period;
+        Some(v)
     }
-    let body = resp.bytes().await.map_err(|_| ())?;
-    let playlist = m3u8_rs::parse_media_playlist_res(&body).map_err(|_| ())?;
-    let seqs: Vec<u64> = playlist
-        .segments
-        .iter()
-        .filter_map(|s| segment_seq(&format!("/live/{}", s.uri)))
-        .collect();
-    let window = match (seqs.first(), seqs.last()) {
-        (Some(f), Some(l)) => Some((*f, *l, playlist.end_list)),
-        _ => None,
-    };
-    Ok((body.len() as u64, window))
+
+    fn server_now(&self) -> SystemTime {
+        let now = SystemTime::now();
+        let d = Duration::from_nanos(self.skew_ns.unsigned_abs().min(u64::MAX as u128) as u64);
+        if self.skew_ns >= 0 {
+            now + d
+        } else {
+            now - d
+        }
+    }
+
+    /// The newest segment available now: the newest listed, or a later one the template says
+    /// is complete.
+    fn window(&self) -> Option<Window> {
+        let now = self.server_now();
+        let mut last = self.listed.last().map(|l| l.0);
+        if let Some(t) = &self.template {
+            let mut n = t.first_number();
+            while t.available_at(n).is_some_and(|at| at <= now) {
+                last = Some(n);
+                n += 1;
+            }
+        }
+        let first = self.listed.first().map(|l| l.0).or(last)?;
+        Some(Window {
+            first,
+            last: last?,
+            ended: false,
+        })
+    }
+
+    /// When the segment after the newest becomes available, on our clock.
+    fn next_available(&self) -> Option<Instant> {
+        let t = self.template.as_ref()?;
+        let next = self.window().map_or(t.first_number(), |w| w.last + 1);
+        let wait = t.available_at(next)?.duration_since(self.server_now());
+        Some(Instant::now() + wait.unwrap_or_default())
+    }
+
+    fn segment_url(&self, seq: u64) -> Option<url::Url> {
+        match self.listed.iter().find(|l| l.0 == seq) {
+            Some((_, u)) => Some(u.clone()),
+            None => Some(self.template.as_ref()?.segment(seq)?.resource.url),
+        }
+    }
+}
+
+/// `a - b` in nanoseconds.
+fn signed_ns(a: SystemTime, b: SystemTime) -> i128 {
+    match a.duration_since(b) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
+}
+
+impl View {
+    /// Loads the manifest at `url`: its length and what it says.
+    async fn load(
+        format: Format,
+        http: &reqwest::Client,
+        url: &url::Url,
+    ) -> Result<(u64, View), ()> {
+        let resp = http.get(url.as_str()).send().await.map_err(|_| ())?;
+        if !resp.status().is_success() {
+            return Err(());
+        }
+        let body = resp.bytes().await.map_err(|_| ())?;
+        let view = match format {
+            Format::Hls => {
+                let playlist = m3u8_rs::parse_media_playlist_res(&body).map_err(|_| ())?;
+                let seqs: Vec<u64> = playlist
+                    .segments
+                    .iter()
+                    .filter_map(|s| Format::Hls.segment_seq(&format!("/live/{}", s.uri)))
+                    .collect();
+                View::Hls(match (seqs.first(), seqs.last()) {
+                    (Some(f), Some(l)) => Some(Window {
+                        first: *f,
+                        last: *l,
+                        ended: playlist.end_list,
+                    }),
+                    _ => None,
+                })
+            }
+            Format::Dash => View::Dash(Box::new(DashView::parse(&body, url).ok_or(())?)),
+        };
+        Ok((body.len() as u64, view))
+    }
+
+    fn window(&self) -> Option<Window> {
+        match self {
+            View::Hls(w) => *w,
+            View::Dash(d) => d.window(),
+        }
+    }
+
+    /// How long until the next reload: HLS players reload every target duration (the
+    /// caller's default), DASH players at `minimumUpdatePeriod`.
+    fn refresh_period(&self) -> Option<Duration> {
+        match self {
+            View::Hls(_) => None,
+            View::Dash(d) => d.refresh,
+        }
+    }
+
+    /// DASH: when the next segment appears (HLS players learn of it at the next reload).
+    fn next_available(&self) -> Option<Instant> {
+        match self {
+            View::Hls(_) => None,
+            View::Dash(d) => d.next_available(),
+        }
+    }
+
+    fn init_url(&self) -> Option<url::Url> {
+        match self {
+            View::Hls(_) => None,
+            View::Dash(d) => d.init.clone(),
+        }
+    }
+
+    fn segment_url(&self, base: &url::Url, seq: u64) -> Option<url::Url> {
+        match self {
+            View::Hls(_) => base.join(&Format::Hls.segment_uri(seq)).ok(),
+            View::Dash(d) => d.segment_url(seq),
+        }
+    }
 }
 
 /// A segment's bytes and whether they came from peers.

@@ -234,6 +234,18 @@ impl Report {
         let mut row = |name: &str, p: String, c: Option<String>| {
             rows.push((name.into(), p, c.unwrap_or_default()));
         };
+        let stream = |c: &RunConfig| {
+            format!(
+                "{} {}, {} s segments",
+                c.format.label(),
+                match c.mode {
+                    crate::origin::StreamMode::Live => "live",
+                    crate::origin::StreamMode::Vod => "VOD",
+                },
+                c.segment_duration.as_secs_f64()
+            )
+        };
+        row("stream", stream(&r.config), b.map(|b| stream(&b.config)));
         row(
             "viewers (nodes at once)",
             format!("{} ({})", r.viewers, r.config.nodes),

@@ -1,7 +1,7 @@
 //! One benchmark run: a tracker, an origin, N real SDK nodes on loopback ports and one
 //! simulated player per node; viewers arrive over a ramp, may churn, and leave at the end.
 
-use crate::origin::{Origin, OriginConfig, OriginTotals, StreamMode};
+use crate::origin::{Format, Origin, OriginConfig, OriginTotals, StreamMode};
 use crate::player::{play, LiveCounters, PlayerReport};
 use crate::relay::Relay;
 use crate::report::RunResult;
@@ -28,6 +28,8 @@ pub struct RunConfig {
     /// Viewers arrive spread over this long.
     #[serde(with = "secs")]
     pub ramp: Duration,
+    /// HLS or DASH.
+    pub format: Format,
     /// Live or VOD.
     pub mode: StreamMode,
     /// Segment duration.
@@ -90,6 +92,7 @@ impl RunConfig {
             nodes,
             duration,
             ramp: Duration::from_secs(10),
+            format: Format::Hls,
             mode: StreamMode::Live,
             segment_duration: Duration::from_secs(2),
             bitrate_bps: 3_000_000,
@@ -207,7 +210,7 @@ impl Ctx {
         let url = format!(
             "http://{}/{host}{}",
             node.player_addr(),
-            crate::origin::PLAYLIST_PATH
+            cfg.format.manifest_path()
         );
         let stop = CancellationToken::new();
         let player = tokio::spawn(play(
@@ -256,6 +259,7 @@ fn bytesize_of(n: u64) -> bytesize::ByteSize {
 pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, RunError> {
     let label = if cfg.p2p { "p" } else { "c" };
     let origin = Origin::start(OriginConfig {
+        format: cfg.format,
         mode: cfg.mode,
         segment_duration: cfg.segment_duration,
         bitrate_bps: cfg.bitrate_bps,
@@ -387,7 +391,14 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
     for r in &reports {
         distinct.extend(r.received.iter().copied());
     }
-    let distinct_bytes: u64 = distinct.iter().map(|s| origin.segment_len(*s)).sum();
+    // The DASH initialization segment, once.
+    let init_bytes = if distinct.is_empty() {
+        0
+    } else {
+        origin.init().len() as u64
+    };
+    let distinct_bytes: u64 =
+        distinct.iter().map(|s| origin.segment_len(*s)).sum::<u64>() + init_bytes;
     Ok(RunResult::from_parts(
         cfg,
         elapsed,

@@ -1,10 +1,11 @@
-//! `swarm`: the swarm benchmark. Starts a tracker, a simulated live origin, N real Shoal nodes
-//! on loopback ports and one hls.js-like player per node, and reports offload, origin egress,
-//! control overhead, stalls and startup time (optionally against a CDN-only baseline).
+//! `swarm`: the swarm benchmark. Starts a tracker, a simulated live origin (HLS, or DASH with
+//! `--dash`), N real Shoal nodes on loopback ports and one hls.js- or dash.js-like player per
+//! node, and reports offload, origin egress, control overhead, stalls and startup time
+//! (optionally against a CDN-only baseline).
 
 use clap::Parser;
 use shoal::config::Rate;
-use shoal_bench::origin::StreamMode;
+use shoal_bench::origin::{Format, StreamMode};
 use shoal_bench::RunConfig;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,8 +29,12 @@ struct Args {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     ramp: Duration,
     /// Serve a VOD playlist (whole list, EXT-X-ENDLIST) instead of a live stream.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dash")]
     vod: bool,
+    /// Publish a live DASH stream (dynamic MPD, `$Number$` template, fMP4 init and media
+    /// segments) instead of HLS.
+    #[arg(long)]
+    dash: bool,
     /// Segment duration (the committed clip is cut in 2 s segments; other values change the
     /// playlist timing, not the media).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
@@ -97,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         nodes: a.nodes,
         duration: a.duration,
         ramp: a.ramp.min(a.duration),
+        format: if a.dash { Format::Dash } else { Format::Hls },
         mode: if a.vod {
             StreamMode::Vod
         } else {
