@@ -441,6 +441,31 @@ pub enum Command {
     /// Access tokens: make keys, mint tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Signed digest lists: the optional trust anchor for providers who sign their packaging.
+    #[command(subcommand)]
+    Digests(DigestsCommand),
+}
+
+/// `shoal-tracker digests <command>`.
+#[derive(Debug, clap::Subcommand)]
+pub enum DigestsCommand {
+    /// Hash every segment and init section of a media playlist (files relative to it, byte
+    /// ranges included) and write PLAYLIST<suffix> and its Ed25519 signature
+    /// PLAYLIST<suffix>.sig. Nodes configured with the public key verify peer bytes against it.
+    Sign {
+        /// Ed25519 private key file, as `token keygen --alg ed25519 --out FILE` writes it.
+        #[arg(long, alias = "key", value_name = "FILE")]
+        key_file: PathBuf,
+        /// Which key of the file signs [default: the first].
+        #[arg(long)]
+        kid: Option<String>,
+        /// The media playlist.
+        #[arg(long, value_name = "FILE")]
+        playlist: PathBuf,
+        /// Appended to the playlist's name for the list (nodes' `digest_list_suffix`).
+        #[arg(long, default_value = shoal::fetch::signed_digests::DEFAULT_SUFFIX)]
+        suffix: String,
+    },
 }
 
 /// `shoal-tracker token <command>`.

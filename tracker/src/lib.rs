@@ -9,6 +9,7 @@ pub mod config;
 pub mod digest;
 pub mod metrics;
 pub mod policy;
+pub mod signed_digests;
 pub mod store;
 pub mod token;
 

@@ -10,9 +10,16 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
-    if let Some(Command::Token(cmd)) = cli.command.take() {
-        println!("{}", token_command(cmd)?);
-        return Ok(());
+    match cli.command.take() {
+        Some(Command::Token(cmd)) => {
+            println!("{}", token_command(cmd)?);
+            return Ok(());
+        }
+        Some(Command::Digests(cmd)) => {
+            println!("{}", shoal_tracker::signed_digests::run(&cmd)?);
+            return Ok(());
+        }
+        None => {}
     }
     let print_config = cli.print_config;
     let config = cli.into_config()?;

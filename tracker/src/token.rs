@@ -212,6 +212,15 @@ impl Key {
         Ok(format!("{signing_input}.{}", B64.encode(sig)))
     }
 
+    /// The Ed25519 signature of `message`, when this is an Ed25519 private key (signed digest
+    /// lists are signed with the key files of `token keygen --alg ed25519`).
+    pub fn sign_ed25519(&self, message: &[u8]) -> Option<ed25519_dalek::Signature> {
+        match &self.material {
+            Material::Ed25519Private(key) => Some(key.sign(message)),
+            Material::Hmac(_) | Material::Ed25519Public(_) => None,
+        }
+    }
+
     /// Whether `sig` signs `input` under this key (HMAC compared in constant time; Ed25519
     /// verified strictly, refusing malleable signatures and weak keys).
     fn verifies(&self, input: &[u8], sig: &[u8]) -> bool {

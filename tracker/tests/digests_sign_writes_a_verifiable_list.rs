@@ -1,0 +1,193 @@
+//! `shoal-tracker digests sign`, the real binary: a media playlist with an `EXT-X-MAP` init
+//! section (byte range), `EXT-X-BYTERANGE` segments (with and without offset) and a gap
+//! becomes a list whose every line is the file's digest, signed so that the SDK's check
+//! passes with the `.pub` key; keys that cannot sign and playlists it cannot list are refused
+//! with a message.
+
+use sha2::{Digest, Sha256};
+use shoal::fetch::signed_digests::{self, ProviderKey};
+use shoal::manifest::hls;
+use std::ffi::OsStr;
+use std::fmt::Debug;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shoal-tracker");
+
+fn run<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn ok<S: AsRef<OsStr> + Debug>(args: &[S]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn refused<S: AsRef<OsStr> + Debug>(args: &[S], why: &str) {
+    let out = run(args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(why), "{args:?}: {err}");
+}
+
+fn keygen(dir: &Path, name: &str) -> (String, String) {
+    let private = dir.join(name);
+    let p = private.to_str().unwrap().to_owned();
+    ok(&["token", "keygen", "--alg", "ed25519", "--out", &p]);
+    (p.clone(), format!("{p}.pub"))
+}
+
+fn hex_sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[test]
+fn a_signed_list_names_every_segment_and_init_section_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("v");
+    std::fs::create_dir(&media).unwrap();
+    let init: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    let main: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let tail = b"a whole segment file".to_vec();
+    // The init section is the first 300 bytes of init.mp4; segments are ranges of main.mp4.
+    let mut init_file = init.clone();
+    init_file.extend_from_slice(b"trailing bytes not in the init section");
+    std::fs::write(media.join("init.mp4"), &init_file).unwrap();
+    std::fs::write(media.join("main.mp4"), &main).unwrap();
+    std::fs::write(dir.path().join("tail.ts"), &tail).unwrap();
+    let playlist = media.join("stream.m3u8");
+    std::fs::write(
+        &playlist,
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n\
+         #EXT-X-MAP:URI=\"init.mp4\",BYTERANGE=\"300@0\"\n\
+         #EXTINF:2,\n#EXT-X-BYTERANGE:2000@1000\nmain.mp4\n\
+         #EXTINF:2,\n#EXT-X-BYTERANGE:1500\nmain.mp4\n\
+         #EXTINF:2,\n#EXT-X-GAP\nmissing.mp4\n\
+         #EXTINF:2,\n../tail.ts\n#EXT-X-ENDLIST\n",
+    )
+    .unwrap();
+    let (private, public) = keygen(dir.path(), "provider.key");
+    let p = playlist.to_str().unwrap();
+    let said = ok(&["digests", "sign", "--key", &private, "--playlist", p]);
+    assert!(said.contains("4 entries"), "{said}");
+
+    let list = std::fs::read(media.join("stream.m3u8.sha256")).unwrap();
+    let sig = std::fs::read(media.join("stream.m3u8.sha256.sig")).unwrap();
+    assert_eq!(
+        String::from_utf8(list.clone()).unwrap(),
+        format!(
+            "{} 300 init.mp4 300@0\n{} 2000 main.mp4 2000@1000\n{} 1500 main.mp4 1500@3000\n{} {} ../tail.ts\n",
+            hex_sha(&init),
+            hex_sha(&main[1000..3000]),
+            hex_sha(&main[3000..4500]),
+            hex_sha(&tail),
+            tail.len()
+        )
+    );
+    // The SDK's check, with the key as the .pub file has it, keys entries as the playlist.
+    let key: ProviderKey = std::fs::read_to_string(&public)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let origin = url::Url::parse("https://cdn.example.com/show/v/stream.m3u8").unwrap();
+    let list_url = signed_digests::list_url(&origin, signed_digests::DEFAULT_SUFFIX);
+    let digests = signed_digests::verified_digests(&key, &list_url, &list, &sig).unwrap();
+    let hls::Playlist::Media(m) = hls::parse(&std::fs::read(&playlist).unwrap(), &origin).unwrap()
+    else {
+        panic!("media playlist")
+    };
+    let mut want = vec![m.segments[0].init.clone().unwrap().key];
+    want.extend(m.segments.iter().filter(|s| !s.gap).map(|s| s.key.clone()));
+    let got: Vec<_> = digests.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(got, want);
+
+    // Another suffix, another key of another provider: that key does not verify this list.
+    ok(&[
+        "digests",
+        "sign",
+        "--key",
+        &private,
+        "--playlist",
+        p,
+        "--suffix",
+        ".digests",
+    ]);
+    assert_eq!(
+        std::fs::read(media.join("stream.m3u8.digests")).unwrap(),
+        list
+    );
+    let (_, other_public) = keygen(dir.path(), "other.key");
+    let other: ProviderKey = std::fs::read_to_string(&other_public)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        signed_digests::verified_digests(&other, &list_url, &list, &sig),
+        Err(signed_digests::ListError::BadSignature)
+    );
+}
+
+#[test]
+fn what_cannot_be_signed_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = keygen(dir.path(), "provider.key");
+    let hmac = dir.path().join("hmac.keys");
+    std::fs::write(&hmac, ok(&["token", "keygen", "--kid", "h"])).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    std::fs::write(dir.path().join("short.ts"), b"12345").unwrap();
+    let good = write(
+        "good.m3u8",
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nshort.ts\n",
+    );
+    let sign = |key: &str, playlist: &str| {
+        vec![
+            "digests".to_owned(),
+            "sign".into(),
+            "--key".into(),
+            key.into(),
+            "--playlist".into(),
+            playlist.into(),
+        ]
+    };
+    refused(&sign(&public, &good), "private key");
+    refused(
+        &sign(hmac.to_str().unwrap(), &good),
+        "not an Ed25519 private key",
+    );
+    let master = write(
+        "master.m3u8",
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000\ngood.m3u8\n",
+    );
+    refused(&sign(&private, &master), "master playlist");
+    let missing = write(
+        "missing.m3u8",
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nnope.ts\n",
+    );
+    refused(&sign(&private, &missing), "nope.ts");
+    let beyond = write(
+        "beyond.m3u8",
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n#EXT-X-BYTERANGE:10@0\nshort.ts\n",
+    );
+    refused(&sign(&private, &beyond), "ends inside the byte range");
+    let remote = write(
+        "remote.m3u8",
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nhttps://cdn.example.com/a.ts\n",
+    );
+    refused(&sign(&private, &remote), "not a file");
+    let mut bad_suffix = sign(&private, &good);
+    bad_suffix.extend(["--suffix".into(), "/x".into()]);
+    refused(&bad_suffix, "suffix");
+    assert!(!dir.path().join("missing.m3u8.sha256").exists());
+    ok(&sign(&private, &good));
+}
