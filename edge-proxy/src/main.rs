@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use shoal::config::{IpNet, Rate};
+use shoal::fetch::signed_digests::ProviderKey;
 use shoal::{Node, NodeConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +47,16 @@ struct Cli {
     /// Tracker access token signed by the content provider.
     #[arg(long, env = "SHOAL_EDGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The content provider's Ed25519 public key for signed digest lists: the line of the .pub
+    /// file `shoal-tracker token keygen --alg ed25519` writes, or the bare base64 key. Set:
+    /// bytes from peers are checked only against the signed list beside each manifest, never
+    /// the tracker's digests. [default: none]
+    #[arg(long, env = "SHOAL_EDGE_DIGEST_LIST_KEY", allow_hyphen_values = true)]
+    digest_list_key: Option<ProviderKey>,
+    /// Appended to a manifest URL's path to find its signed digest list (the signature is at
+    /// the list's URL + .sig). [default: .sha256]
+    #[arg(long, env = "SHOAL_EDGE_DIGEST_LIST_SUFFIX")]
+    digest_list_suffix: Option<String>,
     /// Origins allowed, comma-separated HOST or HOST:PORT. Everything else gets 403.
     #[arg(long, env = "SHOAL_EDGE_ORIGIN", value_delimiter = ',')]
     origin: Option<Vec<String>>,
@@ -127,11 +138,13 @@ impl Cli {
              origin_scheme => origin_schemes, cache_size => cache_size, max_peers => max_peers,
              max_uploads => max_uploads, max_downloads => max_downloads,
              exclude => exclude, p2p_budget => p2p_budget,
-             playback_margin => playback_margin);
+             playback_margin => playback_margin,
+             digest_list_suffix => digest_list_suffix);
         set_opt!(
             peer_advertise,
             tracker,
             token,
+            digest_list_key,
             upload_limit,
             download_limit,
             node_id,
