@@ -485,7 +485,7 @@ fn prefetch(shared: &Arc<Shared>, swarm: &Arc<Swarm>, fresh: Vec<SegmentKey>) {
             };
             let (shared, swarm) = (shared.clone(), swarm.clone());
             tokio::spawn(async move {
-                let _ = fetch::obtain(&shared, &swarm, &key, deadline, Mode::PeersThenOrigin).await;
+                let _ = fetch::obtain(&shared, &swarm, &key, deadline, Mode::Prefetch).await;
             });
         }
     }

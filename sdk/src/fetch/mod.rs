@@ -51,15 +51,30 @@ pub type Outcome = Result<(Bytes, Source), FetchError>;
 pub struct InFlight {
     deadline: watch::Sender<Instant>,
     result: watch::Receiver<Option<Outcome>>,
+    /// The deadline is a prefetch's guess, which the player's own request replaces.
+    guessed: bool,
 }
 
 /// How far a fetch may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Peers until the deadline, then the origin.
+    /// Peers until the deadline, then the origin: a player's request, whose deadline comes
+    /// from its buffer.
     PeersThenOrigin,
+    /// Peers until the deadline, then the origin, with a deadline guessed before the player
+    /// asked (live prefetch). A player's request joining it replaces the deadline, later or
+    /// earlier: a guess that expires while the player's buffer still has seconds to spare
+    /// would send to the origin a segment that peers are delivering.
+    Prefetch,
     /// Peers only: give up at the deadline (read-ahead that must not cost origin bytes).
     PeersOnly,
+}
+
+impl Mode {
+    /// Whether the origin may be asked once peers ran out of time.
+    fn origin_allowed(self) -> bool {
+        self != Mode::PeersOnly
+    }
 }
 
 /// Gets `key` of `swarm` by `deadline` for P2P (origin after that, unless `mode` is
@@ -76,7 +91,7 @@ pub async fn obtain(
     match outcome {
         // The fetch we joined was a peers-only read-ahead that gave up: go again, this time
         // with the origin allowed.
-        Err(FetchError::NoPeer) if mode == Mode::PeersThenOrigin => {
+        Err(FetchError::NoPeer) if mode.origin_allowed() => {
             obtain_once(shared, swarm, key, deadline, mode).await
         }
         other => other,
@@ -101,13 +116,12 @@ async fn obtain_once(
     }
     let mut rx = {
         let mut st = swarm.lock();
-        if let Some(f) = st.in_flight.get(key) {
+        if let Some(f) = st.in_flight.get_mut(key) {
+            let guessed = f.guessed;
+            f.guessed &= mode != Mode::PeersThenOrigin;
             f.deadline.send_if_modified(|d| {
-                let tighter = deadline < *d;
-                if tighter {
-                    *d = deadline;
-                }
-                tighter
+                let joined = joined_deadline(*d, guessed, deadline, mode);
+                std::mem::replace(d, joined) != joined
             });
             f.result.clone()
         } else {
@@ -118,6 +132,7 @@ async fn obtain_once(
                 InFlight {
                     deadline: dtx,
                     result: rrx.clone(),
+                    guessed: mode == Mode::Prefetch,
                 },
             );
             let (shared, swarm, key) = (shared.clone(), swarm.clone(), key.clone());
@@ -144,6 +159,16 @@ async fn obtain_once(
         Err(_) => Err(FetchError::Unknown),
     };
     result
+}
+
+/// The deadline of an in-flight fetch once a request with `mode` and `asked` joins it: the
+/// tighter of the two, except that a player's request replaces a prefetch's guess.
+fn joined_deadline(current: Instant, guessed: bool, asked: Instant, mode: Mode) -> Instant {
+    if guessed && mode == Mode::PeersThenOrigin {
+        asked
+    } else {
+        current.min(asked)
+    }
 }
 
 async fn run(
@@ -207,7 +232,7 @@ async fn run(
                     PeerOutcome::Busy => {
                         tried.remove(&peer);
                     }
-                    PeerOutcome::Unverifiable if mode == Mode::PeersOnly => {
+                    PeerOutcome::Unverifiable if !mode.origin_allowed() => {
                         return Err(FetchError::NoPeer)
                     }
                     PeerOutcome::Unverifiable => {
@@ -223,7 +248,7 @@ async fn run(
                 }
             }
             Decision::Origin(reason) => {
-                if mode == Mode::PeersOnly {
+                if !mode.origin_allowed() {
                     return Err(FetchError::NoPeer);
                 }
                 return from_origin(shared, swarm, key, reason).await;
@@ -610,4 +635,36 @@ async fn from_origin(
     shared.metrics.origin_bytes.inc_by(n);
     swarm.unreported_cdn.fetch_add(n, Ordering::Relaxed);
     Ok((fetched.body, Source::Cdn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_player_replaces_a_prefetch_guess_and_otherwise_the_tighter_deadline_wins() {
+        let t0 = Instant::now();
+        let (early, late) = (t0 + Duration::from_secs(2), t0 + Duration::from_secs(5));
+        // The player's buffer allows more than the prefetch guessed: P2P gets the time.
+        assert_eq!(
+            joined_deadline(early, true, late, Mode::PeersThenOrigin),
+            late
+        );
+        // ... and less: the origin is asked sooner.
+        assert_eq!(
+            joined_deadline(late, true, early, Mode::PeersThenOrigin),
+            early
+        );
+        // Two players, or a prefetch joining anything: never later.
+        assert_eq!(
+            joined_deadline(early, false, late, Mode::PeersThenOrigin),
+            early
+        );
+        assert_eq!(
+            joined_deadline(late, false, early, Mode::PeersThenOrigin),
+            early
+        );
+        assert_eq!(joined_deadline(early, true, late, Mode::Prefetch), early);
+        assert_eq!(joined_deadline(early, true, late, Mode::PeersOnly), early);
+    }
 }
