@@ -143,10 +143,10 @@ pub struct NodeConfig {
     #[serde(with = "humantime_serde")]
     pub min_peer_time: Duration,
     /// Nodes per live segment, chosen by rendezvous hashing, that fetch it from the origin at
-    /// once; the rest wait for their `have`. 0 (the default) picks by swarm size: one seeder
-    /// for a small swarm, about a third of the square root of the members for a large one (two
-    /// at 32, three at 100), because each seeder is the root of one relay tree: more roots
-    /// reach everyone sooner, at the cost of one origin copy each.
+    /// once; the rest wait for their `have`. 0 (the default) picks by swarm size: the square
+    /// root of the members over 1.6, from 1 to 6 (two at 8, four at 32, six from 81), because
+    /// each seeder is the root of one relay tree: more roots reach everyone sooner, at the
+    /// cost of one origin copy each.
     pub origin_seeders: usize,
     /// VOD: segments ahead of the player's position fetched from peers (never the origin).
     pub vod_readahead: usize,
