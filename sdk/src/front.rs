@@ -261,7 +261,11 @@ async fn serve_segment(
         Some(Asked::From(0)) | None => (manifest::segment_key(url, None), None),
         Some(Asked::From(n)) => (manifest::segment_key(url, None), Some((n, None))),
     };
-    let swarm = find_swarm(shared, &key)?;
+    let (swarm, key) = match find_swarm(shared, &key) {
+        Some(s) => (s, key),
+        // A live DASH segment asked for before the node's ticker registered it.
+        None => dash::register_requested(shared, url)?,
+    };
     swarm.last_used_ms.store(shared.now_ms(), Ordering::Relaxed);
     let cfg = &shared.config;
     let deadline = swarm.player_deadline(Instant::now(), cfg.playback_margin, cfg.p2p_budget);

@@ -44,9 +44,16 @@ impl Default for DashState {
     }
 }
 
-/// Registered this long after the template says a segment is complete: packagers publish a
-/// moment after the segment's end, and a prefetch that comes too early costs a 404.
+/// A live segment is registered the moment the template says it is complete (players ask
+/// for it then), but prefetched this long after: packagers publish a moment after the
+/// segment's end, and a prefetch that comes too early costs a 404.
 const AVAILABILITY_MARGIN: Duration = Duration::from_millis(500);
+
+/// How far ahead of the node's clock a player's may run: players set theirs by the MPD's
+/// `UTCTiming`, the node keeps its own. A segment asked for this much before the template
+/// says it is complete is still registered; if the origin does not have it yet, the player
+/// gets the origin's 404 and retries, as it would without us.
+const CLOCK_SKEW: Duration = Duration::from_secs(1);
 
 /// Joins every Representation's swarm, learns its segments, prefetches fresh ones, and keeps
 /// live templates ticking. Call on every MPD load.
@@ -139,6 +146,59 @@ pub(super) fn route(shared: &Arc<Shared>, url: &Url, closed: Option<ByteRange>) 
     Some(r.key_url)
 }
 
+/// A player asked for `url`, which no swarm lists. If the live template of a swarm the node
+/// is in names it and it is available (dash.js and Shaka ask at the very moment the template
+/// says, which may be before the ticker runs), registers it as the ticker does and returns
+/// the swarm and the segment's key; the player's own request then fetches it through the
+/// scheduler. Call only for URLs no swarm lists.
+pub(super) fn register_requested(
+    shared: &Arc<Shared>,
+    url: &Url,
+) -> Option<(Arc<Swarm>, SegmentKey)> {
+    let now = SystemTime::now();
+    let (id, addr, seg) = {
+        let map = shared.dash.live.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().find_map(|(id, (addr, tx))| {
+            let seg = tx.borrow().segment_named(url, now, CLOCK_SKEW)?;
+            Some((id.clone(), *addr, seg))
+        })?
+    };
+    let swarm = shared.swarms.get(&id).map(|s| s.value().clone())?;
+    // A swarm left and joined again: its template comes with the next MPD load.
+    if Arc::as_ptr(&swarm) as usize != addr {
+        return None;
+    }
+    // Not prefetched: the player's request is the fetch, with the player's deadline.
+    register(shared, &swarm, &seg, url);
+    tracing::debug!(key = %seg.resource.key, "live segment registered on a player's request");
+    Some((swarm, seg.resource.key))
+}
+
+/// Learns one live segment into `swarm` (routes for its CDN alternatives, the swarm's list),
+/// as fetched from `url`. Returns its key if it was new (for prefetch).
+fn register(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    seg: &dash::Segment,
+    url: &Url,
+) -> Vec<SegmentKey> {
+    let target = swarm.lock().target_duration;
+    let r = &seg.resource;
+    add_routes(shared, &swarm.id, r, false);
+    swarm.learn_segments(
+        Instant::now(),
+        [NewSegment {
+            key: r.key.clone(),
+            url: url.clone(),
+            range: r.range,
+            sequence: seg.sequence,
+            duration: Some(seg.duration),
+        }],
+        false,
+        target,
+    )
+}
+
 /// Hands `live` to the swarm's ticker, starting one if none runs.
 fn schedule(shared: &Arc<Shared>, swarm: &Arc<Swarm>, live: dash::LiveTemplate) {
     let mut map = shared.dash.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -154,8 +214,9 @@ fn schedule(shared: &Arc<Shared>, swarm: &Arc<Swarm>, live: dash::LiveTemplate) 
     tokio::spawn(tick(shared.clone(), swarm.clone(), rx));
 }
 
-/// Registers each next segment of a live Representation when it becomes available, until
-/// the node leaves the swarm or shuts down, or the period ends.
+/// Registers each next segment of a live Representation when it becomes available, and
+/// prefetches it [`AVAILABILITY_MARGIN`] later, until the node leaves the swarm or shuts
+/// down, or the period ends.
 async fn tick(shared: Arc<Shared>, swarm: Arc<Swarm>, mut rx: watch::Receiver<dash::LiveTemplate>) {
     let mut next: Option<u64> = None;
     loop {
@@ -169,9 +230,9 @@ async fn tick(shared: Arc<Shared>, swarm: Arc<Swarm>, mut rx: watch::Receiver<da
         let t = rx.borrow_and_update().clone();
         let n = next.map_or(t.first_number(), |n| n.max(t.first_number()));
         let due = t.segment(n).zip(t.available_at(n));
-        let wait = due.as_ref().map(|(_, at)| {
-            at.duration_since(SystemTime::now()).unwrap_or_default() + AVAILABILITY_MARGIN
-        });
+        let wait = due
+            .as_ref()
+            .map(|(_, at)| at.duration_since(SystemTime::now()).unwrap_or_default());
         tokio::select! {
             // Past the period's end: only a new template brings more.
             _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => {}
@@ -184,22 +245,17 @@ async fn tick(shared: Arc<Shared>, swarm: Arc<Swarm>, mut rx: watch::Receiver<da
             _ = shared.shutdown.cancelled() => break,
         }
         let Some((seg, _)) = due else { continue };
-        let target = swarm.lock().target_duration;
-        let r = &seg.resource;
-        add_routes(&shared, &swarm.id, r, false);
-        let fresh = swarm.learn_segments(
-            Instant::now(),
-            [NewSegment {
-                key: r.key.clone(),
-                url: r.url.clone(),
-                range: r.range,
-                sequence: seg.sequence,
-                duration: Some(seg.duration),
-            }],
-            false,
-            target,
-        );
-        prefetch(&shared, &swarm, fresh);
+        // Already registered if a player asked first; then its request is fetching it.
+        let fresh = register(&shared, &swarm, &seg, &seg.resource.url);
+        if !fresh.is_empty() {
+            let (shared, swarm) = (shared.clone(), swarm.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(AVAILABILITY_MARGIN) => prefetch(&shared, &swarm, fresh),
+                    _ = shared.shutdown.cancelled() => {}
+                }
+            });
+        }
         next = Some(n + 1);
     }
 }

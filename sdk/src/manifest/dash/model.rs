@@ -245,6 +245,8 @@ pub struct LiveTemplate {
     period_start_ms: u64,
     /// Numbers beyond this are past the period's end.
     last_number: Option<u64>,
+    /// `timeShiftBufferDepth`: how long a segment stays available after it appears.
+    time_shift_buffer_depth: Option<Duration>,
     bases: Vec<Url>,
 }
 
@@ -254,10 +256,11 @@ impl LiveTemplate {
         self.first_number
     }
 
-    /// Segment `number` (at least [`LiveTemplate::first_number`]); `None` past the period's
-    /// end or for a number the template cannot name.
+    /// Segment `number`; `None` past the period's end, before its start, or for a number the
+    /// template cannot name. Numbers below [`LiveTemplate::first_number`] are the ones the
+    /// MPD listed (or, behind its window, listed no more).
     pub fn segment(&self, number: u64) -> Option<Segment> {
-        if number < self.first_number || self.last_number.is_some_and(|l| number > l) {
+        if self.last_number.is_some_and(|l| number > l) {
             return None;
         }
         let time = self.time_of(number)?;
@@ -285,10 +288,98 @@ impl LiveTemplate {
         self.period_anchor.checked_add(offset)
     }
 
-    fn time_of(&self, number: u64) -> Option<u64> {
-        let k = number.checked_sub(self.first_number)?;
-        k.checked_mul(self.duration)?.checked_add(self.first_time)
+    /// Whether segment `number` may be asked of the origin at `now`: complete (give or take
+    /// `skew`, for a player whose clock runs a little ahead of ours), not past the period's
+    /// end, and not yet out of the time-shift buffer (without `timeShiftBufferDepth`, the
+    /// [`MAX_LIVE_WINDOW`] segments the model lists at most). Arithmetic only: an absurd
+    /// number costs nothing.
+    pub fn is_available(&self, number: u64, now: SystemTime, skew: Duration) -> bool {
+        if self.last_number.is_some_and(|l| number > l) {
+            return false;
+        }
+        let Some(at) = self.available_at(number) else {
+            return false;
+        };
+        let seg = ticks(self.duration, self.timescale);
+        let depth = self
+            .time_shift_buffer_depth
+            .unwrap_or_else(|| seg.saturating_mul(MAX_LIVE_WINDOW as u32));
+        let complete = now.checked_add(skew).is_some_and(|late| at <= late);
+        // Available until its end plus the buffer depth (ISO/IEC 23009-1 §5.3.9.5.3).
+        let kept = at
+            .checked_add(depth.saturating_add(seg))
+            .is_none_or(|gone| now <= gone);
+        complete && kept
     }
+
+    /// The available segment that `url` names, if this template names one: each run of
+    /// digits in its path (the last [`MAX_DIGIT_RUNS`]) is read as a `$Number$`, or as a
+    /// `$Time$` on the template's grid, checked with [`LiveTemplate::is_available`] before
+    /// anything is built, and taken only if the template's name for that number is `url`
+    /// under one of the BaseURLs (query ignored). For a player's request of a segment the
+    /// node has not registered yet.
+    pub fn segment_named(&self, url: &Url, now: SystemTime, skew: Duration) -> Option<Segment> {
+        let by_number = template::uses(&self.media, "Number");
+        let by_time = template::uses(&self.media, "Time");
+        let mut key = None;
+        digit_runs(url.path())
+            .flat_map(|v| {
+                [
+                    by_number.then_some(v),
+                    by_time.then(|| self.number_at_time(v)).flatten(),
+                ]
+            })
+            .flatten()
+            .filter(|&n| self.is_available(n, now, skew))
+            .find_map(|n| {
+                let s = self.segment(n)?;
+                let key = key.get_or_insert_with(|| segment_key(url, None));
+                let r = &s.resource;
+                std::iter::once(&r.url)
+                    .chain(&r.alternatives)
+                    .any(|u| segment_key(u, None) == *key)
+                    .then_some(s)
+            })
+    }
+
+    /// The number of the segment starting at media time `time`, if one does.
+    fn number_at_time(&self, time: u64) -> Option<u64> {
+        // On the grid: a whole number of durations from the first (`k / d * d` cannot overflow).
+        let on_grid = |k: u64| (k / self.duration * self.duration == k).then(|| k / self.duration);
+        if time >= self.first_time {
+            self.first_number
+                .checked_add(on_grid(time - self.first_time)?)
+        } else {
+            self.first_number
+                .checked_sub(on_grid(self.first_time - time)?)
+        }
+    }
+
+    fn time_of(&self, number: u64) -> Option<u64> {
+        let time = if number >= self.first_number {
+            (number - self.first_number)
+                .checked_mul(self.duration)?
+                .checked_add(self.first_time)?
+        } else {
+            self.first_time
+                .checked_sub((self.first_number - number).checked_mul(self.duration)?)?
+        };
+        // Before `presentationTimeOffset` is before the period.
+        (time >= self.pto).then_some(time)
+    }
+}
+
+/// Runs of digits looked at in a request path, from its end (the file name carries the
+/// number; directories may carry others).
+const MAX_DIGIT_RUNS: usize = 8;
+
+/// The numbers written in `path` as runs of ASCII digits, last first, at most
+/// [`MAX_DIGIT_RUNS`]; runs too long for a `u64` are skipped.
+fn digit_runs(path: &str) -> impl Iterator<Item = u64> + '_ {
+    path.rsplit(|c: char| !c.is_ascii_digit())
+        .filter(|r| !r.is_empty())
+        .take(MAX_DIGIT_RUNS)
+        .filter_map(|r| r.parse().ok())
 }
 
 fn ticks(t: u64, timescale: u64) -> Duration {
@@ -771,6 +862,7 @@ fn representation(
                                 period_anchor: anchor,
                                 period_start_ms,
                                 last_number,
+                                time_shift_buffer_depth: ctx.tsbd,
                                 bases: bases.clone(),
                             });
                 }
@@ -828,7 +920,8 @@ fn live_window(
     let window = ctx
         .tsbd
         .map_or(MAX_LIVE_WINDOW, |t| {
-            (t.as_secs_f64() / seg).ceil() as u64 + 1
+            // `as` saturates: a huge depth over a tiny duration must not overflow.
+            ((t.as_secs_f64() / seg).ceil() as u64).saturating_add(1)
         })
         .min(MAX_LIVE_WINDOW);
     let first = complete.saturating_sub(window);
@@ -910,4 +1003,158 @@ fn timeline(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SKEW: Duration = Duration::from_secs(1);
+
+    fn at(secs: f64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs)
+    }
+
+    /// A live `$Number$`-style Representation: 2 s segments from number 0 at the epoch, 10 s
+    /// of time shift, two CDNs; read at `now_s` seconds past the epoch.
+    fn live(media: &str, base: &str, now_s: f64) -> LiveTemplate {
+        let text = format!(
+            r#"<MPD type="dynamic" availabilityStartTime="1970-01-01T00:00:00Z" timeShiftBufferDepth="PT10S">
+  <BaseURL>https://cdn.example.com/{base}</BaseURL>
+  <BaseURL>https://backup.example.com/{base}</BaseURL>
+  <Period id="p0" start="PT0S"><AdaptationSet>
+    <SegmentTemplate timescale="1000" duration="2000" startNumber="0" media="{media}" initialization="init.mp4"/>
+    <Representation id="v1" bandwidth="3000000"/>
+  </AdaptationSet></Period>
+</MPD>"#
+        );
+        let url = Url::parse("https://cdn.example.com/live/m.mpd").unwrap();
+        let mpd = build(&read_tree(&text).unwrap(), &url, at(now_s)).unwrap();
+        mpd.periods[0].representations[0].live.clone().unwrap()
+    }
+
+    fn named(t: &LiveTemplate, url: &str, now_s: f64) -> Option<u64> {
+        let url = Url::parse(url).unwrap();
+        t.segment_named(&url, at(now_s), SKEW).map(|s| s.number)
+    }
+
+    #[test]
+    fn a_requested_number_is_registered_only_inside_the_availability_window() {
+        // At 100 s segments 0..=49 are complete (k ends at 2k + 2 s); the MPD lists 44..=49.
+        let t = live("seg$Number$.m4s", "live/", 100.0);
+        assert_eq!(t.first_number(), 50);
+        let u = |n: u64| format!("https://cdn.example.com/live/seg{n}.m4s");
+        assert_eq!(named(&t, &u(49), 100.0), Some(49));
+        // Complete at 102 s: too early at 100 s, within the clock skew at 101.5 s.
+        assert_eq!(named(&t, &u(50), 100.0), None);
+        assert_eq!(named(&t, &u(50), 101.5), Some(50));
+        assert_eq!(named(&t, &u(50), 102.0), Some(50));
+        // Segment 43 ends at 88 s and stays for 10 s of time shift plus its own 2 s.
+        assert_eq!(named(&t, &u(43), 100.0), Some(43));
+        assert_eq!(named(&t, &u(42), 100.0), None);
+        // A template read long ago still names segments by the clock.
+        assert_eq!(named(&t, &u(500), 1002.0), Some(500));
+    }
+
+    #[test]
+    fn only_the_templates_own_name_matches() {
+        let t = live("seg$Number$.m4s", "live/", 100.0);
+        let yes = [
+            "https://cdn.example.com/live/seg49.m4s?token=abc",
+            "https://backup.example.com/live/seg49.m4s",
+        ];
+        for u in yes {
+            assert_eq!(named(&t, u, 100.0), Some(49), "{u}");
+        }
+        let s = t
+            .segment_named(&Url::parse(yes[0]).unwrap(), at(100.0), SKEW)
+            .unwrap();
+        // Keyed under the smallest BaseURL, whichever CDN was asked.
+        assert_eq!(s.resource.key.as_str(), "backup.example.com/live/seg49.m4s");
+        let no = [
+            "https://cdn.example.com/live/seg049.m4s",
+            "https://cdn.example.com/live/seg49.mp4",
+            "https://cdn.example.com/other/seg49.m4s",
+            "https://elsewhere.example.com/live/seg49.m4s",
+            "https://cdn.example.com/live/init.mp4",
+            "https://cdn.example.com/live/m.mpd",
+        ];
+        for u in no {
+            assert_eq!(named(&t, u, 100.0), None, "{u}");
+        }
+    }
+
+    #[test]
+    fn absurd_numbers_match_nothing() {
+        let t = live("seg$Number$.m4s", "live/", 100.0);
+        for n in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999999999999999999",
+            "1000000000000",
+            "4611686018427387904",
+        ] {
+            let u = format!("https://cdn.example.com/live/seg{n}.m4s");
+            assert_eq!(named(&t, &u, 100.0), None, "{n}");
+        }
+        assert!(!t.is_available(u64::MAX, at(100.0), SKEW));
+        assert!(!t.is_available(u64::MAX / 2000, at(1e15), SKEW));
+    }
+
+    #[test]
+    fn widths_identifiers_times_and_digits_elsewhere_in_the_path() {
+        let t = live("$RepresentationID$/$Number%05d$.m4s", "live/", 100.0);
+        assert_eq!(
+            named(&t, "https://cdn.example.com/live/v1/00049.m4s", 100.0),
+            Some(49)
+        );
+        assert_eq!(
+            named(&t, "https://cdn.example.com/live/v1/49.m4s", 100.0),
+            None
+        );
+        let t = live("t$Time$.m4s", "live/", 100.0);
+        assert_eq!(
+            named(&t, "https://cdn.example.com/live/t98000.m4s", 100.0),
+            Some(49)
+        );
+        assert_eq!(
+            named(&t, "https://cdn.example.com/live/t98001.m4s", 100.0),
+            None
+        );
+        let t = live("$Bandwidth$/seg$Number$.m4s", "live2024/", 100.0);
+        assert_eq!(
+            named(
+                &t,
+                "https://cdn.example.com/live2024/3000000/seg47.m4s",
+                100.0
+            ),
+            Some(47)
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever number a player asks for, it is registered exactly when the template names
+        /// it and it is in the window; and the window holds at most its depth in segments.
+        #[test]
+        fn registration_follows_the_availability_window(
+            now_s in 20.0f64..10_000.0,
+            n in 0u64..6_000,
+            junk in "[0-9]{0,30}",
+        ) {
+            let t = live("seg$Number$.m4s", "live/", 20.0);
+            let now = at(now_s);
+            let url = Url::parse(&format!("https://cdn.example.com/live/seg{n}.m4s")).unwrap();
+            let got = t.segment_named(&url, now, SKEW).map(|s| s.number);
+            proptest::prop_assert_eq!(got, t.is_available(n, now, SKEW).then_some(n));
+            let end = (n + 1) as f64 * 2.0;
+            if t.is_available(n, now, SKEW) {
+                proptest::prop_assert!(end <= now_s + 1.0 + 1e-6 && now_s <= end + 12.0 + 1e-6);
+            }
+            let hostile = Url::parse(&format!("https://cdn.example.com/live/seg{junk}.m4s")).unwrap();
+            if let Some(s) = t.segment_named(&hostile, now, SKEW) {
+                proptest::prop_assert!(t.is_available(s.number, now, SKEW));
+                proptest::prop_assert_eq!(format!("seg{}.m4s", s.number), format!("seg{junk}.m4s"));
+            }
+        }
+    }
 }
