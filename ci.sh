@@ -9,7 +9,7 @@ SUDO=""
 
 need=()
 for pair in redis-server:redis-server nginx:nginx-light ffmpeg:ffmpeg chromium:chromium \
-    prometheus:prometheus promtool:prometheus; do
+    prometheus:prometheus promtool:prometheus ip:iproute2 tc:iproute2; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done

@@ -426,6 +426,11 @@ impl Origin {
         self.addr.to_string()
     }
 
+    /// Where the origin listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// HLS or DASH.
     pub fn format(&self) -> Format {
         self.state.config.format

@@ -101,6 +101,9 @@ pub struct RunResult {
     pub announces: Option<u64>,
     /// Tracker announces per second.
     pub announces_per_sec: Option<f64>,
+    /// Shaped mode: each node's link, from the kernel's counters.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<crate::netns::LinkReport>,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -194,6 +197,7 @@ impl RunResult {
             player_errors: errors,
             announces,
             announces_per_sec: announces.map(|a| a as f64 / elapsed_secs.max(0.001)),
+            links: Vec::new(),
             elapsed_secs,
             config,
         }
@@ -221,6 +225,10 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
 }
 
+fn mbit(bps: f64) -> String {
+    format!("{:.2} Mbit/s", bps / 1e6)
+}
+
 fn ms(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{v:.0} ms"))
 }
@@ -246,6 +254,30 @@ impl Report {
             )
         };
         row("stream", stream(&r.config), b.map(|b| stream(&b.config)));
+        let link = |r: &RunResult| {
+            r.config.shaping.map(|s| {
+                format!(
+                    "{} up / {} down, {} ms RTT",
+                    mbit(s.uplink_bps as f64),
+                    mbit(s.downlink_bps as f64),
+                    s.rtt.as_millis()
+                )
+            })
+        };
+        if let Some(l) = link(r) {
+            row("shaped link per node", l, b.and_then(link));
+            let uplink = |r: &RunResult| {
+                let rates: Vec<f64> = r.links.iter().map(|l| l.uplink_bps()).collect();
+                let mean = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+                let max = rates.iter().copied().fold(0.0, f64::max);
+                format!("{} / {}", mbit(mean), mbit(max))
+            };
+            row(
+                "uplink used: mean node / busiest node",
+                uplink(r),
+                b.map(uplink),
+            );
+        }
         row(
             "viewers (nodes at once)",
             format!("{} ({})", r.viewers, r.config.nodes),

@@ -1,6 +1,12 @@
 //! One benchmark run: a tracker, an origin, N real SDK nodes on loopback ports and one
 //! simulated player per node; viewers arrive over a ramp, may churn, and leave at the end.
+//!
+//! With [`RunConfig::shaping`] set, each node and its player run on a thread of their own
+//! inside the node's network namespace ([`crate::netns`]), on a current-thread runtime: the
+//! player talks to its node on the namespace's loopback, and everything else (peers, tracker,
+//! origin) goes over the node's shaped veth, through relays that add the round trip.
 
+use crate::netns::{LinkReport, Network, NodeLink, ShapedError, Shaping};
 use crate::origin::{Format, Origin, OriginConfig, OriginTotals, StreamMode};
 use crate::player::{play, LiveCounters, PlayerReport};
 use crate::relay::Relay;
@@ -10,9 +16,11 @@ use shoal::config::Rate;
 use shoal::node::Shared;
 use shoal::{Node, NodeConfig};
 use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -62,6 +70,10 @@ pub struct RunConfig {
     /// Nodes per live segment that fetch it from the origin at once
     /// (`NodeConfig::origin_seeders`); `None` keeps the default.
     pub origin_seeders: Option<usize>,
+    /// Shaped mode: each node in its own network namespace behind a home link (needs root,
+    /// `ip` and `tc`); `None` runs everything on loopback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shaping: Option<Shaping>,
 }
 
 mod opt_secs {
@@ -107,6 +119,7 @@ impl RunConfig {
             p2p_budget: None,
             max_uploads: None,
             origin_seeders: None,
+            shaping: None,
         }
     }
 
@@ -134,6 +147,15 @@ pub enum RunError {
     /// The node's player URL could not be formed.
     #[error("player URL for {0} could not be formed")]
     PlayerUrl(String),
+    /// The shaped network could not be set up or entered.
+    #[error("shaped network: {0}")]
+    Shaped(#[from] ShapedError),
+    /// A viewer's player client could not be built.
+    #[error("player client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// A viewer's task or thread ended before it reported.
+    #[error("viewer {0} ended before it started")]
+    Viewer(String),
 }
 
 /// Live progress of a run, readable while it runs.
@@ -149,21 +171,145 @@ pub struct Progress {
     pub started: std::sync::Mutex<Vec<(String, String)>>,
 }
 
-/// One viewer: its node, its player task, the relay in front of its peer server.
+/// One viewer as the harness sees it; its node, player and relay live in its own task (or, in
+/// the shaped mode, on its own thread in its namespace).
 struct Viewer {
-    node: Node,
+    /// Stops the player and shuts the node down if the harness drops the viewer early (an
+    /// error, Ctrl-C), so its thread ends and its link is removed.
+    _alive: tokio_util::sync::DropGuard,
+    /// Stops the player.
     stop: CancellationToken,
-    player: JoinHandle<PlayerReport>,
-    _relay: Option<Relay>,
+    /// The player's report, once it stopped.
+    report: oneshot::Receiver<PlayerReport>,
+    /// Shuts the node down (after the player stopped).
+    shutdown: CancellationToken,
+    /// Ends when the node is down (and, shaped, its link removed, with its counters).
+    done: JoinHandle<Option<LinkReport>>,
+}
+
+/// What a viewer's own task needs to start its relay, node and player.
+struct ViewerPlan {
+    node: NodeConfig,
+    /// Where the relay in front of the peer server listens and its one-way delay (P2P runs).
+    relay: Option<(SocketAddr, Duration)>,
+    peer_wire: Arc<AtomicU64>,
+    origin: Origin,
+    origin_host: String,
+    segment_duration: Duration,
+    players: Arc<crate::player::LiveCounters>,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+/// A started viewer's node, as the harness counts it.
+struct Started {
+    shared: Arc<Shared>,
+    player_addr: SocketAddr,
+    url: String,
+}
+
+/// Starts the relay, the node and the player; reports `Started`, then the player's report
+/// when `stop` ends it; shuts the node down at `shutdown`.
+async fn viewer_main(
+    plan: ViewerPlan,
+    started: oneshot::Sender<Result<Started, RunError>>,
+    report: oneshot::Sender<PlayerReport>,
+) {
+    let setup = async {
+        let relay = match plan.relay {
+            Some((at, one_way)) => {
+                Some(Relay::bind_delayed(at, plan.peer_wire.clone(), one_way).await?)
+            }
+            None => None,
+        };
+        let node = Node::start(NodeConfig {
+            peer_advertise: relay.as_ref().map(|r| r.addr().to_string()),
+            ..plan.node
+        })
+        .await?;
+        if let (Some(r), Some(a)) = (&relay, node.peer_addr()) {
+            r.set_target(a);
+        }
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok::<_, RunError>((relay, node, http))
+    };
+    let (relay, node, http) = match setup.await {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    let url = format!(
+        "http://{}/{}{}",
+        node.player_addr(),
+        plan.origin_host,
+        plan.origin.format().manifest_path()
+    );
+    let player = tokio::spawn(play(
+        http,
+        url.clone(),
+        plan.origin,
+        plan.segment_duration,
+        plan.players,
+        plan.stop,
+    ));
+    let _ = started.send(Ok(Started {
+        shared: node.shared().clone(),
+        player_addr: node.player_addr(),
+        url,
+    }));
+    let _ = report.send(player.await.unwrap_or_default());
+    plan.shutdown.cancelled().await;
+    node.shutdown().await;
+    drop(relay);
+}
+
+/// Runs `viewer_main` on a thread of its own inside `link`'s namespace, on a current-thread
+/// runtime, so every socket the node and its player open is the namespace's.
+fn spawn_in_namespace(
+    link: &NodeLink,
+    plan: ViewerPlan,
+    started: oneshot::Sender<Result<Started, RunError>>,
+    report: oneshot::Sender<PlayerReport>,
+) -> Result<oneshot::Receiver<()>, RunError> {
+    let (ended, on_end) = oneshot::channel();
+    let netns = link.netns.clone();
+    std::thread::Builder::new()
+        .name(netns.clone())
+        .spawn(move || {
+            let runtime = crate::netns::enter(&netns)
+                .map_err(RunError::from)
+                .and_then(|()| {
+                    Ok(tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?)
+                });
+            match runtime {
+                Ok(rt) => rt.block_on(viewer_main(plan, started, report)),
+                Err(e) => {
+                    let _ = started.send(Err(e));
+                }
+            }
+            let _ = ended.send(());
+        })?;
+    Ok(on_end)
 }
 
 struct Ctx {
     cfg: RunConfig,
     origin: Origin,
+    /// `host:port` nodes fetch the origin at (in the shaped mode, a delaying relay's).
+    origin_host: String,
     tracker_url: Option<String>,
     peer_wire: Arc<AtomicU64>,
     http: reqwest::Client,
     progress: Arc<Progress>,
+    /// The shaped mode's network.
+    net: Option<Arc<Network>>,
     /// Every node ever started (their counters outlive them).
     all: Vec<Arc<Shared>>,
     started: usize,
@@ -173,11 +319,7 @@ struct Ctx {
 impl Ctx {
     async fn start_viewer(&mut self) -> Result<Viewer, RunError> {
         let cfg = &self.cfg;
-        let relay = match self.tracker_url {
-            Some(_) => Some(Relay::bind(self.peer_wire.clone()).await?),
-            None => None,
-        };
-        let host = self.origin.host_port();
+        let host = self.origin_host.clone();
         let segment_bytes =
             crate::clip::segment_target_bytes(cfg.bitrate_bps, cfg.segment_duration.as_secs_f64())
                 as u64;
@@ -185,13 +327,12 @@ impl Ctx {
             Rate::from_bits_per_sec((cfg.bitrate_bps as f64 * cfg.upload_multiple) as u64)
         });
         let defaults = NodeConfig::default();
-        let node = Node::start(NodeConfig {
+        let node = NodeConfig {
             p2p_budget: cfg.p2p_budget.unwrap_or(defaults.p2p_budget),
             max_uploads: cfg.max_uploads.unwrap_or(defaults.max_uploads),
             origin_seeders: cfg.origin_seeders.unwrap_or(defaults.origin_seeders),
             listen: ([127, 0, 0, 1], 0).into(),
             peer_listen: ([127, 0, 0, 1], 0).into(),
-            peer_advertise: relay.as_ref().map(|r| r.addr().to_string()),
             tracker: self.tracker_url.clone(),
             origins: vec![host.clone()],
             origin_schemes: vec![format!("{host}=http")],
@@ -200,55 +341,101 @@ impl Ctx {
             cache_size: bytesize_of(segment_bytes * cfg.cache_segments.max(4) as u64),
             node_id: Some(format!("{}{}", self.label, self.started)),
             ..Default::default()
-        })
-        .await?;
+        };
+        let link = match &self.net {
+            Some(net) => {
+                let (net, index) = (net.clone(), self.started);
+                Some(blocking(move || net.add_node(index)).await?)
+            }
+            None => None,
+        };
         self.started += 1;
-        if let (Some(r), Some(a)) = (&relay, node.peer_addr()) {
-            r.set_target(a);
-        }
-        self.all.push(node.shared().clone());
-        let url = format!(
-            "http://{}/{host}{}",
-            node.player_addr(),
-            cfg.format.manifest_path()
-        );
-        let stop = CancellationToken::new();
-        let player = tokio::spawn(play(
-            self.http.clone(),
-            url.clone(),
-            self.origin.clone(),
-            cfg.segment_duration,
-            self.progress.players.clone(),
-            stop.clone(),
-        ));
+        let (relay_ip, one_way) = match (&link, &cfg.shaping) {
+            (Some(l), Some(s)) => (l.ip, s.rtt / 2),
+            _ => (Ipv4Addr::LOCALHOST, Duration::ZERO),
+        };
+        let alive = CancellationToken::new();
+        let stop = alive.child_token();
+        let shutdown = alive.child_token();
+        let plan = ViewerPlan {
+            node,
+            relay: self
+                .tracker_url
+                .is_some()
+                .then(|| ((relay_ip, 0).into(), one_way)),
+            peer_wire: self.peer_wire.clone(),
+            origin: self.origin.clone(),
+            origin_host: host,
+            segment_duration: cfg.segment_duration,
+            players: self.progress.players.clone(),
+            stop: stop.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let (started_tx, started_rx) = oneshot::channel();
+        let (report_tx, report) = oneshot::channel();
+        let done = match (&self.net, link) {
+            (Some(net), Some(link)) => {
+                let ended = spawn_in_namespace(&link, plan, started_tx, report_tx);
+                let net = net.clone();
+                tokio::spawn(async move {
+                    if let Ok(ended) = ended {
+                        let _ = ended.await;
+                    }
+                    blocking(move || Ok(net.remove_node(&link))).await.ok()
+                })
+            }
+            _ => {
+                let task = tokio::spawn(viewer_main(plan, started_tx, report_tx));
+                tokio::spawn(async move {
+                    let _ = task.await;
+                    None
+                })
+            }
+        };
+        let id = format!("{}{}", self.label, self.started - 1);
+        let started = started_rx.await.map_err(|_| RunError::Viewer(id))??;
+        self.all.push(started.shared);
         self.progress.nodes.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut started) = self.progress.started.lock() {
-            started.push((
-                url.clone(),
-                format!("http://{}/metrics", node.player_addr()),
+        if let Ok(mut list) = self.progress.started.lock() {
+            list.push((
+                started.url,
+                format!("http://{}/metrics", started.player_addr),
             ));
         }
         Ok(Viewer {
-            node,
+            _alive: alive.drop_guard(),
             stop,
-            player,
-            _relay: relay,
+            report,
+            shutdown,
+            done,
         })
     }
 
     /// Stops the player (returning its report) and shuts the node down in the background.
-    async fn leave(&self, v: Viewer, shutdowns: &mut Vec<JoinHandle<()>>) -> PlayerReport {
+    async fn leave(
+        &self,
+        v: Viewer,
+        shutdowns: &mut Vec<JoinHandle<Option<LinkReport>>>,
+    ) -> PlayerReport {
         v.stop.cancel();
-        let report = v.player.await.unwrap_or_default();
+        let report = v.report.await.unwrap_or_default();
         self.progress.nodes.fetch_sub(1, Ordering::Relaxed);
-        let relay = v._relay;
-        let node = v.node;
-        shutdowns.push(tokio::spawn(async move {
-            node.shutdown().await;
-            drop(relay);
-        }));
+        v.shutdown.cancel();
+        shutdowns.push(v.done);
         report
     }
+}
+
+/// Runs blocking `f` (commands of the shaped network) off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ShapedError> + Send + 'static,
+) -> Result<T, ShapedError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ShapedError::Command {
+            command: "shaped network setup".into(),
+            stderr: e.to_string(),
+        })?
 }
 
 fn bytesize_of(n: u64) -> bytesize::ByteSize {
@@ -266,6 +453,30 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
         window: cfg.window,
     })
     .await?;
+    let net = match cfg.shaping {
+        Some(shaping) => Some(Arc::new(
+            blocking(move || Network::create(label.chars().next().unwrap_or('r'), shaping)).await?,
+        )),
+        None => None,
+    };
+    // Shaped: the tracker and the origin are reached at the bridge's address, through relays
+    // that add the round trip.
+    let (relay_ip, one_way) = match (&net, &cfg.shaping) {
+        (Some(n), Some(s)) => (n.bridge_ip(), s.rtt / 2),
+        _ => (Ipv4Addr::LOCALHOST, Duration::ZERO),
+    };
+    let origin_relay = match &net {
+        Some(_) => {
+            let r = Relay::bind_delayed((relay_ip, 0).into(), Arc::new(AtomicU64::new(0)), one_way)
+                .await?;
+            r.set_target(origin.addr());
+            Some(r)
+        }
+        None => None,
+    };
+    let origin_host = origin_relay
+        .as_ref()
+        .map_or_else(|| origin.host_port(), |r| r.addr().to_string());
     let tracker_wire = Arc::new(AtomicU64::new(0));
     let (tracker, tracker_relay) = if cfg.p2p {
         let t = shoal_tracker::spawn(shoal_tracker::config::Config {
@@ -274,12 +485,13 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
                 .map_err(|_| RunError::PlayerUrl("tracker".into()))?,
             announce_interval: cfg.announce_interval,
             // The digest service vouches for this origin's segments only.
-            origins: vec![origin.host_port()],
-            origin_schemes: vec![format!("{}=http", origin.host_port())],
+            origins: vec![origin_host.clone()],
+            origin_schemes: vec![format!("{origin_host}=http")],
             ..Default::default()
         })
         .await?;
-        let relay = Relay::bind(tracker_wire.clone()).await?;
+        let relay =
+            Relay::bind_delayed((relay_ip, 0).into(), tracker_wire.clone(), one_way).await?;
         relay.set_target(t.addr());
         let _ = progress.tracker_url.set(t.url());
         (Some(t), Some(relay))
@@ -289,16 +501,17 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
     let http = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(30))
         .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| RunError::Io(std::io::Error::other(e)))?;
+        .build()?;
     let mut ctx = Ctx {
         origin: origin.clone(),
+        origin_host,
         tracker_url: tracker_relay
             .as_ref()
             .map(|r| format!("http://{}", r.addr())),
         peer_wire: Arc::new(AtomicU64::new(0)),
         http,
         progress: progress.clone(),
+        net: net.clone(),
         all: Vec::new(),
         started: 0,
         label,
@@ -317,7 +530,7 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
     let end = start + cfg.duration;
     let mut viewers: Vec<Viewer> = Vec::with_capacity(cfg.nodes);
     let mut reports: Vec<PlayerReport> = Vec::new();
-    let mut shutdowns: Vec<JoinHandle<()>> = Vec::new();
+    let mut shutdowns: Vec<JoinHandle<Option<LinkReport>>> = Vec::new();
     let mut next_churn = churn_every.map(|d| start + cfg.ramp + d);
     let mut arrivals = arrivals.into_iter().peekable();
     loop {
@@ -353,7 +566,7 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
         v.stop.cancel();
     }
     for v in viewers.iter_mut() {
-        reports.push((&mut v.player).await.unwrap_or_default());
+        reports.push((&mut v.report).await.unwrap_or_default());
     }
 
     // Fetches the players started (and prefetches) finish on their own; wait until what the
@@ -369,14 +582,14 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
 
     for v in viewers {
         progress.nodes.fetch_sub(1, Ordering::Relaxed);
-        let (node, relay) = (v.node, v._relay);
-        shutdowns.push(tokio::spawn(async move {
-            node.shutdown().await;
-            drop(relay);
-        }));
+        v.shutdown.cancel();
+        shutdowns.push(v.done);
     }
+    let mut links = Vec::new();
     for s in shutdowns {
-        let _ = s.await;
+        if let Ok(Some(link)) = s.await {
+            links.push(link);
+        }
     }
     let announces = match &tracker {
         Some(t) => scrape_announces(&ctx.http, &t.url()).await,
@@ -386,6 +599,9 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
         let _ = t.shutdown().await;
     }
     origin.stop();
+    drop(origin_relay);
+    drop(tracker_relay);
+    drop(net);
 
     let mut distinct = BTreeSet::new();
     for r in &reports {
@@ -399,7 +615,7 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
     };
     let distinct_bytes: u64 =
         distinct.iter().map(|s| origin.segment_len(*s)).sum::<u64>() + init_bytes;
-    Ok(RunResult::from_parts(
+    let mut result = RunResult::from_parts(
         cfg,
         elapsed,
         &reports,
@@ -409,7 +625,9 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
         ctx.peer_wire.load(Ordering::Relaxed),
         tracker_wire.load(Ordering::Relaxed),
         announces,
-    ))
+    );
+    result.links = links;
+    Ok(result)
 }
 
 /// Sums over every node of a run.

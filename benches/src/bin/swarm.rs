@@ -1,10 +1,13 @@
 //! `swarm`: the swarm benchmark. Starts a tracker, a simulated live origin (HLS, or DASH with
 //! `--dash`), N real Shoal nodes on loopback ports and one hls.js- or dash.js-like player per
 //! node, and reports offload, origin egress, control overhead, stalls and startup time
-//! (optionally against a CDN-only baseline).
+//! (optionally against a CDN-only baseline). With `--shaped` (root), every node sits in its own
+//! network namespace behind a home link: tc rate limits up and down, and a round trip the
+//! harness's relays add.
 
 use clap::Parser;
 use shoal::config::Rate;
+use shoal_bench::netns::Shaping;
 use shoal_bench::origin::{Format, StreamMode};
 use shoal_bench::RunConfig;
 use std::path::PathBuf;
@@ -15,6 +18,8 @@ use std::time::Duration;
 ///
 /// Example (the documented benchmark):
 ///   cargo run --release -p shoal-bench --bin swarm -- --nodes 32 --duration 5m --baseline
+/// Behind home links (as root; needs `ip` and `tc`):
+///   swarm --shaped --uplink 5Mbit --downlink 25Mbit --rtt 40ms --nodes 32 --duration 5m
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -80,6 +85,21 @@ struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Put each node (with its player) in its own network namespace, joined to the harness by
+    /// a veth pair with tc rate limits, and add a round trip to its connections. Needs root
+    /// and iproute2 (`ip`, `tc`).
+    #[arg(long)]
+    shaped: bool,
+    /// Shaped mode: each node's uplink rate.
+    #[arg(long, default_value = "5Mbit", requires = "shaped")]
+    uplink: Rate,
+    /// Shaped mode: each node's downlink rate.
+    #[arg(long, default_value = "25Mbit", requires = "shaped")]
+    downlink: Rate,
+    /// Shaped mode: round trip added to every connection a node makes or accepts (peers,
+    /// tracker, origin), half each way.
+    #[arg(long, default_value = "40ms", value_parser = humantime::parse_duration, requires = "shaped")]
+    rtt: Duration,
 }
 
 #[tokio::main]
@@ -98,6 +118,10 @@ async fn main() -> anyhow::Result<()> {
         a.upload_cap >= 0.0 && a.churn >= 0.0,
         "--upload-cap and --churn cannot be negative"
     );
+    if a.shaped {
+        // Fail before anything starts, saying what is missing.
+        shoal_bench::netns::check_available()?;
+    }
     let cfg = RunConfig {
         nodes: a.nodes,
         duration: a.duration,
@@ -121,8 +145,17 @@ async fn main() -> anyhow::Result<()> {
         p2p_budget: a.p2p_budget,
         max_uploads: a.max_uploads,
         origin_seeders: a.origin_seeders,
+        shaping: a.shaped.then(|| Shaping {
+            uplink_bps: a.uplink.bytes_per_sec() * 8,
+            downlink_bps: a.downlink.bytes_per_sec() * 8,
+            rtt: a.rtt,
+        }),
     };
-    let report = shoal_bench::ui::run_with_progress(cfg, a.baseline, false).await?;
+    // Ctrl-C drops the run, which removes the shaped mode's namespaces and links.
+    let report = tokio::select! {
+        r = shoal_bench::ui::run_with_progress(cfg, a.baseline, false) => r?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+    };
     print!("{}", report.table());
     let json = serde_json::to_string_pretty(&report)?;
     match &a.json_out {
