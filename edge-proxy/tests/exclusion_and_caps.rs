@@ -15,7 +15,7 @@ use shoal_testkit::{
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{sum, Edge};
+use support::{assert_identical_media, sum, Edge};
 use tokio::time::Instant;
 
 /// Starts `shoal-edge` with its peer server on `peer_ip` (loopback aliases like 127.0.0.2
@@ -50,30 +50,6 @@ async fn play(relay: &RecordingRelay, origin: &str, path: &str) {
     let o = p.wait(Duration::from_secs(180)).await.unwrap();
     assert!(o.success(), "{path} failed:\n{}", o.stderr);
     assert!(o.error_lines().is_empty(), "{path}: {:?}", o.error_lines());
-}
-
-/// Every media response the relay saw is complete and equals nginx's file.
-fn assert_identical_media(relay: &RecordingRelay, nginx: &Nginx) {
-    let media: Vec<_> = relay
-        .records()
-        .into_iter()
-        .filter(|r| r.uri.ends_with(".ts") || r.uri.ends_with(".m4s") || r.uri.ends_with(".mp4"))
-        .collect();
-    assert!(media.len() >= 10, "only {} media responses", media.len());
-    for r in media {
-        assert!(
-            r.status == 200 || r.status == 206,
-            "{}: {}",
-            r.uri,
-            r.status
-        );
-        assert!(r.complete, "{} cut short", r.uri);
-        assert!(
-            r.matches_file(&nginx.file_for(&r.uri)).unwrap(),
-            "{} differs from the origin",
-            r.uri
-        );
-    }
 }
 
 async fn tracker_for(origin: &str) -> shoal_tracker::RunningTracker {
@@ -114,7 +90,7 @@ async fn excluded_neighbour_is_never_downloaded_from() {
     let viewer = edge_on(&origin, &t, [127, 0, 0, 1], &["--exclude", "127.0.0.2/32"]);
     let relay = RecordingRelay::start(viewer.addr).unwrap();
     play(&relay, &origin, path).await;
-    assert_identical_media(&relay, &nginx);
+    assert_identical_media(&relay, &nginx, 10);
     let m = viewer.metrics().await;
     assert!(sum(&m, P2P) > 0.0, "the viewer got nothing from peers");
     assert_eq!(
@@ -135,7 +111,7 @@ async fn excluded_neighbour_is_never_downloaded_from() {
     let other = edge_on(&origin, &t, [127, 0, 0, 1], &[]);
     let relay = RecordingRelay::start(other.addr).unwrap();
     play(&relay, &origin, path).await;
-    assert_identical_media(&relay, &nginx);
+    assert_identical_media(&relay, &nginx, 10);
     assert!(
         sum(&far.metrics().await, UPLOADED) > 0.0,
         "the neighbour on 127.0.0.2 was unusable even without exclusion"
@@ -170,7 +146,7 @@ async fn download_cap_bounds_peer_bytes_and_origin_fills_in() {
     );
     let relay = RecordingRelay::start(capped.addr).unwrap();
     play(&relay, &origin, path).await;
-    assert_identical_media(&relay, &nginx);
+    assert_identical_media(&relay, &nginx, 10);
     let m = capped.metrics().await;
     let elapsed = started.elapsed().as_secs_f64();
     let received = sum(&m, "shoal_edge_peer_received_bytes_total");

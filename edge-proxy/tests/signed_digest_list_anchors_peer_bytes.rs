@@ -16,7 +16,7 @@ use shoal_tracker::token::Key;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
-use support::{sum, Edge};
+use support::{assert_identical_media, sum, Edge};
 
 /// Runs `shoal-tracker <args>` as its `main` does: parsed by its own command line, run by the
 /// function `main` calls.
@@ -147,29 +147,7 @@ async fn peer_bytes_are_served_only_against_a_list_the_provider_signed() {
 
     // Everything both players received equals the origin's files (ranges included).
     for relay in [&relay_first, &relay_second] {
-        let media: Vec<_> = relay
-            .records()
-            .into_iter()
-            .filter(|r| {
-                r.uri.ends_with(".ts") || r.uri.ends_with(".m4s") || r.uri.ends_with(".mp4")
-            })
-            .collect();
-        assert!(media.len() >= 40, "only {} media responses", media.len());
-        for r in media {
-            assert!(
-                r.status == 200 || r.status == 206,
-                "{}: {}",
-                r.uri,
-                r.status
-            );
-            assert!(r.complete, "{} cut short", r.uri);
-            assert!(
-                r.matches_file(&nginx.file_for(&r.uri)).unwrap(),
-                "{} ({:?}) differs from the origin",
-                r.uri,
-                r.range
-            );
-        }
+        assert_identical_media(relay, &nginx, 40);
     }
     drop(ladders);
 }

@@ -8,7 +8,7 @@ use shoal_testkit::{
     encode_vod_ladder, FfmpegPlayer, Nginx, PlayerOpts, RecordingRelay, VodLadder,
 };
 use std::time::Duration;
-use support::{sum, Edge};
+use support::{assert_identical_media, sum, Edge};
 
 async fn play(relay: &RecordingRelay, origin: &str, path: &str) {
     let url = relay.url(&format!("/{origin}{path}"));
@@ -58,29 +58,7 @@ async fn second_viewer_of_each_rendition_is_served_by_peers() {
 
     // Everything both players received equals the origin's files (ranges included).
     for relay in [&relay_first, &relay_second] {
-        let media: Vec<_> = relay
-            .records()
-            .into_iter()
-            .filter(|r| {
-                r.uri.ends_with(".ts") || r.uri.ends_with(".m4s") || r.uri.ends_with(".mp4")
-            })
-            .collect();
-        assert!(media.len() >= 30, "only {} media responses", media.len());
-        for r in media {
-            assert!(
-                r.status == 200 || r.status == 206,
-                "{}: {}",
-                r.uri,
-                r.status
-            );
-            assert!(r.complete, "{} cut short", r.uri);
-            assert!(
-                r.matches_file(&nginx.file_for(&r.uri)).unwrap(),
-                "{} ({:?}) differs from the origin",
-                r.uri,
-                r.range
-            );
-        }
+        assert_identical_media(relay, &nginx, 30);
     }
     // Most of the second viewer's media came from the first.
     let m = second.metrics().await;

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use shoal_testkit::{free_port, wait_for_port, ChildGuard};
+use shoal_testkit::{free_port, wait_for_port, ChildGuard, Nginx, RecordingRelay};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -79,4 +79,34 @@ pub fn sum(m: &HashMap<String, f64>, prefix: &str) -> f64 {
         .filter(|(k, _)| k.starts_with(prefix))
         .map(|(_, v)| *v)
         .sum()
+}
+
+/// Every media response (`.ts`, `.m4s`, `.mp4`) the relay saw, at least `at_least` of them, is
+/// complete and equals nginx's file (the requested range of it, for range requests).
+pub fn assert_identical_media(relay: &RecordingRelay, nginx: &Nginx, at_least: usize) {
+    let media: Vec<_> = relay
+        .records()
+        .into_iter()
+        .filter(|r| r.uri.ends_with(".ts") || r.uri.ends_with(".m4s") || r.uri.ends_with(".mp4"))
+        .collect();
+    assert!(
+        media.len() >= at_least,
+        "only {} media responses",
+        media.len()
+    );
+    for r in media {
+        assert!(
+            r.status == 200 || r.status == 206,
+            "{}: {}",
+            r.uri,
+            r.status
+        );
+        assert!(r.complete, "{} cut short", r.uri);
+        assert!(
+            r.matches_file(&nginx.file_for(&r.uri)).unwrap(),
+            "{} ({:?}) differs from the origin",
+            r.uri,
+            r.range
+        );
+    }
 }
