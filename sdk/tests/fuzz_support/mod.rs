@@ -170,16 +170,20 @@ pub fn dash_urls(mpd: &Mpd) -> Vec<Url> {
 /// a rewrite that changes only values must leave byte-identical. A naive scanner on purpose,
 /// independent of the rewriter's XML reader.
 pub fn markup(xml: &str) -> String {
-    // The XML declaration is never rewritten, and quick-xml reads it leniently (`version="""`):
-    // past it, a quote count the scanner could trip on.
-    let xml = match xml.find("?>") {
-        Some(end) if xml.trim_start().starts_with("<?xml") => &xml[end + 2..],
-        _ => xml,
-    };
     let mut out = String::with_capacity(xml.len());
     let mut in_tag = false;
     let mut quote = None;
-    for c in xml.chars() {
+    let mut rest = xml;
+    while let Some(c) = rest.chars().next() {
+        // XML declarations and processing instructions are never rewritten, and quick-xml
+        // reads them leniently (`version="""`): kept whole, not scanned for quotes.
+        if !in_tag && rest.starts_with("<?") {
+            let end = rest.find("?>").map_or(rest.len(), |e| e + 2);
+            out.push_str(&rest[..end]);
+            rest = &rest[end..];
+            continue;
+        }
+        rest = &rest[c.len_utf8()..];
         match (in_tag, quote) {
             (true, Some(q)) => {
                 if c == q {
