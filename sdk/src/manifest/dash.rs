@@ -62,6 +62,11 @@ pub enum DashError {
     /// A URL that does not resolve against its base.
     #[error("unresolvable URL `{0}`")]
     BadUrl(String),
+    /// A URL in segment information that Representations on different hosts inherit (a
+    /// root-relative template under BaseURLs on two CDNs) means a different resource under
+    /// each, and no one rewritten value reaches each through the proxy.
+    #[error("URL `{0}` means different origin URLs under the BaseURLs that inherit it")]
+    AmbiguousUrl(String),
     /// A Representation lists more than [`MAX_SEGMENTS`] segments.
     #[error("more than {MAX_SEGMENTS} segments in a Representation")]
     TooManySegments,
@@ -82,6 +87,7 @@ impl DashError {
             DashError::BadAttribute { .. } => "bad_attribute",
             DashError::Template(_) => "template",
             DashError::BadUrl(_) => "bad_url",
+            DashError::AmbiguousUrl(_) => "ambiguous_url",
             DashError::TooManySegments => "too_many_segments",
             DashError::OpenTimeline => "open_timeline",
         }

@@ -26,6 +26,10 @@ pub(super) struct El {
     pub attrs: Vec<(String, String)>,
     pub children: Vec<El>,
     pub text: String,
+    /// Byte offset of the start tag in the document (the rewrite finds elements by it).
+    pub start: usize,
+    /// Byte span of the content between start and end tag; `None` for an empty element.
+    pub inner: Option<(usize, usize)>,
 }
 
 impl El {
@@ -45,7 +49,7 @@ impl El {
     }
 }
 
-fn element(e: &BytesStart<'_>) -> Result<El, DashError> {
+fn element(e: &BytesStart<'_>, start: usize) -> Result<El, DashError> {
     let mut attrs = Vec::new();
     for a in e.attributes() {
         let a = a.map_err(|e| DashError::Xml(e.to_string()))?;
@@ -57,6 +61,7 @@ fn element(e: &BytesStart<'_>) -> Result<El, DashError> {
     Ok(El {
         name: e.local_name().as_ref().to_owned(),
         attrs,
+        start,
         ..El::default()
     })
 }
@@ -83,13 +88,17 @@ pub(super) fn read_tree(text: &str) -> Result<El, DashError> {
                 if stack.len() >= MAX_DEPTH {
                     return Err(DashError::Xml(format!("nested deeper than {MAX_DEPTH}")));
                 }
-                stack.push((element(&e)?, String::new()));
+                let mut el = element(&e, before)?;
+                let after = reader.buffer_position() as usize;
+                el.inner = Some((after, after));
+                stack.push((el, String::new()));
             }
-            Event::Empty(e) => attach(&mut stack, element(&e)?)?,
+            Event::Empty(e) => attach(&mut stack, element(&e, before)?)?,
             Event::End(_) => {
                 let Some((mut el, raw)) = stack.pop() else {
                     return Err(DashError::Xml("unmatched end tag".into()));
                 };
+                el.inner = el.inner.map(|(from, _)| (from, before));
                 el.text = quick_xml::escape::unescape(raw.trim())
                     .map_err(|e| DashError::Xml(e.to_string()))?
                     .into_owned();
@@ -275,8 +284,9 @@ impl LiveTemplate {
         Some(Segment {
             resource,
             number,
-            sequence: self.period_start_ms
-                + ticks_ms(time.saturating_sub(self.pto), self.timescale),
+            sequence: self
+                .period_start_ms
+                .saturating_add(ticks_ms(time.saturating_sub(self.pto), self.timescale)),
             duration: ticks(self.duration, self.timescale),
         })
     }
@@ -813,7 +823,8 @@ fn representation(
                 rep.segments.push(Segment {
                     resource: base_res(&rel, None)?,
                     number,
-                    sequence: period_start_ms + ticks_ms(time.saturating_sub(pto), timescale),
+                    sequence: period_start_ms
+                        .saturating_add(ticks_ms(time.saturating_sub(pto), timescale)),
                     duration: ticks(d, timescale),
                 });
             }
@@ -879,8 +890,11 @@ fn representation(
                 let r = range(s.attr("mediaRange"), "SegmentURL", "mediaRange")?;
                 rep.segments.push(Segment {
                     resource: base_res(s.attr("media").unwrap_or(""), r)?,
-                    number: start_number + k,
-                    sequence: period_start_ms + ticks_ms(k * d, timescale),
+                    number: start_number.checked_add(k).ok_or_else(overflow)?,
+                    sequence: period_start_ms.saturating_add(ticks_ms(
+                        k.checked_mul(d).ok_or_else(overflow)?,
+                        timescale,
+                    )),
                     duration: ticks(d, timescale),
                 });
             }
@@ -938,7 +952,8 @@ fn overflow() -> DashError {
     }
 }
 
-/// Expands a `SegmentTimeline` into (number, time, duration).
+/// Expands a `SegmentTimeline` into (number, time, duration), numbered from `start_number`
+/// into `out`, which starts empty.
 #[allow(clippy::too_many_arguments)]
 fn timeline(
     ctx: &Ctx,
@@ -964,7 +979,6 @@ fn timeline(
         Some(pto + (secs * timescale as f64) as u64)
     };
     let mut time = pto;
-    let mut number = start_number;
     for (i, s) in entries.iter().enumerate() {
         if let Some(t) = num::<u64>(s.attr("t"), "S", "t")? {
             time = t;
@@ -997,8 +1011,10 @@ fn timeline(
             return Err(DashError::TooManySegments);
         }
         for _ in 0..count {
+            let number = start_number
+                .checked_add(out.len() as u64)
+                .ok_or_else(overflow)?;
             out.push((number, time, d));
-            number += 1;
             time = time.checked_add(d).ok_or(DashError::TooManySegments)?;
         }
     }

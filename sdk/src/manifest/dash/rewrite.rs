@@ -3,10 +3,12 @@
 //! `ContentProtection`/`cenc:pssh`, `EventStream`, comments, whitespace, attribute quoting)
 //! comes out byte-identical.
 
+use super::model::{read_tree, El};
 use super::DashError;
 use crate::manifest::{mapper, UrlMapper};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
+use std::collections::{HashMap, HashSet};
 use url::{Position, Url};
 
 /// Attributes holding URLs, per element.
@@ -25,18 +27,114 @@ fn utc_scheme_is_http(scheme: &str) -> bool {
 }
 
 /// Where references resolve: for the origin, and for the player reading the rewritten MPD.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 struct Base {
     origin: Url,
     proxy: Option<Url>,
 }
 
+/// What the rewrite decides before its streaming pass, from the model's element tree: which
+/// bases the URLs inside each MPD, Period, AdaptationSet and Representation are resolved
+/// against, and the new text of their `BaseURL`s. Decided on the tree, not in document order,
+/// because the model resolves with each level's first `BaseURL` wherever it stands among its
+/// siblings, and a Period's or AdaptationSet's segment information with the base of every
+/// Representation that inherits it.
+struct Plan {
+    /// By start offset of a level element: the first base of every Representation inheriting
+    /// its segment information (the one the model resolves with), or its own first base.
+    contexts: HashMap<usize, Vec<Base>>,
+    /// By start offset: the `BaseURL`s of level elements, already edited here.
+    base_urls: HashSet<usize>,
+}
+
+impl Plan {
+    fn new(text: &str, top: &Base, mapper: &UrlMapper, edits: &mut Vec<Edit>) -> Self {
+        let mut plan = Plan {
+            contexts: HashMap::new(),
+            base_urls: HashSet::new(),
+        };
+        // Text that is not XML has no tree: the streaming pass reports the error.
+        let Ok(root) = read_tree(text) else {
+            return plan;
+        };
+        let mpd = plan.level(text, &root, top, mapper, edits);
+        plan.contexts.insert(root.start, vec![mpd.clone()]);
+        for p in root.all("Period") {
+            let pb = plan.level(text, p, &mpd, mapper, edits);
+            let mut p_ctx = Vec::new();
+            for a in p.all("AdaptationSet") {
+                let ab = plan.level(text, a, &pb, mapper, edits);
+                let mut a_ctx = Vec::new();
+                for r in a.all("Representation") {
+                    let rb = plan.level(text, r, &ab, mapper, edits);
+                    plan.contexts.insert(r.start, vec![rb.clone()]);
+                    push_new(&mut a_ctx, rb);
+                }
+                for b in &a_ctx {
+                    push_new(&mut p_ctx, b.clone());
+                }
+                plan.contexts
+                    .insert(a.start, if a_ctx.is_empty() { vec![ab] } else { a_ctx });
+            }
+            plan.contexts
+                .insert(p.start, if p_ctx.is_empty() { vec![pb] } else { p_ctx });
+        }
+        plan
+    }
+
+    /// Edits the `BaseURL`s of `el` (each resolved against `parent`, the first base of the
+    /// level above) and returns the first base inside `el`, as the model computes it.
+    fn level(
+        &mut self,
+        text: &str,
+        el: &El,
+        parent: &Base,
+        mapper: &UrlMapper,
+        edits: &mut Vec<Edit>,
+    ) -> Base {
+        let mut first = None;
+        for b in el.all("BaseURL") {
+            let value = b.text.trim();
+            let raw = b
+                .inner
+                .and_then(|(from, to)| Some((from, text.get(from..to)?)));
+            // CDATA, comments or child elements inside: left alone.
+            let span = raw
+                .filter(|(_, raw)| !raw.contains('<'))
+                .map(|(from, raw)| {
+                    let core_start = from + (raw.len() - raw.trim_start().len());
+                    (core_start, core_start + raw.trim().len())
+                });
+            let written = span.and_then(|(start, end)| {
+                let new = rewrite_ref(value, parent, mapper)?;
+                edits.push((start, end, escape(&new)));
+                Some(new)
+            });
+            self.base_urls.insert(b.start);
+            first.get_or_insert_with(|| Base {
+                origin: parent.origin.join(value).unwrap_or(parent.origin.clone()),
+                proxy: parent
+                    .proxy
+                    .as_ref()
+                    .and_then(|p| p.join(written.as_deref().unwrap_or(value)).ok()),
+            });
+        }
+        first.unwrap_or_else(|| parent.clone())
+    }
+}
+
+fn push_new(v: &mut Vec<Base>, b: Base) {
+    if !v.contains(&b) {
+        v.push(b);
+    }
+}
+
+/// A splice: replace `text[start..end]` with the string.
+type Edit = (usize, usize, String);
+
 struct Frame {
-    /// The base the element's parent gives it.
-    inherited: Base,
-    /// The base inside it (changed by its first `BaseURL`).
-    effective: Base,
-    base_set: bool,
+    /// Start offset of the innermost level element around (a key of `Plan::contexts`).
+    level: usize,
     /// `Some(start)` while inside an element whose text is a URL.
     text_start: Option<usize>,
     name: String,
@@ -47,8 +145,10 @@ pub(super) fn rewrite(text: &str, mpd_url: &Url, mapper: &UrlMapper) -> Result<S
         origin: mpd_url.clone(),
         proxy: mapper.to_proxy(mpd_url).and_then(|p| Url::parse(&p).ok()),
     };
+    let mut edits: Vec<Edit> = Vec::new();
+    let mut plan = Plan::new(text, &top, mapper, &mut edits);
+    plan.contexts.insert(usize::MAX, vec![top.clone()]);
     let mut reader = Reader::from_str(text);
-    let mut edits: Vec<(usize, usize, String)> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let xml = |e: quick_xml::Error| DashError::Xml(e.to_string());
     loop {
@@ -57,16 +157,21 @@ pub(super) fn rewrite(text: &str, mpd_url: &Url, mapper: &UrlMapper) -> Result<S
         let after = reader.buffer_position() as usize;
         match event {
             Event::Start(ref e) | Event::Empty(ref e) => {
-                let parent = stack.last().map_or(&top, |f| &f.effective);
+                let outer = stack.last().map_or(usize::MAX, |f| f.level);
+                let level = if plan.contexts.contains_key(&before) {
+                    before
+                } else {
+                    outer
+                };
                 let name = e.local_name().as_ref().to_owned();
-                attr_edits(text, e, &name, parent, &top, mapper, &mut edits)?;
+                let utc = name == "UTCTiming";
+                let bases = &plan.contexts[if utc { &usize::MAX } else { &level }];
+                attr_edits(text, e, &name, bases, mapper, &mut edits)?;
                 if matches!(event, Event::Start(_)) {
-                    let inherited = parent.clone();
-                    let text_el = matches!(name.as_str(), "BaseURL" | "Location" | "PatchLocation");
+                    let text_el = matches!(name.as_str(), "BaseURL" | "Location" | "PatchLocation")
+                        && !plan.base_urls.contains(&before);
                     stack.push(Frame {
-                        effective: inherited.clone(),
-                        inherited,
-                        base_set: false,
+                        level,
                         text_start: text_el.then_some(after),
                         name,
                     });
@@ -91,26 +196,15 @@ pub(super) fn rewrite(text: &str, mpd_url: &Url, mapper: &UrlMapper) -> Result<S
                 let Ok(value) = quick_xml::escape::unescape(core) else {
                     continue;
                 };
+                // A `BaseURL` the model does not read (not on a level element) changes no
+                // base; it is mapped like the URLs beside it.
                 let base = if frame.name == "BaseURL" {
-                    stack.last().map_or(&top, |f| &f.inherited).clone()
+                    &plan.contexts[&frame.level][0]
                 } else {
-                    top.clone()
+                    &top
                 };
-                let new = rewrite_ref(&value, &base, mapper);
-                if let Some(n) = &new {
-                    edits.push((core_start, core_start + core.len(), escape(n)));
-                }
-                if frame.name == "BaseURL" {
-                    if let Some(parent) = stack.last_mut().filter(|p| !p.base_set) {
-                        parent.base_set = true;
-                        parent.effective = Base {
-                            origin: base.origin.join(&value).unwrap_or(base.origin.clone()),
-                            proxy: base
-                                .proxy
-                                .as_ref()
-                                .and_then(|p| p.join(new.as_deref().unwrap_or(&value)).ok()),
-                        };
-                    }
+                if let Some(n) = rewrite_ref(&value, base, mapper) {
+                    edits.push((core_start, core_start + core.len(), escape(&n)));
                 }
             }
             Event::Eof => break,
@@ -136,15 +230,14 @@ fn escape(s: &str) -> String {
     quick_xml::escape::escape(s).into_owned()
 }
 
-/// Edits for the URL attributes of one start tag.
+/// Edits for the URL attributes of one start tag, each resolved against every base in `bases`.
 fn attr_edits(
     text: &str,
     e: &BytesStart<'_>,
     name: &str,
-    base: &Base,
-    top: &Base,
+    bases: &[Base],
     mapper: &UrlMapper,
-    edits: &mut Vec<(usize, usize, String)>,
+    edits: &mut Vec<Edit>,
 ) -> Result<(), DashError> {
     let utc = name == "UTCTiming";
     let wanted = url_attrs(name);
@@ -185,11 +278,10 @@ fn attr_edits(
         return Ok(());
     }
     for (off, len, value) in candidates {
-        let base = if utc { top } else { base };
         let new = if name == "SegmentTemplate" {
-            rewrite_template(&value, base, mapper)
+            rewrite_template(&value, bases, mapper)?
         } else {
-            rewrite_ref(&value, base, mapper)
+            rewrite_shared(&value, bases, mapper)?
         };
         if let Some(n) = new {
             edits.push((off, off + len, escape(&n)));
@@ -200,9 +292,13 @@ fn attr_edits(
 
 /// A template reference: its `$...$` identifiers (whose `%0Nd` would read as
 /// percent-escapes) are swapped for plain placeholders while the URL is mapped.
-fn rewrite_template(raw: &str, base: &Base, mapper: &UrlMapper) -> Option<String> {
+fn rewrite_template(
+    raw: &str,
+    bases: &[Base],
+    mapper: &UrlMapper,
+) -> Result<Option<String>, DashError> {
     if !raw.contains('$') {
-        return rewrite_ref(raw, base, mapper);
+        return rewrite_shared(raw, bases, mapper);
     }
     let mut idents = Vec::new();
     let mut masked = String::with_capacity(raw.len());
@@ -220,13 +316,59 @@ fn rewrite_template(raw: &str, base: &Base, mapper: &UrlMapper) -> Option<String
     }
     if !inside {
         // Odd number of `$`: not a valid template; leave it.
-        return None;
+        return Ok(None);
     }
-    let mut out = rewrite_ref(&masked, base, mapper)?;
+    let Some(mut out) = rewrite_shared(&masked, bases, mapper)? else {
+        return Ok(None);
+    };
     for (i, ident) in idents.iter().enumerate().rev() {
         out = out.replacen(&format!("shoaltpl{i}x"), &format!("${ident}$"), 1);
     }
-    Some(out)
+    Ok(Some(out))
+}
+
+/// The reference to write instead of `raw` (`None` keeps it) when every base in `bases`
+/// resolves it: one that reaches, under each, what `raw` means there. A Period's or
+/// AdaptationSet's segment information is resolved by each Representation below with its own
+/// BaseURL; when those are on different hosts a root-relative reference means a different
+/// origin URL under each, and no single value may serve them all: the MPD is then refused.
+fn rewrite_shared(
+    raw: &str,
+    bases: &[Base],
+    mapper: &UrlMapper,
+) -> Result<Option<String>, DashError> {
+    let own: Vec<Option<String>> = bases.iter().map(|b| rewrite_ref(raw, b, mapper)).collect();
+    let fits = |c: &Option<String>| {
+        bases
+            .iter()
+            .zip(&own)
+            .all(|(b, o)| o == c || reaches(raw, c.as_deref(), b, mapper))
+    };
+    own.iter()
+        .find(|c| fits(c))
+        .cloned()
+        .ok_or_else(|| DashError::AmbiguousUrl(raw.chars().take(64).collect()))
+}
+
+/// Whether a player reading `written` (`None`: `raw` kept) under `base` reaches, directly or
+/// through the proxy, the origin URL the model resolves `raw` to.
+fn reaches(raw: &str, written: Option<&str>, base: &Base, mapper: &UrlMapper) -> bool {
+    let raw = raw.trim();
+    let Ok(meant) = base.origin.join(raw) else {
+        // The model refuses the MPD.
+        return true;
+    };
+    let player = base.proxy.as_ref().unwrap_or(&base.origin);
+    let Ok(got) = player.join(written.unwrap_or(raw).trim()) else {
+        return false;
+    };
+    if &got[..Position::BeforePath] == mapper.proxy_base() {
+        mapper
+            .to_origin(&got[Position::BeforePath..Position::AfterQuery])
+            .is_ok_and(|o| mapper::same_resource(&o, &meant))
+    } else {
+        got.scheme() == meant.scheme() && mapper::same_resource(&got, &meant)
+    }
 }
 
 /// The reference to write instead of `raw`, or `None` to keep it: absolute URLs on
