@@ -158,26 +158,8 @@ fn remove_leftovers() {
             p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists()
         })
     };
-    if let Ok(list) = run("ip", &["netns", "list"]) {
-        for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-            if dead(name) {
-                let _ = run("ip", &["netns", "del", name]);
-            }
-        }
-    }
-    if let Ok(list) = run("ip", &["-o", "link", "show"]) {
-        // `7: name@peer: <…>`; veths before bridges, so a bridge goes empty.
-        let mut names: Vec<String> = list
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_owned())
-            .filter(|n| dead(n))
-            .collect();
-        names.sort_by_key(|n| n.ends_with("br"));
-        for name in names {
-            let _ = run("ip", &["link", "del", &name]);
-        }
-    }
+    remove_namespaces(dead);
+    remove_links(dead);
 }
 
 /// Every IPv4 network the host has an address or a route in.
@@ -226,8 +208,59 @@ pub struct Network {
     netns: String,
     block: u8,
     shaping: Shaping,
-    /// Nodes added and not yet removed (namespace, host-side veth).
-    live: Mutex<Vec<(String, String)>>,
+    /// Nodes added and not yet removed.
+    live: Mutex<Vec<Live>>,
+}
+
+/// A node's link while it lives: its names and the peak rates seen so far.
+#[derive(Debug)]
+struct Live {
+    netns: String,
+    host_if: String,
+    peaks: Peaks,
+}
+
+/// The highest rates of a link between any two consecutive readings of its byte counters.
+#[derive(Debug, Clone, Default)]
+pub struct Peaks {
+    /// The last reading: when it began, and the bytes up and down.
+    last: Option<(Instant, u64, u64)>,
+    /// Highest uplink rate between two readings, bits per second.
+    pub uplink_bps: f64,
+    /// Highest downlink rate between two readings, bits per second.
+    pub downlink_bps: f64,
+}
+
+impl Peaks {
+    /// Takes a reading of the bytes sent up and down so far, begun at `began` and done at
+    /// `done`. A rate is taken from the start of the previous reading to the end of this one,
+    /// the longest the bytes can have taken, so a reading delayed by the scheduler never
+    /// inflates it. Readings less than half a second after the previous one are skipped.
+    pub fn observe(&mut self, began: Instant, done: Instant, up: u64, down: u64) {
+        if let Some((then, up0, down0)) = self.last {
+            let dt = done.saturating_duration_since(then).as_secs_f64();
+            if began.saturating_duration_since(then).as_secs_f64() < 0.5 {
+                return;
+            }
+            let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 * 8.0 / dt;
+            self.uplink_bps = self.uplink_bps.max(rate(up0, up));
+            self.downlink_bps = self.downlink_bps.max(rate(down0, down));
+        }
+        self.last = Some((began, up, down));
+    }
+}
+
+/// A link's byte counters as the bridge-side veth counts them: (what the node sent, what it
+/// received).
+fn counters(host_if: &str) -> (u64, u64) {
+    let stat = |name: &str| -> u64 {
+        std::fs::read_to_string(format!("/sys/class/net/{host_if}/statistics/{name}"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // The bridge-side end receives what the node sends.
+    (stat("rx_bytes"), stat("tx_bytes"))
 }
 
 /// One node's place in the network.
@@ -253,6 +286,11 @@ pub struct LinkReport {
     pub uplink_bytes: u64,
     /// Bytes the node received.
     pub downlink_bytes: u64,
+    /// Highest uplink rate between two readings of the counters (about a second apart),
+    /// bits per second.
+    pub peak_uplink_bps: f64,
+    /// Highest downlink rate between two readings, bits per second.
+    pub peak_downlink_bps: f64,
 }
 
 impl LinkReport {
@@ -327,10 +365,11 @@ impl Network {
             (host_number & 0xff) as u8,
         );
         run("ip", &["netns", "add", &netns])?;
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((netns.clone(), host_if.clone()));
+        self.lock_live().push(Live {
+            netns: netns.clone(),
+            host_if: host_if.clone(),
+            peaks: Peaks::default(),
+        });
         run(
             "ip",
             &[
@@ -381,44 +420,95 @@ impl Network {
         })
     }
 
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, Vec<Live>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads every live link's counters (call about once a second, for the peak rates).
+    /// Blocking: reads sysfs.
+    pub fn sample(&self) {
+        for l in self.lock_live().iter_mut() {
+            let began = Instant::now();
+            let (up, down) = counters(&l.host_if);
+            l.peaks.observe(began, Instant::now(), up, down);
+        }
+    }
+
     /// Reads the link's counters, then removes the node's veth pair and namespace. Call once
     /// the node's thread has ended. Blocking: runs `ip`.
     pub fn remove_node(&self, link: &NodeLink) -> LinkReport {
-        let stat = |name: &str| -> u64 {
-            std::fs::read_to_string(format!("/sys/class/net/{}/statistics/{name}", link.host_if))
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0)
+        let began = Instant::now();
+        let (up, down) = counters(&link.host_if);
+        let done = Instant::now();
+        let mut peaks = {
+            let mut live = self.lock_live();
+            let i = live.iter().position(|l| l.netns == link.netns);
+            i.map(|i| live.swap_remove(i).peaks).unwrap_or_default()
         };
-        // The bridge-side end receives what the node sends.
-        let report = LinkReport {
+        peaks.observe(began, done, up, down);
+        remove_pair(&link.netns, &link.host_if);
+        LinkReport {
             netns: link.netns.clone(),
             seconds: link.since.elapsed().as_secs_f64(),
-            uplink_bytes: stat("rx_bytes"),
-            downlink_bytes: stat("tx_bytes"),
-        };
-        remove_pair(&link.netns, &link.host_if);
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(n, _)| *n != link.netns);
-        report
+            uplink_bytes: up,
+            downlink_bytes: down,
+            peak_uplink_bps: peaks.uplink_bps,
+            peak_downlink_bps: peaks.downlink_bps,
+        }
     }
 }
 
 /// Deleting one end of a veth deletes both; the namespace goes when nothing is left in it.
 fn remove_pair(netns: &str, host_if: &str) {
-    let _ = run("ip", &["link", "del", host_if]);
-    let _ = run("ip", &["netns", "del", netns]);
+    for (what, args) in [
+        ("link", ["link", "del", host_if]),
+        ("namespace", ["netns", "del", netns]),
+    ] {
+        if let Err(e) = run("ip", &args) {
+            tracing::warn!(error = %e, "removing a shaped {what} failed");
+        }
+    }
+}
+
+/// Deletes every namespace whose name `which` accepts.
+fn remove_namespaces(which: impl Fn(&str) -> bool) {
+    let Ok(list) = run("ip", &["netns", "list"]) else {
+        return;
+    };
+    // `name (id: 7)`
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        if which(name) {
+            let _ = run("ip", &["netns", "del", name]);
+        }
+    }
+}
+
+/// Deletes every link whose name `which` accepts: veths first, so that bridges go empty.
+fn remove_links(which: impl Fn(&str) -> bool) {
+    let Ok(list) = run("ip", &["-o", "link", "show"]) else {
+        return;
+    };
+    // `7: name@peer: <…>`
+    let mut names: Vec<&str> = list
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .filter(|n| which(n))
+        .collect();
+    names.sort_by_key(|n| n.ends_with("br"));
+    for name in names {
+        let _ = run("ip", &["link", "del", name]);
+    }
 }
 
 impl Drop for Network {
     fn drop(&mut self) {
-        let live = std::mem::take(&mut *self.live.lock().unwrap_or_else(|e| e.into_inner()));
-        for (netns, host_if) in live {
-            remove_pair(&netns, &host_if);
+        for l in std::mem::take(&mut *self.lock_live()) {
+            remove_pair(&l.netns, &l.host_if);
         }
-        let _ = run("ip", &["link", "del", &self.bridge()]);
+        // Whatever of this network is still there (a command above or earlier failed).
+        remove_namespaces(|n| n.starts_with(&self.netns));
+        remove_links(|n| n.starts_with(&self.links));
     }
 }
 
@@ -449,6 +539,28 @@ mod tests {
         assert_eq!(owner_pid("shoalbr"), None);
         assert_eq!(owner_pid("eth0"), None);
         assert_eq!(owner_pid("sh12x"), None);
+    }
+
+    #[test]
+    fn peaks_are_the_highest_rate_between_readings_half_a_second_apart_or_more() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut p = Peaks::default();
+        let at = |t: Instant| (t, t);
+        let (b, d) = at(t0);
+        p.observe(b, d, 0, 0);
+        let (b, d) = at(t0 + s);
+        p.observe(b, d, 625_000, 100);
+        // Too close to the last reading: skipped, not a 40 Mbit/s spike.
+        let (b, d) = at(t0 + s + Duration::from_millis(10));
+        p.observe(b, d, 675_000, 100);
+        let (b, d) = at(t0 + 3 * s);
+        p.observe(b, d, 875_000, 3_125_100);
+        assert_eq!(p.uplink_bps, 5_000_000.0);
+        assert_eq!(p.downlink_bps, 12_500_000.0);
+        // A reading that took long (the thread was descheduled) counts its whole length.
+        p.observe(t0 + 4 * s, t0 + 5 * s, 2_125_000, 3_125_100);
+        assert_eq!(p.uplink_bps, 5_000_000.0);
     }
 
     #[test]

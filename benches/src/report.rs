@@ -270,10 +270,15 @@ impl Report {
                 let rates: Vec<f64> = r.links.iter().map(|l| l.uplink_bps()).collect();
                 let mean = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
                 let max = rates.iter().copied().fold(0.0, f64::max);
-                format!("{} / {}", mbit(mean), mbit(max))
+                let peak = r
+                    .links
+                    .iter()
+                    .map(|l| l.peak_uplink_bps)
+                    .fold(0.0, f64::max);
+                format!("{} / {} / {}", mbit(mean), mbit(max), mbit(peak))
             };
             row(
-                "uplink used: mean node / busiest node",
+                "uplink: mean node / busiest node / highest 1 s",
                 uplink(r),
                 b.map(uplink),
             );

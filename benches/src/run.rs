@@ -459,6 +459,19 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
         )),
         None => None,
     };
+    // Shaped: each link's counters once a second, for its peak rates (until the run drops
+    // the network).
+    if let Some(n) = &net {
+        let weak = Arc::downgrade(n);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(n) = weak.upgrade() else { return };
+                let _ = tokio::task::spawn_blocking(move || n.sample()).await;
+            }
+        });
+    }
     // Shaped: the tracker and the origin are reached at the bridge's address, through relays
     // that add the round trip.
     let (relay_ip, one_way) = match (&net, &cfg.shaping) {

@@ -21,12 +21,15 @@ async fn shaped_swarm_run_keeps_the_invariants_and_no_node_outruns_its_uplink() 
     .await;
 
     // Every node's link was shaped and reported, and none carried more than its token
-    // bucket lets through: the rate over the link's life plus one bucket.
+    // bucket lets through: over the link's life, the rate plus one bucket; between two
+    // readings of its counters (at least half a second apart), the same.
     assert_eq!(r.links.len(), 4, "{r:#?}");
+    let burst = burst_bytes(shaping.uplink_bps) as f64;
     for l in &r.links {
-        let cap =
-            shaping.uplink_bps as f64 / 8.0 * l.seconds + burst_bytes(shaping.uplink_bps) as f64;
+        let cap = shaping.uplink_bps as f64 / 8.0 * l.seconds + burst;
         assert!(l.uplink_bytes as f64 <= cap, "{l:?} over {cap} bytes");
+        let peak_cap = shaping.uplink_bps as f64 + burst * 8.0 / 0.5;
+        assert!(l.peak_uplink_bps <= peak_cap, "{l:?} over {peak_cap} bit/s");
         assert!(l.downlink_bytes > 0, "{l:?}");
     }
     // The nodes did upload to each other over their links.
