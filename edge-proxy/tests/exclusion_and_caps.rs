@@ -15,7 +15,7 @@ use shoal_testkit::{
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{assert_identical_media, sum, Edge};
+use support::{assert_identical_media, printed_config, sum, Edge};
 use tokio::time::Instant;
 
 /// Starts `shoal-edge` with its peer server on `peer_ip` (loopback aliases like 127.0.0.2
@@ -170,19 +170,13 @@ fn exclusions_and_caps_are_read_from_flags_env_and_file() {
         "origins = [\"cdn.example\"]\nexclude = [\"10.0.0.0/8\"]\nmax_downloads = 3\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shoal-edge"))
-        .arg("--config")
-        .arg(&file)
-        .args(["--exclude", "192.0.2.7,2001:db8::/32", "--print-config"])
-        .env("SHOAL_EDGE_DOWNLOAD_LIMIT", "2Mbit")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let printed = printed_config(
+        Command::new(env!("CARGO_BIN_EXE_shoal-edge"))
+            .arg("--config")
+            .arg(&file)
+            .args(["--exclude", "192.0.2.7,2001:db8::/32", "--print-config"])
+            .env("SHOAL_EDGE_DOWNLOAD_LIMIT", "2Mbit"),
     );
-    let printed: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
     let exclude: Vec<_> = printed["exclude"]
         .as_array()
         .unwrap()

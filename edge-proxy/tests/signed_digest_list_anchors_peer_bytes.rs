@@ -8,15 +8,13 @@
 mod support;
 
 use clap::Parser;
-use shoal_testkit::{
-    encode_vod_ladder, FfmpegPlayer, Nginx, PlayerOpts, RecordingRelay, VodLadder,
-};
+use shoal_testkit::{encode_vod_ladder, Nginx, RecordingRelay, VodLadder};
 use shoal_tracker::config::{Cli, Command};
 use shoal_tracker::token::Key;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
-use support::{assert_identical_media, sum, Edge};
+use support::{assert_identical_media, play_vod, printed_config, sum, Edge};
 
 /// Runs `shoal-tracker <args>` as its `main` does: parsed by its own command line, run by the
 /// function `main` calls.
@@ -48,16 +46,6 @@ fn sign(key: &str, root: &Path, playlist: &str) {
         p.to_str().unwrap(),
     ]);
     assert!(said.contains("entries"), "{said}");
-}
-
-async fn play(relay: &RecordingRelay, origin: &str, path: &str) {
-    let url = relay.url(&format!("/{origin}{path}"));
-    let mut opts = PlayerOpts::new(Duration::from_secs(30));
-    opts.realtime = false;
-    let mut p = FfmpegPlayer::start_with(&url, opts).unwrap();
-    let o = p.wait(Duration::from_secs(120)).await.unwrap();
-    assert!(o.success(), "{path} failed:\n{}", o.stderr);
-    assert!(o.error_lines().is_empty(), "{path}: {:?}", o.error_lines());
 }
 
 const P2P: &str = "shoal_edge_bytes_total{source=\"p2p\"}";
@@ -112,9 +100,9 @@ async fn peer_bytes_are_served_only_against_a_list_the_provider_signed() {
     let relay_second = RecordingRelay::start(second.addr).unwrap();
 
     for path in [VodLadder::FMP4, VodLadder::TS, VodLadder::SINGLE_FILE] {
-        play(&relay_first, &origin, path).await;
+        play_vod(&relay_first, &origin, path).await;
         let before = second.metrics().await;
-        play(&relay_second, &origin, path).await;
+        play_vod(&relay_second, &origin, path).await;
         let after = second.metrics().await;
         assert!(
             delta(&before, &after, P2P) > 0.0,
@@ -126,9 +114,9 @@ async fn peer_bytes_are_served_only_against_a_list_the_provider_signed() {
     assert_eq!(sum(&m, LIST_BAD_SIGNATURE), 0.0);
 
     for path in [tampered.as_str(), foreign.as_str()] {
-        play(&relay_first, &origin, path).await;
+        play_vod(&relay_first, &origin, path).await;
         let before = second.metrics().await;
-        play(&relay_second, &origin, path).await;
+        play_vod(&relay_second, &origin, path).await;
         let after = second.metrics().await;
         assert_eq!(
             delta(&before, &after, P2P),
@@ -156,18 +144,12 @@ async fn peer_bytes_are_served_only_against_a_list_the_provider_signed() {
 fn the_key_and_suffix_are_configurable_and_printed() {
     let (_, public) = Key::generate_ed25519_lines("k1");
     let bare = public.rsplit(' ').next().unwrap().to_owned();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal-edge"))
-        .args(["--origin", "cdn.example.com", "--print-config"])
-        .args(["--digest-list-suffix", ".digests"])
-        .env("SHOAL_EDGE_DIGEST_LIST_KEY", &public)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let printed = printed_config(
+        std::process::Command::new(env!("CARGO_BIN_EXE_shoal-edge"))
+            .args(["--origin", "cdn.example.com", "--print-config"])
+            .args(["--digest-list-suffix", ".digests"])
+            .env("SHOAL_EDGE_DIGEST_LIST_KEY", &public),
     );
-    let printed: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
     assert_eq!(printed["digest_list_key"].as_str(), Some(bare.as_str()));
     assert_eq!(printed["digest_list_suffix"].as_str(), Some(".digests"));
 

@@ -4,21 +4,9 @@
 
 mod support;
 
-use shoal_testkit::{
-    encode_vod_ladder, FfmpegPlayer, Nginx, PlayerOpts, RecordingRelay, VodLadder,
-};
+use shoal_testkit::{encode_vod_ladder, Nginx, RecordingRelay, VodLadder};
 use std::time::Duration;
-use support::{assert_identical_media, sum, Edge};
-
-async fn play(relay: &RecordingRelay, origin: &str, path: &str) {
-    let url = relay.url(&format!("/{origin}{path}"));
-    let mut opts = PlayerOpts::new(Duration::from_secs(30));
-    opts.realtime = false;
-    let mut p = FfmpegPlayer::start_with(&url, opts).unwrap();
-    let o = p.wait(Duration::from_secs(120)).await.unwrap();
-    assert!(o.success(), "{path} failed:\n{}", o.stderr);
-    assert!(o.error_lines().is_empty(), "{path}: {:?}", o.error_lines());
-}
+use support::{assert_identical_media, play_vod, sum, Edge};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn second_viewer_of_each_rendition_is_served_by_peers() {
@@ -42,12 +30,12 @@ async fn second_viewer_of_each_rendition_is_served_by_peers() {
     let relay_second = RecordingRelay::start(second.addr).unwrap();
 
     for path in [VodLadder::FMP4, VodLadder::TS, VodLadder::SINGLE_FILE] {
-        play(&relay_first, &origin, path).await;
+        play_vod(&relay_first, &origin, path).await;
         let before = sum(
             &second.metrics().await,
             "shoal_edge_bytes_total{source=\"p2p\"}",
         );
-        play(&relay_second, &origin, path).await;
+        play_vod(&relay_second, &origin, path).await;
         let after = second.metrics().await;
         let p2p = sum(&after, "shoal_edge_bytes_total{source=\"p2p\"}") - before;
         assert!(

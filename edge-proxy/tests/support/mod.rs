@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
-use shoal_testkit::{free_port, wait_for_port, ChildGuard, Nginx, RecordingRelay};
+use shoal_testkit::{
+    free_port, wait_for_port, ChildGuard, FfmpegPlayer, Nginx, PlayerOpts, RecordingRelay,
+};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -109,4 +111,28 @@ pub fn assert_identical_media(relay: &RecordingRelay, nginx: &Nginx, at_least: u
             r.range
         );
     }
+}
+
+/// Plays `path` of `origin` through `relay` with ffmpeg as fast as it reads (VOD), and
+/// asserts that the player finished without an error line.
+pub async fn play_vod(relay: &RecordingRelay, origin: &str, path: &str) {
+    let url = relay.url(&format!("/{origin}{path}"));
+    let mut opts = PlayerOpts::new(Duration::from_secs(30));
+    opts.realtime = false;
+    let mut p = FfmpegPlayer::start_with(&url, opts).unwrap();
+    let o = p.wait(Duration::from_secs(120)).await.unwrap();
+    assert!(o.success(), "{path} failed:\n{}", o.stderr);
+    assert!(o.error_lines().is_empty(), "{path}: {:?}", o.error_lines());
+}
+
+/// Runs `cmd` (a `shoal-edge ... --print-config`), asserts it succeeded, and parses what it
+/// printed.
+pub fn printed_config(cmd: &mut Command) -> toml::Table {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap()
 }
