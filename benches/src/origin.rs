@@ -525,6 +525,13 @@ fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         .headers()
         .get(hyper::header::USER_AGENT)
         .is_some_and(|ua| ua.as_bytes().starts_with(b"shoal-tracker"));
+    // One `bytes=a-b` or `bytes=a-` range on a segment, as a CDN answers it (nodes finish
+    // a peer transfer that ran out of time with one).
+    let range = req
+        .headers()
+        .get(hyper::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_range);
     let count_segment = |len: usize| {
         let (b, n) = if from_tracker {
             (&c.digest_bytes, &c.digest_requests)
@@ -548,22 +555,52 @@ fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
             Format::Dash => "application/dash+xml",
         };
         (text, ctype)
-    } else if path == INIT_PATH && format == Format::Dash {
-        count_segment(state.init.len());
-        (state.init.clone(), "video/mp4")
-    } else if let Some(seq) = format
-        .segment_seq(path)
-        .filter(|s| state.available(*s, now))
-    {
-        let bytes = state.segment(seq);
-        count_segment(bytes.len());
-        let ctype = match format {
-            Format::Hls => "video/mp2t",
-            Format::Dash => "video/iso.segment",
-        };
-        (bytes, ctype)
     } else {
-        return status(StatusCode::NOT_FOUND);
+        let (bytes, ctype) = if path == INIT_PATH && format == Format::Dash {
+            (state.init.clone(), "video/mp4")
+        } else if let Some(seq) = format
+            .segment_seq(path)
+            .filter(|s| state.available(*s, now))
+        {
+            let ctype = match format {
+                Format::Hls => "video/mp2t",
+                Format::Dash => "video/iso.segment",
+            };
+            (state.segment(seq), ctype)
+        } else {
+            return status(StatusCode::NOT_FOUND);
+        };
+        let total = bytes.len() as u64;
+        if let Some((first, last)) = range {
+            let last = last.unwrap_or(u64::MAX).min(total.saturating_sub(1));
+            if first > last || first >= total {
+                let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE);
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_RANGE,
+                    hyper::header::HeaderValue::from_str(&format!("bytes */{total}"))
+                        .expect("ascii"),
+                );
+                return r;
+            }
+            let part = bytes.slice(first as usize..=last as usize);
+            count_segment(part.len());
+            let mut r = Response::new(Full::new(if get { part.clone() } else { Bytes::new() }));
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = r.headers_mut();
+            h.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(ctype),
+            );
+            h.insert(hyper::header::CONTENT_LENGTH, part.len().into());
+            h.insert(
+                hyper::header::CONTENT_RANGE,
+                hyper::header::HeaderValue::from_str(&format!("bytes {first}-{last}/{total}"))
+                    .expect("ascii"),
+            );
+            return r;
+        }
+        count_segment(bytes.len());
+        (bytes, ctype)
     };
     let len = body.len();
     let mut r = Response::new(Full::new(if get { body } else { Bytes::new() }));
@@ -576,9 +613,31 @@ fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     r
 }
 
+/// `bytes=a-b` or `bytes=a-` as (a, Some(b)) or (a, None); anything else (suffix or several
+/// ranges) is ignored, as a server may, and the whole resource is sent.
+fn parse_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let (a, b) = v.trim().strip_prefix("bytes=")?.split_once('-')?;
+    let a = a.trim().parse().ok()?;
+    let b = b.trim();
+    if b.is_empty() {
+        return Some((a, None));
+    }
+    Some((a, Some(b.parse().ok()?)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_are_read_as_a_cdn_reads_them() {
+        assert_eq!(parse_range("bytes=100-199"), Some((100, Some(199))));
+        assert_eq!(parse_range("bytes=100-"), Some((100, None)));
+        // Suffix and multiple ranges are ignored: the whole resource is sent.
+        assert_eq!(parse_range("bytes=-100"), None);
+        assert_eq!(parse_range("bytes=0-1,5-6"), None);
+        assert_eq!(parse_range("items=0-1"), None);
+    }
 
     #[test]
     fn window_slides_one_segment_per_period() {

@@ -133,7 +133,7 @@ pub struct PlayerReport {
     pub stalls: Vec<Duration>,
     /// Time from joining to leaving.
     pub watched: Duration,
-    /// Segment bytes that came from peers (`x-shoal-source: p2p`).
+    /// Segment bytes that came from peers (`x-shoal-p2p-bytes`).
     pub p2p_bytes: u64,
     /// Segment bytes that came from the origin through the node.
     pub cdn_bytes: u64,
@@ -234,6 +234,7 @@ pub async fn play(
                 match got {
                     Ok((bytes, p2p)) => {
                         let n = bytes.len() as u64;
+                        let p2p = p2p.min(n);
                         let expected = match init {
                             Some(_) => Sha256::digest(origin.init()).into(),
                             None => origin.digest(seq),
@@ -241,12 +242,9 @@ pub async fn play(
                         if <[u8; 32]>::from(Sha256::digest(&bytes)) != expected {
                             report.corrupt += 1;
                         }
-                        if p2p {
-                            report.p2p_bytes += n;
-                            live.p2p_bytes.fetch_add(n, Relaxed);
-                        } else {
-                            report.cdn_bytes += n;
-                        }
+                        report.p2p_bytes += p2p;
+                        report.cdn_bytes += n - p2p;
+                        live.p2p_bytes.fetch_add(p2p, Relaxed);
                         live.all_bytes.fetch_add(n, Relaxed);
                         if init.is_some() {
                             init_done = true;
@@ -487,16 +485,18 @@ impl View {
     }
 }
 
-/// A segment's bytes and whether they came from peers.
-async fn fetch_segment(http: &reqwest::Client, url: &str) -> Result<(bytes::Bytes, bool), ()> {
+/// A segment's bytes and how many of them came from peers (`x-shoal-p2p-bytes`; a transfer
+/// from a peer that ran out of time is finished by the origin, so a segment can be part P2P).
+async fn fetch_segment(http: &reqwest::Client, url: &str) -> Result<(bytes::Bytes, u64), ()> {
     let resp = http.get(url).send().await.map_err(|_| ())?;
     if !resp.status().is_success() {
         return Err(());
     }
     let p2p = resp
         .headers()
-        .get("x-shoal-source")
-        .is_some_and(|v| v.as_bytes() == b"p2p");
+        .get("x-shoal-p2p-bytes")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
     let body = resp.bytes().await.map_err(|_| ())?;
     Ok((body, p2p))
 }

@@ -270,6 +270,7 @@ async fn serve_segment(
     let cfg = &shared.config;
     let deadline = swarm.player_deadline(Instant::now(), cfg.playback_margin, cfg.p2p_budget);
     tracing::debug!(
+        me = %swarm.peer_id,
         %key,
         budget = ?deadline.saturating_duration_since(Instant::now()),
         "player request"
@@ -288,6 +289,7 @@ async fn serve_segment(
         Err(e) => return Some(text(StatusCode::BAD_GATEWAY, e.to_string())),
     };
     let ctype = content_type_for(url);
+    let from = slice.map_or(0, |(offset, _)| offset);
     let (status, body, content_range) = match slice {
         None => (StatusCode::OK, bytes, None),
         Some((offset, length)) => {
@@ -318,11 +320,16 @@ async fn serve_segment(
     } else {
         status
     };
-    shared.metrics.delivered(source, body.len() as u64);
+    let len = body.len() as u64;
+    shared.metrics.delivered_from(source, from, len);
     let mut resp = full(status, body);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     h.insert("x-shoal-source", HeaderValue::from_static(source.as_str()));
+    h.insert(
+        "x-shoal-p2p-bytes",
+        HeaderValue::from(source.p2p_bytes_in(from, len)),
+    );
     let content_range = content_range
         .or_else(|| exact.map(|r| format!("bytes {}-{}/*", r.offset, r.offset + r.length - 1)));
     if let Some(cr) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {

@@ -19,6 +19,45 @@ pub enum Source {
     Cdn,
 }
 
+/// Where the bytes of one segment came from: all from one source, or the first `p2p` bytes
+/// from a peer and the rest from the origin (a peer transfer that ran out of time, finished
+/// with a range request instead of fetched again whole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provenance {
+    /// Every byte from this source.
+    Whole(Source),
+    /// The first `p2p` bytes from a peer, the rest from the origin.
+    Split {
+        /// Length of the prefix that came from the peer.
+        p2p: u64,
+    },
+}
+
+impl Provenance {
+    /// How many of the bytes `offset..offset + len` of the segment came from peers.
+    pub fn p2p_bytes_in(self, offset: u64, len: u64) -> u64 {
+        match self {
+            Provenance::Whole(Source::P2p) => len,
+            Provenance::Whole(Source::Cdn) => 0,
+            Provenance::Split { p2p } => p2p.saturating_sub(offset).min(len),
+        }
+    }
+
+    /// The value of the `x-shoal-source` header: `p2p`, `cdn` or `mixed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provenance::Whole(s) => s.as_str(),
+            Provenance::Split { .. } => "mixed",
+        }
+    }
+}
+
+impl From<Source> for Provenance {
+    fn from(s: Source) -> Self {
+        Provenance::Whole(s)
+    }
+}
+
 /// Why a segment was fetched from the origin rather than a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FallbackReason {
@@ -168,6 +207,9 @@ pub struct NodeMetrics {
     /// `shoal_edge_digest_lists_total{result}`: fetches of provider-signed digest lists (one
     /// list and its signature each), by what they gave.
     pub digest_lists: Family<ResultLabel, Counter>,
+    /// `shoal_edge_origin_completions_total`: peer transfers that ran out of time and were
+    /// finished with a range request to the origin for the bytes still missing.
+    pub origin_completions: Counter,
     /// The `source="p2p"` and `source="cdn"` children of `bytes`, held so the hot path
     /// (every chunk streamed to a player) touches atomics only.
     delivered_p2p: Counter,
@@ -206,6 +248,7 @@ impl NodeMetrics {
             neighbours_excluded: Counter::default(),
             peer_received: Counter::default(),
             digest_lists: Family::default(),
+            origin_completions: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("shoal_edge");
         r.register(
@@ -244,6 +287,11 @@ impl NodeMetrics {
             m.fallbacks.clone(),
         );
         r.register("peers", "Connected neighbours", m.peers.clone());
+        r.register(
+            "origin_completions",
+            "Peer transfers out of time, finished with a range request to the origin",
+            m.origin_completions.clone(),
+        );
         r.register(
             "integrity_failures",
             "Peer transfers whose bytes failed verification",
@@ -291,9 +339,25 @@ impl NodeMetrics {
     /// Counts `n` bytes delivered to the player from `source` and updates the ratio.
     pub fn delivered(&self, source: Source, n: u64) {
         match source {
-            Source::P2p => self.delivered_p2p.inc_by(n),
-            Source::Cdn => self.delivered_cdn.inc_by(n),
-        };
+            Source::P2p => self.delivered_split(n, 0),
+            Source::Cdn => self.delivered_split(0, n),
+        }
+    }
+
+    /// Counts the bytes `offset..offset + len` of a segment delivered to the player, each
+    /// toward the source it came from.
+    pub fn delivered_from(&self, provenance: Provenance, offset: u64, len: u64) {
+        let p2p = provenance.p2p_bytes_in(offset, len);
+        self.delivered_split(p2p, len - p2p);
+    }
+
+    fn delivered_split(&self, p2p: u64, cdn: u64) {
+        if p2p > 0 {
+            self.delivered_p2p.inc_by(p2p);
+        }
+        if cdn > 0 {
+            self.delivered_cdn.inc_by(cdn);
+        }
         let (p2p, cdn) = (self.delivered_p2p.get(), self.delivered_cdn.get());
         if p2p + cdn > 0 {
             self.offload_ratio.set(p2p as f64 / (p2p + cdn) as f64);
@@ -320,4 +384,33 @@ pub fn render(registry: &Registry) -> String {
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, registry);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_split_segment_counts_its_prefix_as_p2p_whatever_slice_the_player_asks_for() {
+        let split = Provenance::Split { p2p: 600 };
+        // The whole segment: 600 from peers, the rest from the origin.
+        assert_eq!(split.p2p_bytes_in(0, 1000), 600);
+        // A range inside the prefix, straddling it, and past it.
+        assert_eq!(split.p2p_bytes_in(100, 200), 200);
+        assert_eq!(split.p2p_bytes_in(500, 300), 100);
+        assert_eq!(split.p2p_bytes_in(700, 300), 0);
+        assert_eq!(Provenance::Whole(Source::P2p).p2p_bytes_in(10, 20), 20);
+        assert_eq!(Provenance::Whole(Source::Cdn).p2p_bytes_in(10, 20), 0);
+        assert_eq!(split.as_str(), "mixed");
+    }
+
+    #[test]
+    fn delivered_bytes_of_a_split_segment_go_to_both_sources() {
+        let m = NodeMetrics::new(&mut Registry::default());
+        m.delivered_from(Provenance::Split { p2p: 750 }, 0, 1000);
+        m.delivered(Source::Cdn, 1000);
+        assert_eq!(m.delivered_total(Source::P2p), 750);
+        assert_eq!(m.delivered_total(Source::Cdn), 1250);
+        assert_eq!(m.offload_ratio.get(), 0.375);
+    }
 }

@@ -8,7 +8,7 @@ pub mod tracker;
 
 use crate::fetch::scheduler::{self, Candidate, Decision, PeerStats, Situation};
 use crate::manifest::ByteRange;
-use crate::metrics::Source;
+use crate::metrics::{Provenance, Source};
 use crate::peer::PeerAddr;
 use shoal_proto::{PeerId, SegmentKey, SwarmId};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -87,7 +87,7 @@ pub struct SwarmState {
     /// provider key configured, as the provider's signed digest list gives them).
     pub digests: HashMap<SegmentKey, ([u8; 32], u64)>,
     /// Where each cached segment came from, so cache hits count toward the right source.
-    pub sources: HashMap<SegmentKey, Source>,
+    pub sources: HashMap<SegmentKey, Provenance>,
     /// The manifest (media playlist or MPD) this swarm's segments were last learned from,
     /// as the origin URL: where its signed digest list is found.
     pub manifest_url: Option<url::Url>,
@@ -301,6 +301,15 @@ impl Swarm {
     pub fn end_discovery(&self) {
         self.lock().discovering = false;
         self.have_notify.notify_waiters();
+    }
+
+    /// Where the cached bytes of `key` came from (the origin when not recorded).
+    pub fn provenance(&self, key: &SegmentKey) -> Provenance {
+        self.lock()
+            .sources
+            .get(key)
+            .copied()
+            .unwrap_or(Provenance::Whole(Source::Cdn))
     }
 
     /// Records that `peer` dropped `key`.
