@@ -5,6 +5,7 @@
 //! origin); everything else streams through from the origin unchanged.
 
 mod dash;
+mod dash_clock;
 mod live_edge;
 
 pub(crate) use dash::DashState;
@@ -453,12 +454,9 @@ fn serve_mpd(
     fetched: crate::origin::Fetched,
 ) -> Response<Body> {
     let n = fetched.body.len() as u64;
-    let processed = manifest::dash::process(
-        &fetched.body,
-        url,
-        &shared.mapper,
-        std::time::SystemTime::now(),
-    );
+    // Live segments are listed by the origin's clock, as far as `UTCTiming` told it.
+    let now = dash_clock::shift(std::time::SystemTime::now(), shared.dash.clocks.offset(url));
+    let processed = manifest::dash::process(&fetched.body, url, &shared.mapper, now);
     match &processed.mpd {
         Ok(mpd) => dash::learn(shared, url, mpd),
         Err(_) => {

@@ -3,6 +3,7 @@
 //! for request URLs whose segment key the URL alone does not give (a CDN alternative's
 //! BaseURL, byte ranges of a `SegmentBase` file).
 
+use super::dash_clock::{self, Clocks};
 use super::prefetch;
 use crate::manifest::{dash, segment_key, ByteRange};
 use crate::node::Shared;
@@ -30,9 +31,19 @@ struct Route {
 pub(crate) struct DashState {
     /// Routes by the request URL's own key (query dropped); bounded.
     routes: moka::sync::Cache<SegmentKey, Route>,
-    /// The newest template of each live Representation, by swarm. The `usize` is the swarm's
-    /// address: a swarm left and joined again needs a new ticker.
-    live: Mutex<HashMap<SwarmId, (usize, watch::Sender<dash::LiveTemplate>)>>,
+    /// The newest template of each live Representation, by swarm, with the URL of the MPD it
+    /// came from (whose clock it runs on). The `usize` is the swarm's address: a swarm left
+    /// and joined again needs a new ticker.
+    live: Mutex<HashMap<SwarmId, LiveEntry>>,
+    /// Origin clocks by MPD, from `UTCTiming`.
+    pub(super) clocks: Clocks,
+}
+
+/// A live Representation's ticker, as [`DashState::live`] keeps it.
+struct LiveEntry {
+    swarm_addr: usize,
+    mpd_url: Url,
+    template: watch::Sender<dash::LiveTemplate>,
 }
 
 impl Default for DashState {
@@ -40,6 +51,7 @@ impl Default for DashState {
         Self {
             routes: moka::sync::Cache::new(200_000),
             live: Mutex::new(HashMap::new()),
+            clocks: Clocks::default(),
         }
     }
 }
@@ -58,6 +70,12 @@ const CLOCK_SKEW: Duration = Duration::from_secs(1);
 /// Joins every Representation's swarm, learns its segments, prefetches fresh ones, and keeps
 /// live templates ticking. Call on every MPD load.
 pub(super) fn learn(shared: &Arc<Shared>, mpd_url: &Url, mpd: &dash::Mpd) {
+    if mpd.dynamic {
+        shared
+            .dash
+            .clocks
+            .learn(shared, mpd_url, &mpd.utc_timing, SystemTime::now());
+    }
     let now = Instant::now();
     for rep in mpd.periods.iter().flat_map(|p| &p.representations) {
         let id = dash::swarm_id(mpd_url, &rep.id);
@@ -94,7 +112,7 @@ pub(super) fn learn(shared: &Arc<Shared>, mpd_url: &Url, mpd: &dash::Mpd) {
         );
         prefetch(shared, &swarm, fresh);
         if let Some(live) = &rep.live {
-            schedule(shared, &swarm, live.clone());
+            schedule(shared, &swarm, mpd_url, live.clone());
         }
     }
 }
@@ -155,12 +173,13 @@ pub(super) fn register_requested(
     shared: &Arc<Shared>,
     url: &Url,
 ) -> Option<(Arc<Swarm>, SegmentKey)> {
-    let now = SystemTime::now();
     let (id, addr, seg) = {
         let map = shared.dash.live.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().find_map(|(id, (addr, tx))| {
-            let seg = tx.borrow().segment_named(url, now, CLOCK_SKEW)?;
-            Some((id.clone(), *addr, seg))
+        map.iter().find_map(|(id, e)| {
+            // The template's clock is the origin's.
+            let now = dash_clock::shift(SystemTime::now(), shared.dash.clocks.offset(&e.mpd_url));
+            let seg = e.template.borrow().segment_named(url, now, CLOCK_SKEW)?;
+            Some((id.clone(), e.swarm_addr, seg))
         })?
     };
     let swarm = shared.swarms.get(&id).map(|s| s.value().clone())?;
@@ -199,25 +218,38 @@ fn register(
     )
 }
 
-/// Hands `live` to the swarm's ticker, starting one if none runs.
-fn schedule(shared: &Arc<Shared>, swarm: &Arc<Swarm>, live: dash::LiveTemplate) {
+/// Hands `live` (from the MPD at `mpd_url`) to the swarm's ticker, starting one if none runs.
+fn schedule(shared: &Arc<Shared>, swarm: &Arc<Swarm>, mpd_url: &Url, live: dash::LiveTemplate) {
     let mut map = shared.dash.live.lock().unwrap_or_else(|p| p.into_inner());
-    map.retain(|_, (_, tx)| !tx.is_closed());
+    map.retain(|_, e| !e.template.is_closed());
     let addr = Arc::as_ptr(swarm) as usize;
-    if let Some((a, tx)) = map.get(&swarm.id) {
-        if *a == addr && tx.send(live.clone()).is_ok() {
+    if let Some(e) = map.get_mut(&swarm.id) {
+        if e.swarm_addr == addr && e.template.send(live.clone()).is_ok() {
+            e.mpd_url = mpd_url.clone();
             return;
         }
     }
     let (tx, rx) = watch::channel(live);
-    map.insert(swarm.id.clone(), (addr, tx));
-    tokio::spawn(tick(shared.clone(), swarm.clone(), rx));
+    map.insert(
+        swarm.id.clone(),
+        LiveEntry {
+            swarm_addr: addr,
+            mpd_url: mpd_url.clone(),
+            template: tx,
+        },
+    );
+    tokio::spawn(tick(shared.clone(), swarm.clone(), mpd_url.clone(), rx));
 }
 
 /// Registers each next segment of a live Representation when it becomes available, and
 /// prefetches it [`AVAILABILITY_MARGIN`] later, until the node leaves the swarm or shuts
 /// down, or the period ends.
-async fn tick(shared: Arc<Shared>, swarm: Arc<Swarm>, mut rx: watch::Receiver<dash::LiveTemplate>) {
+async fn tick(
+    shared: Arc<Shared>,
+    swarm: Arc<Swarm>,
+    mpd_url: Url,
+    mut rx: watch::Receiver<dash::LiveTemplate>,
+) {
     let mut next: Option<u64> = None;
     loop {
         let joined = shared
@@ -230,9 +262,11 @@ async fn tick(shared: Arc<Shared>, swarm: Arc<Swarm>, mut rx: watch::Receiver<da
         let t = rx.borrow_and_update().clone();
         let n = next.map_or(t.first_number(), |n| n.max(t.first_number()));
         let due = t.segment(n).zip(t.available_at(n));
+        // Availability is on the origin's clock.
+        let now = dash_clock::shift(SystemTime::now(), shared.dash.clocks.offset(&mpd_url));
         let wait = due
             .as_ref()
-            .map(|(_, at)| at.duration_since(SystemTime::now()).unwrap_or_default());
+            .map(|(_, at)| at.duration_since(now).unwrap_or_default());
         tokio::select! {
             // Past the period's end: only a new template brings more.
             _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => {}
