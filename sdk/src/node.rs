@@ -92,6 +92,8 @@ pub struct Shared {
     pub swarm_tasks: TaskTracker,
     /// DASH routes and live schedules of this node's player front.
     pub(crate) dash: crate::front::DashState,
+    /// Bytes of admitted uploads not yet sent (the peer server's backlog under its cap).
+    pub upload_backlog: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -103,6 +105,19 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Whether the peer server would admit one more upload now: no upload cap, or the
+    /// backlog of admitted bytes is within what the cap sends in
+    /// [`crate::peer::server::ADMIT_BACKLOG`].
+    pub fn uplink_free(&self) -> bool {
+        let Some(rate) = self.config.upload_limit.map(|r| r.bytes_per_sec()) else {
+            return true;
+        };
+        let room = (rate as f64 * crate::peer::server::ADMIT_BACKLOG.as_secs_f64()) as u64;
+        self.upload_backlog
+            .load(std::sync::atomic::Ordering::Acquire)
+            <= room
+    }
+
     /// Milliseconds since the node started.
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
@@ -248,6 +263,46 @@ async fn announce(
                     let fingerprint = n.fingerprint.clone();
                     to_connect.push((n.peer_id.clone(), PeerAddr { addr, fingerprint }));
                 }
+            }
+        }
+        // Keep the neighbour graph mixing. Nodes choose their neighbours and nobody chooses
+        // a node whose list is full, so without this the first nodes of a swarm end up the
+        // neighbours of everyone (always busy) and the last ones of nobody (their uplinks
+        // idle). With a full list, the neighbour that answered "busy" most since the last
+        // announce makes way for a member the tracker offered that we do not follow yet.
+        if !st.discovering
+            && to_connect.is_empty()
+            && st.neighbours.len() >= shared.config.max_peers
+        {
+            let busiest = st
+                .neighbours
+                .iter()
+                .filter(|(_, n)| n.stats.busy_answers > 0)
+                .max_by_key(|(_, n)| n.stats.busy_answers)
+                .map(|(id, _)| id.clone());
+            let newcomer = resp.neighbours.iter().find_map(|n| {
+                let fresh = n.peer_id != swarm.peer_id
+                    && !st.banned.contains(&n.peer_id)
+                    && !st.neighbours.contains_key(&n.peer_id)
+                    && !n.fingerprint.is_empty();
+                let addr = usable_addr(&n.addrs, &exclusions).flatten()?;
+                fresh.then(|| {
+                    let fingerprint = n.fingerprint.clone();
+                    (n.peer_id.clone(), PeerAddr { addr, fingerprint })
+                })
+            });
+            if let (Some(busiest), Some(newcomer)) = (busiest, newcomer) {
+                if let Some(n) = st.neighbours.remove(&busiest) {
+                    shared.metrics.peers.dec();
+                    if let Some(t) = n.task {
+                        t.abort();
+                    }
+                }
+                tracing::debug!(swarm = %swarm.id, dropped = %busiest, added = %newcomer.0, "neighbour rotated");
+                to_connect.push(newcomer);
+            }
+            for n in st.neighbours.values_mut() {
+                n.stats.busy_answers = 0;
             }
         }
         let dropped: Vec<PeerId> = st
@@ -475,6 +530,7 @@ impl Node {
             Some(dir) => NodeIdentity::load_or_create(dir)?,
             None => NodeIdentity::generate()?,
         };
+        let upload_backlog = Arc::new(AtomicU64::new(0));
         let peer_server = PeerServer::bind(
             config.peer_listen,
             cache.clone(),
@@ -486,6 +542,7 @@ impl Node {
                 max_connections: config.max_peers * 4,
                 uploaded: metrics.uploaded.clone(),
                 refused: crate::peer::limits::Exclusions::new(config.exclude.clone()),
+                backlog: upload_backlog.clone(),
                 ..Default::default()
             },
         )
@@ -540,6 +597,7 @@ impl Node {
             shutdown: CancellationToken::new(),
             swarm_tasks: TaskTracker::new(),
             dash: Default::default(),
+            upload_backlog,
         });
         let front = tokio::spawn(crate::front::serve(shared.clone(), front_listener));
         tracing::info!(player = %player_addr, peer = %peer_addr, fingerprint = shared.identity.fingerprint(), "node started");

@@ -195,6 +195,7 @@ async fn run(
             &tried,
             cfg.origin_seeders,
             cfg.min_peer_time,
+            shared.uplink_free(),
         );
         match decision {
             Decision::Cache => {

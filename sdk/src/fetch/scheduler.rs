@@ -48,6 +48,8 @@ pub struct PeerStats {
     /// come back at this instant. Not a failure: a capped uplink serving one transfer at a
     /// time is the peer doing its job well.
     pub busy_until: Option<Instant>,
+    /// "Busy" answers since the node last reviewed its neighbours (see `node::announce`).
+    pub busy_answers: u32,
 }
 
 /// Misbehaviours after which a peer is banned for the session and reported. Bytes that fail
@@ -81,6 +83,7 @@ impl PeerStats {
     /// Records a "busy, retry after `retry`" answer at `now`.
     pub fn record_busy(&mut self, now: Instant, retry: Duration) {
         self.busy_until = Some(now + retry);
+        self.busy_answers = self.busy_answers.saturating_add(1);
     }
 
     /// Whether the peer asked us to come back later than `now`.
@@ -264,6 +267,16 @@ pub fn seeders_for(configured: usize, members: usize) -> usize {
         return configured;
     }
     ((members as f64).sqrt() / 1.6).round().clamp(1.0, 6.0) as usize
+}
+
+/// Whether the node of `rank` fetches a fresh live segment from the origin at once, with
+/// `seeders` the swarm's seeder count: the first half of them always; the rest of the first
+/// `2 × seeders` only while their uplink would take an upload now. A seeder is worth its
+/// origin copy only if it can pass the segment on at once, and a node still uploading the
+/// previous segment held each new one back by up to a second (docs/benchmarks.md); ranks
+/// beyond `seeders` stand in for busy ones.
+pub fn seeds(rank: usize, seeders: usize, uplink_free: bool) -> bool {
+    rank < seeders.div_ceil(2) || (uplink_free && rank < 2 * seeders)
 }
 
 /// This node's rank (0 = first) for fetching `key` from the origin among `me` and `members`.
@@ -611,6 +624,19 @@ mod tests {
             .map(|n| seeders_for(0, *n))
             .collect();
         assert_eq!(auto, [1, 2, 3, 4, 5, 6, 6]);
+    }
+
+    #[test]
+    fn busy_seeders_are_stood_in_for_by_the_next_ranks() {
+        // Four seeders: ranks 0 and 1 always fetch at once.
+        assert!(seeds(0, 4, false) && seeds(1, 4, false));
+        // Ranks 2 to 7 only with an uplink free to pass the segment on.
+        assert!(!seeds(2, 4, false) && seeds(2, 4, true));
+        assert!(!seeds(7, 4, false) && seeds(7, 4, true));
+        // Beyond twice the count: never.
+        assert!(!seeds(8, 4, true));
+        // One seeder: it always fetches; the next in rank stands in when free.
+        assert!(seeds(0, 1, false) && !seeds(1, 1, false) && seeds(1, 1, true));
     }
 
     #[test]

@@ -49,7 +49,7 @@ const BUSY_RETRY_AFTER_SECS: u32 = 1;
 /// be sent within this long. Serving a few transfers at full speed beats many at a crawl: the
 /// first finishes quickly and its downloader becomes one more source (a capped uplink shared
 /// by ten downloaders finishes all ten late, and they all give up on P2P).
-const ADMIT_BACKLOG: Duration = Duration::from_millis(250);
+pub const ADMIT_BACKLOG: Duration = Duration::from_millis(250);
 /// Shortest wait a busy answer asks for.
 const MIN_BUSY_WAIT: Duration = Duration::from_millis(50);
 
@@ -76,6 +76,9 @@ pub struct PeerServerConfig {
     pub shutdown_grace: Duration,
     /// Addresses whose connections are closed as soon as accepted (the node's exclusion list).
     pub refused: super::limits::Exclusions,
+    /// Bytes of admitted uploads not yet sent under the upload cap; shared so that the node
+    /// can tell whether its uplink would take one more upload now (see [`ADMIT_BACKLOG`]).
+    pub backlog: Arc<AtomicU64>,
 }
 
 impl Default for PeerServerConfig {
@@ -91,6 +94,7 @@ impl Default for PeerServerConfig {
             tls_handshake_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             refused: super::limits::Exclusions::default(),
+            backlog: Arc::default(),
         }
     }
 }
@@ -148,7 +152,7 @@ impl PeerServer {
             uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads)),
             limiter,
             rate: config.upload_limit_bytes_per_sec.filter(|r| *r > 0),
-            backlog: Arc::new(AtomicU64::new(0)),
+            backlog: config.backlog.clone(),
             chunk,
             uploaded: config.uploaded.clone(),
             closing: closing_rx.clone(),

@@ -330,6 +330,7 @@ impl Swarm {
         tried: &HashSet<PeerId>,
         origin_seeders: usize,
         min_peer_time: Duration,
+        uplink_free: bool,
     ) -> (Decision, Option<PeerAddr>) {
         let st = self.lock();
         let holders: Vec<(&PeerId, &Neighbour)> = st
@@ -357,7 +358,7 @@ impl Swarm {
             orphan_deadline,
             cached,
             p2p_allowed: st.p2p_allowed,
-            seeder: !st.discovering && rank < origin_seeders,
+            seeder: !st.discovering && scheduler::seeds(rank, origin_seeders, uplink_free),
             have_expected: st.discovering || (fresh && !st.neighbours.is_empty()),
             candidates: &candidates,
             tried,

@@ -1,0 +1,139 @@
+//! A node whose neighbour list is full replaces the neighbour that keeps answering "busy" with
+//! a member the tracker offers, so that the first nodes of a swarm do not stay everyone's
+//! neighbours while later ones serve nobody.
+
+use shoal::config::Rate;
+use shoal::{Node, NodeConfig};
+use shoal_proto::PeerId;
+use shoal_testkit::{encode_vod_ladder, Nginx, VodLadder};
+use std::time::Duration;
+
+fn node_config(origin: &str, tracker: &str) -> NodeConfig {
+    NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peer_listen: "127.0.0.1:0".parse().unwrap(),
+        origins: vec![origin.to_string()],
+        origin_schemes: vec![format!("{origin}=http")],
+        tracker: Some(tracker.to_string()),
+        ..NodeConfig::default()
+    }
+}
+
+/// Plays every segment of the playlist at `url` through `node`; returns the segment URIs.
+async fn play(node: &Node, url: &url::Url) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let base = url::Url::parse(&node.player_url(url).unwrap()).unwrap();
+    let playlist = http
+        .get(base.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let segments: Vec<String> = playlist
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for s in &segments {
+        let r = http.get(base.join(s).unwrap()).send().await.unwrap();
+        assert!(r.status().is_success());
+        r.bytes().await.unwrap();
+    }
+    segments
+}
+
+/// The peer id `node` uses in its only swarm, and the ids of the neighbours it follows there.
+fn swarm_view(node: &Node) -> (PeerId, Vec<PeerId>) {
+    let swarm = node
+        .shared()
+        .swarms
+        .iter()
+        .next()
+        .map(|s| s.value().clone())
+        .expect("the node joined a swarm");
+    let neighbours = swarm.lock().neighbours.keys().cloned().collect();
+    (swarm.peer_id.clone(), neighbours)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_neighbour_that_keeps_answering_busy_makes_way_for_another_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ladder = encode_vod_ladder(dir.path()).unwrap();
+    let nginx = Nginx::start(dir.path()).unwrap();
+    let origin = nginx.host_port();
+    let tracker = shoal_tracker::spawn(shoal_tracker::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        announce_interval: Duration::from_secs(1),
+        origins: vec![origin.clone()],
+        origin_schemes: vec![format!("{origin}=http")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = url::Url::parse(&nginx.url(VodLadder::TS)).unwrap();
+
+    // The first member holds everything behind a thin uplink: one upload at a time, slowly.
+    let first = Node::start(NodeConfig {
+        upload_limit: Some(Rate::from_bits_per_sec(64_000)),
+        ..node_config(&origin, &tracker.url())
+    })
+    .await
+    .unwrap();
+    play(&first, &url).await;
+    // A viewer with room for one neighbour joins while the first is the only member.
+    let viewer = Node::start(NodeConfig {
+        max_peers: 1,
+        ..node_config(&origin, &tracker.url())
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let base = url::Url::parse(&viewer.player_url(&url).unwrap()).unwrap();
+    http.get(base.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (first_id, _) = swarm_view(&first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while swarm_view(&viewer).1 != [first_id.clone()] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the viewer never followed the first member"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A second member with a free uplink arrives.
+    let second = Node::start(node_config(&origin, &tracker.url()))
+        .await
+        .unwrap();
+    let segments = play(&second, &url).await;
+    let (second_id, _) = swarm_view(&second);
+
+    // The viewer plays; its read-ahead asks the first member for several segments at once,
+    // and the first, busy with one, answers "busy" to the others.
+    for s in segments.iter().take(3) {
+        let r = http.get(base.join(s).unwrap()).send().await.unwrap();
+        assert!(r.status().is_success());
+        r.bytes().await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, neighbours) = swarm_view(&viewer);
+        if neighbours == [second_id.clone()] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the viewer still follows {neighbours:?}, not the idle member {second_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    viewer.shutdown().await;
+    second.shutdown().await;
+    first.shutdown().await;
+}
