@@ -67,8 +67,7 @@ pub struct RunConfig {
     pub p2p_budget: Option<Duration>,
     /// The nodes' concurrent upload limit (`NodeConfig::max_uploads`); `None` keeps the default.
     pub max_uploads: Option<usize>,
-    /// Nodes per live segment that fetch it from the origin at once
-    /// (`NodeConfig::origin_seeders`); `None` keeps the default.
+    /// Seeders per live segment (`NodeConfig::origin_seeders`); `None` keeps the default.
     pub origin_seeders: Option<usize>,
     /// Shaped mode: each node in its own network namespace behind a home link (needs root,
     /// `ip` and `tc`); `None` runs everything on loopback.

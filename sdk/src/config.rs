@@ -142,8 +142,10 @@ pub struct NodeConfig {
     /// Less time than this before the deadline is not worth starting a peer transfer.
     #[serde(with = "humantime_serde")]
     pub min_peer_time: Duration,
-    /// Nodes per live segment, chosen by rendezvous hashing, that fetch it from the origin at
-    /// once; the rest wait for their `have`. 0 (the default) picks by swarm size: the square
+    /// Seeders per live segment, chosen by rendezvous hashing: the first half fetch it from the
+    /// origin at once, the rest (and as many ranks after them, standing in for busy ones) only
+    /// while their uplink could pass it on at once; the others wait for a `have`. 0 (the
+    /// default) picks by swarm size: the square
     /// root of the members over 1.6, from 1 to 6 (two at 8, four at 32, six from 81), because
     /// each seeder is the root of one relay tree: more roots reach everyone sooner, at the
     /// cost of one origin copy each.

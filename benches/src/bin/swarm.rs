@@ -78,8 +78,8 @@ struct Args {
     /// Most uploads a node serves at once (the nodes' `max_uploads`; default: the SDK's).
     #[arg(long)]
     max_uploads: Option<usize>,
-    /// Nodes per live segment that fetch it from the origin at once (the nodes'
-    /// `origin_seeders`; default: the SDK's).
+    /// Seeders per live segment (the nodes' `origin_seeders`: half of them fetch it from the
+    /// origin at once, the rest when their uplink is free; default: the SDK's).
     #[arg(long)]
     origin_seeders: Option<usize>,
     /// Write the results as JSON to this file.
