@@ -682,9 +682,10 @@ async fn from_origin(
 
 /// Finishes a peer transfer that ran out of time: the origin sends only the bytes after
 /// `prefix` (a range request), and the whole is verified against the trusted digest before
-/// anyone sees it. Falls back to a whole origin fetch when the digest is unknown, the origin
-/// ignores or refuses the range, or the whole does not verify (and then, if the origin's
-/// copy matches the digest, the peer sent bad bytes: it is banned and reported).
+/// anyone sees it. Falls back to a whole origin fetch when no digest is at hand (counted as
+/// `unverifiable`), the origin ignores or refuses the range, or the whole does not verify
+/// (and then, if the origin's copy matches the digest, the peer sent bad bytes: it is banned
+/// and reported).
 ///
 /// A transfer cut at the deadline has typically delivered most of the segment (three
 /// quarters on average in the swarm benchmark at 32 nodes), so fetching it again whole
@@ -696,8 +697,13 @@ async fn complete_from_origin(
     peer: &PeerId,
     prefix: Bytes,
 ) -> Outcome {
-    let Some((sha256, size)) = trusted_digest(shared, swarm, key).await else {
-        return from_origin(shared, swarm, key, FallbackReason::PeerFailed).await;
+    // Only a digest already at hand: the transfer asked for it when it started, and waiting
+    // now (a signed list is fetched again at most once a second) would spend the margin the
+    // player's deadline keeps for the origin. Without one, the peer's bytes cannot be
+    // verified in time and the origin sends the whole segment.
+    let known = swarm.lock().digests.get(key).copied();
+    let Some((sha256, size)) = known else {
+        return from_origin(shared, swarm, key, FallbackReason::Unverifiable).await;
     };
     let have = prefix.len() as u64;
     if have == 0 || have >= size {

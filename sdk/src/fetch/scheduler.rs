@@ -168,8 +168,10 @@ pub struct Situation<'a> {
     pub cached: bool,
     /// P2P is allowed in this swarm (tracker policy, configuration).
     pub p2p_allowed: bool,
-    /// This node is one of the segment's origin seeders (rendezvous hashing).
-    pub seeder: bool,
+    /// This node is one of the segment's origin seeders (rendezvous hashing): from this
+    /// instant it fetches the segment from the origin unless a neighbour holds it by then
+    /// (see [`seed_role`]); `None` for the others.
+    pub seed_at: Option<Instant>,
     /// Whether a neighbour may still announce the segment (it is new at the live edge, or a
     /// neighbour is fetching it); when false, waiting is pointless.
     pub have_expected: bool,
@@ -215,8 +217,13 @@ pub fn decide(s: &Situation<'_>) -> Decision {
         return Decision::Origin(gave_up_reason);
     }
     let held = holders().next().is_some();
-    if s.seeder && s.tried.is_empty() && !held {
-        return Decision::Origin(FallbackReason::Seeder);
+    if let Some(at) = s.seed_at.filter(|_| s.tried.is_empty() && !held) {
+        let at = at.min(s.deadline);
+        if s.now >= at {
+            return Decision::Origin(FallbackReason::Seeder);
+        }
+        // A stand-in gives the seeders' `have`s a moment to arrive.
+        return Decision::Wait { until: at };
     }
     // The earliest instant a busy holder takes requests again.
     let busy_ends = holders()
@@ -269,14 +276,33 @@ pub fn seeders_for(configured: usize, members: usize) -> usize {
     ((members as f64).sqrt() / 1.6).round().clamp(1.0, 6.0) as usize
 }
 
-/// Whether the node of `rank` fetches a fresh live segment from the origin at once, with
-/// `seeders` the swarm's seeder count: the first half of them always; the rest of the first
-/// `2 × seeders` only while their uplink would take an upload now. A seeder is worth its
-/// origin copy only if it can pass the segment on at once, and a node still uploading the
-/// previous segment held each new one back by up to a second (docs/benchmarks.md); ranks
-/// beyond `seeders` stand in for busy ones.
-pub fn seeds(rank: usize, seeders: usize, uplink_free: bool) -> bool {
-    rank < seeders.div_ceil(2) || (uplink_free && rank < 2 * seeders)
+/// How the node of `rank` seeds a fresh live segment, with `seeders` the swarm's seeder
+/// count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedRole {
+    /// Fetches it from the origin at once (the first half of the seeders).
+    Always,
+    /// Fetches it from the origin after a short wait, unless a neighbour announced it by then:
+    /// the rest of the first `2 × seeders` ranks, while their uplink would take an upload now.
+    StandIn,
+}
+
+/// This node's [`SeedRole`] for a segment, if any. A seeder is worth its origin copy only if
+/// it can pass the segment on at once, and a node still uploading the previous segment held
+/// each new one back by up to a second (docs/benchmarks.md); ranks beyond `seeders` stand in
+/// for busy ones. Stand-ins wait a moment because players that all ask at one instant (DASH
+/// live edge) would otherwise make every one of them fetch before any `have` arrives.
+///
+/// A swarm with a single seeder (fewer than about six members) has no stand-ins: there a
+/// second origin copy per segment costs more offload than a busy seeder's delay.
+pub fn seed_role(rank: usize, seeders: usize, uplink_free: bool) -> Option<SeedRole> {
+    if rank < seeders.div_ceil(2) {
+        Some(SeedRole::Always)
+    } else if seeders >= 2 && uplink_free && rank < 2 * seeders {
+        Some(SeedRole::StandIn)
+    } else {
+        None
+    }
 }
 
 /// This node's rank (0 = first) for fetching `key` from the origin among `me` and `members`.
@@ -323,7 +349,7 @@ mod tests {
                 orphan_deadline: self.now + Duration::from_secs(2),
                 cached: false,
                 p2p_allowed: true,
-                seeder: false,
+                seed_at: None,
                 have_expected: true,
                 candidates,
                 tried: &self.tried,
@@ -438,7 +464,7 @@ mod tests {
     fn seeder_fetches_origin_at_once_unless_a_peer_has_it() {
         let f = Fixture::new();
         let s = Situation {
-            seeder: true,
+            seed_at: Some(f.now),
             ..f.situation(&[])
         };
         assert_eq!(decide(&s), Decision::Origin(FallbackReason::Seeder));
@@ -448,7 +474,7 @@ mod tests {
             stats: &st,
         }];
         let s = Situation {
-            seeder: true,
+            seed_at: Some(f.now),
             ..f.situation(&c)
         };
         assert_eq!(decide(&s), Decision::Peer(a));
@@ -498,7 +524,7 @@ mod tests {
         );
         // Even a seeder waits for a neighbour that already holds the segment.
         let s = Situation {
-            seeder: true,
+            seed_at: Some(f.now),
             have_expected: false,
             ..f.situation(&only_busy)
         };
@@ -628,15 +654,49 @@ mod tests {
 
     #[test]
     fn busy_seeders_are_stood_in_for_by_the_next_ranks() {
+        use SeedRole::*;
         // Four seeders: ranks 0 and 1 always fetch at once.
-        assert!(seeds(0, 4, false) && seeds(1, 4, false));
+        assert_eq!(seed_role(0, 4, false), Some(Always));
+        assert_eq!(seed_role(1, 4, true), Some(Always));
         // Ranks 2 to 7 only with an uplink free to pass the segment on.
-        assert!(!seeds(2, 4, false) && seeds(2, 4, true));
-        assert!(!seeds(7, 4, false) && seeds(7, 4, true));
+        assert_eq!(seed_role(2, 4, false), None);
+        assert_eq!(seed_role(2, 4, true), Some(StandIn));
+        assert_eq!(seed_role(7, 4, true), Some(StandIn));
         // Beyond twice the count: never.
-        assert!(!seeds(8, 4, true));
-        // One seeder: it always fetches; the next in rank stands in when free.
-        assert!(seeds(0, 1, false) && !seeds(1, 1, false) && seeds(1, 1, true));
+        assert_eq!(seed_role(8, 4, true), None);
+        // One seeder (a small swarm): it always fetches, and nobody stands in.
+        assert_eq!(seed_role(0, 1, false), Some(Always));
+        assert_eq!(seed_role(1, 1, true), None);
+    }
+
+    #[test]
+    fn a_stand_in_seeder_waits_for_a_have_first() {
+        let f = Fixture::new();
+        let at = f.now + Duration::from_millis(100);
+        let s = Situation {
+            seed_at: Some(at),
+            ..f.situation(&[])
+        };
+        assert_eq!(decide(&s), Decision::Wait { until: at });
+        // Nobody announced it meanwhile: to the origin.
+        let later = Situation {
+            now: at,
+            seed_at: Some(at),
+            ..f.situation(&[])
+        };
+        assert_eq!(decide(&later), Decision::Origin(FallbackReason::Seeder));
+        // Someone did: from that peer.
+        let (a, st) = (pid("a"), PeerStats::default());
+        let c = [Candidate {
+            peer: &a,
+            stats: &st,
+        }];
+        let held = Situation {
+            now: at,
+            seed_at: Some(at),
+            ..f.situation(&c)
+        };
+        assert_eq!(decide(&held), Decision::Peer(a));
     }
 
     #[test]

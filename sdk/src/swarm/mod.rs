@@ -137,6 +137,9 @@ fn orphan_deadline(
     info.revealed_at + target + target.mul_f64(0.5) * behind.min(4)
 }
 
+/// What a stand-in seeder waits, beyond twice an origin fetch, for a seeder's `have`.
+const STAND_IN_SLACK: Duration = Duration::from_millis(100);
+
 /// Segments remembered beyond the live window (a player a little behind still gets P2P).
 const KEEP_BEHIND: usize = 64;
 
@@ -358,7 +361,17 @@ impl Swarm {
             orphan_deadline,
             cached,
             p2p_allowed: st.p2p_allowed,
-            seeder: !st.discovering && scheduler::seeds(rank, origin_seeders, uplink_free),
+            seed_at: match scheduler::seed_role(rank, origin_seeders, uplink_free) {
+                _ if st.discovering => None,
+                None => None,
+                Some(scheduler::SeedRole::Always) => Some(now),
+                // Long enough for an earlier seeder's origin fetch and its `have` to arrive.
+                Some(scheduler::SeedRole::StandIn) => Some(
+                    info.map_or(now, |i| i.revealed_at)
+                        + Duration::from_secs_f64(st.origin_secs.unwrap_or(0.25) * 2.0)
+                        + STAND_IN_SLACK,
+                ),
+            },
             have_expected: st.discovering || (fresh && !st.neighbours.is_empty()),
             candidates: &candidates,
             tried,
