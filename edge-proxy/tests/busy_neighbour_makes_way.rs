@@ -3,46 +3,13 @@
 //! neighbours while later ones serve nobody.
 
 use shoal::config::Rate;
+mod support;
+
 use shoal::{Node, NodeConfig};
 use shoal_proto::PeerId;
 use shoal_testkit::{encode_vod_ladder, Nginx, VodLadder};
 use std::time::Duration;
-
-fn node_config(origin: &str, tracker: &str) -> NodeConfig {
-    NodeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        peer_listen: "127.0.0.1:0".parse().unwrap(),
-        origins: vec![origin.to_string()],
-        origin_schemes: vec![format!("{origin}=http")],
-        tracker: Some(tracker.to_string()),
-        ..NodeConfig::default()
-    }
-}
-
-/// Plays every segment of the playlist at `url` through `node`; returns the segment URIs.
-async fn play(node: &Node, url: &url::Url) -> Vec<String> {
-    let http = reqwest::Client::new();
-    let base = url::Url::parse(&node.player_url(url).unwrap()).unwrap();
-    let playlist = http
-        .get(base.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let segments: Vec<String> = playlist
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(str::to_owned)
-        .collect();
-    for s in &segments {
-        let r = http.get(base.join(s).unwrap()).send().await.unwrap();
-        assert!(r.status().is_success());
-        r.bytes().await.unwrap();
-    }
-    segments
-}
+use support::{node_config, play_node, tracker_for};
 
 /// The peer id `node` uses in its only swarm, and the ids of the neighbours it follows there.
 fn swarm_view(node: &Node) -> (PeerId, Vec<PeerId>) {
@@ -63,15 +30,7 @@ async fn a_neighbour_that_keeps_answering_busy_makes_way_for_another_member() {
     let _ladder = encode_vod_ladder(dir.path()).unwrap();
     let nginx = Nginx::start(dir.path()).unwrap();
     let origin = nginx.host_port();
-    let tracker = shoal_tracker::spawn(shoal_tracker::config::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        announce_interval: Duration::from_secs(1),
-        origins: vec![origin.clone()],
-        origin_schemes: vec![format!("{origin}=http")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let tracker = tracker_for(&origin, Duration::from_secs(1)).await;
     let url = url::Url::parse(&nginx.url(VodLadder::TS)).unwrap();
 
     // The first member holds everything behind a thin uplink: one upload at a time, slowly.
@@ -81,7 +40,7 @@ async fn a_neighbour_that_keeps_answering_busy_makes_way_for_another_member() {
     })
     .await
     .unwrap();
-    play(&first, &url).await;
+    play_node(&first, &url).await;
     // A viewer with room for one neighbour joins while the first is the only member.
     let viewer = Node::start(NodeConfig {
         max_peers: 1,
@@ -111,7 +70,7 @@ async fn a_neighbour_that_keeps_answering_busy_makes_way_for_another_member() {
     let second = Node::start(node_config(&origin, &tracker.url()))
         .await
         .unwrap();
-    let segments = play(&second, &url).await;
+    let segments = play_node(&second, &url).await;
     let (second_id, _) = swarm_view(&second);
 
     // The viewer plays; its read-ahead asks the first member for several segments at once,

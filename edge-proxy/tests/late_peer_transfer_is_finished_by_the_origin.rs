@@ -4,23 +4,15 @@
 //! which the CDN did not have to send again.
 
 use shoal::config::Rate;
+mod support;
+
 use shoal::{Node, NodeConfig};
 use shoal_testkit::{encode_vod_ladder, Nginx, VodLadder};
 use std::time::Duration;
+use support::{node_config, play_node, tracker_for};
 
 /// How long the second viewer's node lets peers try (its player has more buffer than this).
 const BUDGET: Duration = Duration::from_secs(1);
-
-fn node_config(origin: &str, tracker: &str) -> NodeConfig {
-    NodeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        peer_listen: "127.0.0.1:0".parse().unwrap(),
-        origins: vec![origin.to_string()],
-        origin_schemes: vec![format!("{origin}=http")],
-        tracker: Some(tracker.to_string()),
-        ..NodeConfig::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_late_peer_transfer_is_finished_with_an_origin_range_request() {
@@ -28,15 +20,7 @@ async fn a_late_peer_transfer_is_finished_with_an_origin_range_request() {
     let _ladder = encode_vod_ladder(dir.path()).unwrap();
     let nginx = Nginx::start(dir.path()).unwrap();
     let origin = nginx.host_port();
-    let tracker = shoal_tracker::spawn(shoal_tracker::config::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        announce_interval: Duration::from_secs(1),
-        origins: vec![origin.clone()],
-        origin_schemes: vec![format!("{origin}=http")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let tracker = tracker_for(&origin, Duration::from_secs(1)).await;
 
     // The first viewer's node holds every segment, behind an uplink that sends the second
     // segment in about three times the second viewer's P2P budget.
@@ -48,28 +32,10 @@ async fn a_late_peer_transfer_is_finished_with_an_origin_range_request() {
     })
     .await
     .unwrap();
-    let http = reqwest::Client::new();
     let playlist_url = url::Url::parse(&nginx.url(VodLadder::TS)).unwrap();
-    let playlist = http
-        .get(first.player_url(&playlist_url).unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let segments: Vec<&str> = playlist
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .collect();
-    assert!(segments.len() >= 3, "playlist: {playlist}");
-    let base = first.player_url(&playlist_url).unwrap();
-    let base = url::Url::parse(&base).unwrap();
-    for s in &segments {
-        let r = http.get(base.join(s).unwrap()).send().await.unwrap();
-        assert!(r.status().is_success());
-        r.bytes().await.unwrap();
-    }
+    let segments = play_node(&first, &playlist_url).await;
+    assert!(segments.len() >= 3, "{segments:?}");
+    let http = reqwest::Client::new();
 
     // The second viewer: no read-ahead (its player's own requests are what is measured).
     let second = Node::start(NodeConfig {
@@ -101,14 +67,14 @@ async fn a_late_peer_transfer_is_finished_with_an_origin_range_request() {
     // The first segment goes to the origin (an empty buffer waits for nobody); it gives the
     // player 2 s of buffer, so the second may wait on the peer for the whole budget.
     let r = http
-        .get(base.join(segments[0]).unwrap())
+        .get(base.join(&segments[0]).unwrap())
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success());
     r.bytes().await.unwrap();
     let r = http
-        .get(base.join(segments[1]).unwrap())
+        .get(base.join(&segments[1]).unwrap())
         .send()
         .await
         .unwrap();

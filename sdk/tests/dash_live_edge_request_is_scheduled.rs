@@ -66,6 +66,28 @@ async fn origin(ast: SystemTime, ahead: Option<Duration>) -> std::net::SocketAdd
     addr
 }
 
+/// A node for the origin at `host` (no tracker: the scheduler's origin path is what is seen).
+async fn node_for(host: &str) -> Node {
+    Node::start(NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peer_listen: "127.0.0.1:0".parse().unwrap(),
+        origins: vec![host.to_string()],
+        origin_schemes: vec![format!("{host}=http")],
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The `x-shoal-source` of the proxy's answer for `url` (`None`: passed through).
+async fn source_of(url: String) -> Option<String> {
+    let r = reqwest::get(url).await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    r.headers()
+        .get("x-shoal-source")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
 #[tokio::test]
 async fn a_segment_asked_for_at_availability_goes_through_the_scheduler() {
     // Segment 9 is complete 0.9 s from now, so the ticker registers it 0.9 s from now; the
@@ -73,39 +95,20 @@ async fn a_segment_asked_for_at_availability_goes_through_the_scheduler() {
     let available = SystemTime::now() + Duration::from_millis(900);
     let ast = available - Duration::from_secs_f64(10.0 * SEG);
     let host = origin(ast, None).await.to_string();
-    let node = Node::start(NodeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        peer_listen: "127.0.0.1:0".parse().unwrap(),
-        origins: vec![host.clone()],
-        origin_schemes: vec![format!("{host}=http")],
-        ..NodeConfig::default()
-    })
-    .await
-    .unwrap();
+    let node = node_for(&host).await;
     let proxied = |path: &str| {
         let u = url::Url::parse(&format!("http://{host}/live/{path}")).unwrap();
         node.player_url(&u).unwrap()
     };
-    let http = reqwest::Client::new();
-    let source = |path: String| {
-        let http = http.clone();
-        async move {
-            let r = http.get(path).send().await.unwrap();
-            assert!(r.status().is_success(), "{}", r.status());
-            r.headers()
-                .get("x-shoal-source")
-                .map(|v| v.to_str().unwrap().to_owned())
-        }
-    };
-    assert_eq!(source(proxied("m.mpd")).await, None);
+    assert_eq!(source_of(proxied("m.mpd")).await, None);
     let asked = SystemTime::now();
-    assert_eq!(source(proxied("seg9.m4s")).await.as_deref(), Some("cdn"));
+    assert_eq!(source_of(proxied("seg9.m4s")).await.as_deref(), Some("cdn"));
     assert!(
         asked < available,
         "too slow to ask before the ticker: the test proves nothing"
     );
     // Listed by the MPD: known already.
-    assert_eq!(source(proxied("seg8.m4s")).await.as_deref(), Some("cdn"));
+    assert_eq!(source_of(proxied("seg8.m4s")).await.as_deref(), Some("cdn"));
     // Two segments ahead, out of the time-shift buffer, or absurd: passed through.
     for path in [
         "seg11.m4s",
@@ -114,7 +117,7 @@ async fn a_segment_asked_for_at_availability_goes_through_the_scheduler() {
         "seg99999999999999999999999999.m4s",
         "seg009.m4s",
     ] {
-        assert_eq!(source(proxied(path)).await, None, "{path}");
+        assert_eq!(source_of(proxied(path)).await, None, "{path}");
     }
     node.shutdown().await;
 }
@@ -128,35 +131,16 @@ async fn a_node_whose_clock_lags_reads_live_templates_by_the_origins_utc_timing(
     let available = SystemTime::now() + ahead + Duration::from_millis(900);
     let ast = available - Duration::from_secs_f64(10.0 * SEG);
     let host = origin(ast, Some(ahead)).await.to_string();
-    let node = Node::start(NodeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        peer_listen: "127.0.0.1:0".parse().unwrap(),
-        origins: vec![host.clone()],
-        origin_schemes: vec![format!("{host}=http")],
-        ..NodeConfig::default()
-    })
-    .await
-    .unwrap();
+    let node = node_for(&host).await;
     let proxied = |path: &str| {
         let u = url::Url::parse(&format!("http://{host}/live/{path}")).unwrap();
         node.player_url(&u).unwrap()
     };
-    let http = reqwest::Client::new();
-    let source = |path: String| {
-        let http = http.clone();
-        async move {
-            let r = http.get(path).send().await.unwrap();
-            assert!(r.status().is_success(), "{}", r.status());
-            r.headers()
-                .get("x-shoal-source")
-                .map(|v| v.to_str().unwrap().to_owned())
-        }
-    };
-    assert_eq!(source(proxied("m.mpd")).await, None);
+    assert_eq!(source_of(proxied("m.mpd")).await, None);
     // Registered and scheduled, as by a node whose clock is right.
-    assert_eq!(source(proxied("seg9.m4s")).await.as_deref(), Some("cdn"));
-    assert_eq!(source(proxied("seg8.m4s")).await.as_deref(), Some("cdn"));
+    assert_eq!(source_of(proxied("seg9.m4s")).await.as_deref(), Some("cdn"));
+    assert_eq!(source_of(proxied("seg8.m4s")).await.as_deref(), Some("cdn"));
     // Still two segments ahead of the origin's clock: passed through.
-    assert_eq!(source(proxied("seg11.m4s")).await, None);
+    assert_eq!(source_of(proxied("seg11.m4s")).await, None);
     node.shutdown().await;
 }

@@ -136,3 +136,55 @@ pub fn printed_config(cmd: &mut Command) -> toml::Table {
     );
     toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap()
 }
+
+/// A tracker on a loopback port whose digest service may fetch from `origin` (plain HTTP),
+/// announcing every `interval`.
+pub async fn tracker_for(origin: &str, interval: Duration) -> shoal_tracker::RunningTracker {
+    shoal_tracker::spawn(shoal_tracker::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        announce_interval: interval,
+        origins: vec![origin.to_string()],
+        origin_schemes: vec![format!("{origin}=http")],
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The configuration of an in-process node (`shoal::Node`) on loopback ports, for `origin`
+/// (plain HTTP) and `tracker`.
+pub fn node_config(origin: &str, tracker: &str) -> shoal::NodeConfig {
+    shoal::NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peer_listen: "127.0.0.1:0".parse().unwrap(),
+        origins: vec![origin.to_string()],
+        origin_schemes: vec![format!("{origin}=http")],
+        tracker: Some(tracker.to_string()),
+        ..shoal::NodeConfig::default()
+    }
+}
+
+/// Plays every segment of the media playlist at `url` through an in-process `node`; returns the segment URIs.
+pub async fn play_node(node: &shoal::Node, url: &url::Url) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let base = url::Url::parse(&node.player_url(url).unwrap()).unwrap();
+    let playlist = http
+        .get(base.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let segments: Vec<String> = playlist
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for s in &segments {
+        let r = http.get(base.join(s).unwrap()).send().await.unwrap();
+        assert!(r.status().is_success());
+        r.bytes().await.unwrap();
+    }
+    segments
+}
