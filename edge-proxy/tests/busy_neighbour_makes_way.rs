@@ -9,7 +9,7 @@ use shoal::{Node, NodeConfig};
 use shoal_proto::PeerId;
 use shoal_testkit::{encode_vod_ladder, Nginx, VodLadder};
 use std::time::Duration;
-use support::{node_config, play_node, tracker_for};
+use support::{load_playlist, node_config, play_node, tracker_for};
 
 /// The peer id `node` uses in its only swarm, and the ids of the neighbours it follows there.
 fn swarm_view(node: &Node) -> (PeerId, Vec<PeerId>) {
@@ -49,14 +49,7 @@ async fn a_neighbour_that_keeps_answering_busy_makes_way_for_another_member() {
     .await
     .unwrap();
     let http = reqwest::Client::new();
-    let base = url::Url::parse(&viewer.player_url(&url).unwrap()).unwrap();
-    http.get(base.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (base, _) = load_playlist(&viewer, &url).await;
     let (first_id, _) = swarm_view(&first);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while swarm_view(&viewer).1 != [first_id.clone()] {

@@ -9,7 +9,7 @@ mod support;
 use shoal::{Node, NodeConfig};
 use shoal_testkit::{encode_vod_ladder, Nginx, VodLadder};
 use std::time::Duration;
-use support::{node_config, play_node, tracker_for};
+use support::{load_playlist, node_config, play_node, tracker_for};
 
 /// How long the second viewer's node lets peers try (its player has more buffer than this).
 const BUDGET: Duration = Duration::from_secs(1);
@@ -45,14 +45,7 @@ async fn a_late_peer_transfer_is_finished_with_an_origin_range_request() {
     })
     .await
     .unwrap();
-    let base = url::Url::parse(&second.player_url(&playlist_url).unwrap()).unwrap();
-    http.get(base.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (base, _) = load_playlist(&second, &playlist_url).await;
     // Let it meet the first node and learn what that one holds.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while second.stats().peers == 0 {

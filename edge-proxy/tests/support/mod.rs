@@ -167,15 +167,7 @@ pub fn node_config(origin: &str, tracker: &str) -> shoal::NodeConfig {
 /// Plays every segment of the media playlist at `url` through an in-process `node`; returns the segment URIs.
 pub async fn play_node(node: &shoal::Node, url: &url::Url) -> Vec<String> {
     let http = reqwest::Client::new();
-    let base = url::Url::parse(&node.player_url(url).unwrap()).unwrap();
-    let playlist = http
-        .get(base.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (base, playlist) = load_playlist(node, url).await;
     let segments: Vec<String> = playlist
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -187,4 +179,17 @@ pub async fn play_node(node: &shoal::Node, url: &url::Url) -> Vec<String> {
         r.bytes().await.unwrap();
     }
     segments
+}
+
+/// Loads the playlist at `url` through an in-process `node` (joining its swarm); returns the
+/// proxy URL it was loaded from (to resolve segment URIs against) and its text.
+pub async fn load_playlist(node: &shoal::Node, url: &url::Url) -> (url::Url, String) {
+    let base = url::Url::parse(&node.player_url(url).unwrap()).unwrap();
+    let text = reqwest::get(base.clone())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (base, text)
 }
