@@ -112,10 +112,9 @@ impl Shared {
         let Some(rate) = self.config.upload_limit.map(|r| r.bytes_per_sec()) else {
             return true;
         };
-        let room = (rate as f64 * crate::peer::server::ADMIT_BACKLOG.as_secs_f64()) as u64;
         self.upload_backlog
             .load(std::sync::atomic::Ordering::Acquire)
-            <= room
+            <= crate::peer::server::admit_room(rate)
     }
 
     /// Milliseconds since the node started.
@@ -292,12 +291,7 @@ async fn announce(
                 })
             });
             if let (Some(busiest), Some(newcomer)) = (busiest, newcomer) {
-                if let Some(n) = st.neighbours.remove(&busiest) {
-                    shared.metrics.peers.dec();
-                    if let Some(t) = n.task {
-                        t.abort();
-                    }
-                }
+                unfollow(shared, &mut st, &busiest);
                 tracing::debug!(swarm = %swarm.id, dropped = %busiest, added = %newcomer.0, "neighbour rotated");
                 to_connect.push(newcomer);
             }
@@ -313,12 +307,7 @@ async fn announce(
             .collect();
         let dropped_any = !dropped.is_empty();
         for id in dropped {
-            if let Some(n) = st.neighbours.remove(&id) {
-                shared.metrics.peers.dec();
-                if let Some(t) = n.task {
-                    t.abort();
-                }
-            }
+            unfollow(shared, &mut st, &id);
             if resp.policy.p2p {
                 st.members.remove(&id);
             }
@@ -346,6 +335,16 @@ async fn announce(
         swarm.end_discovery();
     }
     Ok(Duration::from_secs(resp.interval_secs.clamp(1, 3600) as u64))
+}
+
+/// Stops following neighbour `id` of the swarm whose state is `st` (its `haves` stream ends).
+fn unfollow(shared: &Shared, st: &mut crate::swarm::SwarmState, id: &PeerId) {
+    if let Some(n) = st.neighbours.remove(id) {
+        shared.metrics.peers.dec();
+        if let Some(t) = n.task {
+            t.abort();
+        }
+    }
 }
 
 /// The address to connect to among a neighbour's `addrs`: the first that parses and is not

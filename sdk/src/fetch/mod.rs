@@ -434,11 +434,7 @@ async fn attempt(
         return PeerOutcome::Unverifiable;
     };
     if size != n || Sha256::digest(&transfer.bytes).as_slice() != sha256 {
-        tracing::warn!(%peer, %key, "peer sent bytes that fail the trusted digest: banned and reported");
-        shared.metrics.integrity_failures.inc();
-        shared.metrics.peers_banned.inc();
-        swarm.ban(peer);
-        report(shared, swarm, peer, key, ReportReason::Integrity);
+        ban_for_bad_bytes(shared, swarm, peer, key);
         return PeerOutcome::Failed;
     }
     shared.metrics.peer_bytes.inc_by(n);
@@ -448,6 +444,16 @@ async fn attempt(
         w.finish();
     }
     PeerOutcome::Verified(transfer.bytes)
+}
+
+/// Bans `peer` for the session and reports it: it sent bytes of `key` that fail the trusted
+/// digest.
+fn ban_for_bad_bytes(shared: &Arc<Shared>, swarm: &Arc<Swarm>, peer: &PeerId, key: &SegmentKey) {
+    tracing::warn!(%peer, %key, "peer sent bytes that fail the trusted digest: banned and reported");
+    shared.metrics.integrity_failures.inc();
+    shared.metrics.peers_banned.inc();
+    swarm.ban(peer);
+    report(shared, swarm, peer, key, ReportReason::Integrity);
 }
 
 /// Records a failed transfer from `peer` (busy, failed, misbehaving: struck, and banned and
@@ -664,20 +670,29 @@ async fn from_origin(
     };
     shared.metrics.fallback(reason);
     tracing::debug!(me = %swarm.peer_id, %key, ?reason, "origin fetch");
+    let fetched =
+        counted_origin_fetch(shared, swarm, &url, range.map(|r| (r.offset, r.length))).await?;
+    Ok((fetched.body, Provenance::Whole(Source::Cdn)))
+}
+
+/// Fetches `range` of `url` from the origin, timing it (for players' deadlines) and counting
+/// its bytes as origin bytes of the node and the swarm.
+async fn counted_origin_fetch(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    url: &url::Url,
+    range: Option<(u64, u64)>,
+) -> Result<crate::origin::Fetched, FetchError> {
     let started = Instant::now();
     let fetched = shared
         .origin
-        .fetch(
-            &url,
-            range.map(|r| (r.offset, r.length)),
-            shared.config.max_segment_bytes(),
-        )
+        .fetch(url, range, shared.config.max_segment_bytes())
         .await?;
     swarm.record_origin_time(started.elapsed());
     let n = fetched.body.len() as u64;
     shared.metrics.origin_bytes.inc_by(n);
     swarm.unreported_cdn.fetch_add(n, Ordering::Relaxed);
-    Ok((fetched.body, Provenance::Whole(Source::Cdn)))
+    Ok(fetched)
 }
 
 /// Finishes a peer transfer that ran out of time: the origin sends only the bytes after
@@ -715,23 +730,12 @@ async fn complete_from_origin(
         (info.url.clone(), info.range.map_or(0, |r| r.offset))
     };
     shared.metrics.fallback(FallbackReason::PeerFailed);
-    let started = Instant::now();
-    let fetched = shared
-        .origin
-        .fetch(
-            &url,
-            Some((base + have, size - have)),
-            shared.config.max_segment_bytes(),
-        )
-        .await?;
-    swarm.record_origin_time(started.elapsed());
-    let got = fetched.body.len() as u64;
-    shared.metrics.origin_bytes.inc_by(got);
-    swarm.unreported_cdn.fetch_add(got, Ordering::Relaxed);
+    let fetched =
+        counted_origin_fetch(shared, swarm, &url, Some((base + have, size - have))).await?;
     let rest = match rest_of(&fetched, base + have, size - have) {
         Some(r) => r,
         None => {
-            tracing::debug!(%key, status = fetched.status, got, "origin did not answer the range; fetching the segment whole");
+            tracing::debug!(%key, status = fetched.status, got = fetched.body.len(), "origin did not answer the range; fetching the segment whole");
             return from_origin(shared, swarm, key, FallbackReason::PeerFailed).await;
         }
     };
@@ -742,11 +746,7 @@ async fn complete_from_origin(
         let again = from_origin(shared, swarm, key, FallbackReason::Integrity).await?;
         let origin_ok = Sha256::digest(&again.0).as_slice() == sha256;
         if origin_ok && again.0.get(..prefix.len()) != Some(&prefix[..]) {
-            tracing::warn!(%peer, %key, "peer sent bytes that fail the trusted digest: banned and reported");
-            shared.metrics.integrity_failures.inc();
-            shared.metrics.peers_banned.inc();
-            swarm.ban(peer);
-            report(shared, swarm, peer, key, ReportReason::Integrity);
+            ban_for_bad_bytes(shared, swarm, peer, key);
         }
         return Ok(again);
     }

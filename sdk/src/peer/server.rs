@@ -403,7 +403,7 @@ fn admit(shared: &Shared, len: u64) -> Result<(), Duration> {
     let Some(rate) = shared.rate else {
         return Ok(());
     };
-    let room = (rate as f64 * ADMIT_BACKLOG.as_secs_f64()) as u64;
+    let room = admit_room(rate);
     shared
         .backlog
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
@@ -411,6 +411,12 @@ fn admit(shared: &Shared, len: u64) -> Result<(), Duration> {
         })
         .map(|_| ())
         .map_err(|b| Duration::from_secs_f64((b - room) as f64 / rate as f64).max(MIN_BUSY_WAIT))
+}
+
+/// The backlog, in bytes, under which an upload capped at `rate` bytes per second is
+/// admitted: what the cap sends in [`ADMIT_BACKLOG`].
+pub fn admit_room(rate: u64) -> u64 {
+    (rate as f64 * ADMIT_BACKLOG.as_secs_f64()) as u64
 }
 
 /// 503 asking the downloader to come back after `wait`.
