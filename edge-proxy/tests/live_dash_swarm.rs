@@ -13,7 +13,7 @@ mod support;
 
 use shoal_testkit::{FfmpegPlayer, LiveDash, LiveDashOpts, Nginx, PlayerOpts, RecordingRelay};
 use std::time::Duration;
-use support::{sum, Edge};
+use support::{assert_swarm_offload, Edge};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_dash_swarm_delivers_identical_bytes_mostly_from_peers() {
@@ -99,17 +99,7 @@ async fn live_dash_swarm_delivers_identical_bytes_mostly_from_peers() {
         }
     }
 
-    for (i, e) in edges.iter().enumerate().take(3) {
-        let m = e.metrics().await;
-        let p2p = sum(&m, "shoal_edge_bytes_total{source=\"p2p\"}");
-        let cdn = sum(&m, "shoal_edge_bytes_total{source=\"cdn\"}");
-        let ratio = p2p / (p2p + cdn);
-        eprintln!("edge {i}: offload {ratio:.3} (p2p {p2p} B, cdn {cdn} B)");
-        assert!(
-            ratio > 0.5,
-            "edge {i} offload {ratio:.2} (p2p {p2p}, cdn {cdn})"
-        );
-    }
+    assert_swarm_offload(&edges[..3]).await;
     drop(players);
     drop(edges);
     drop(live);

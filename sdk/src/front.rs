@@ -444,7 +444,7 @@ fn learn_media(shared: &Arc<Shared>, swarm: &Arc<Swarm>, media: &hls::Media) {
         media.ended,
         target,
     );
-    prefetch(shared, swarm, fresh);
+    prefetch(shared, swarm, fresh, Mode::Prefetch);
 }
 
 /// An MPD: rewritten, and every Representation's segments learned (see [`dash::learn`]).
@@ -485,8 +485,8 @@ fn serve_mpd(
 }
 
 /// Prefetches fresh live segments (rendezvous seeders from the origin at once, the others
-/// from peers, then the origin past their turn).
-fn prefetch(shared: &Arc<Shared>, swarm: &Arc<Swarm>, fresh: Vec<SegmentKey>) {
+/// from peers, then, unless `mode` is a [`Mode::Probe`], the origin past their turn).
+fn prefetch(shared: &Arc<Shared>, swarm: &Arc<Swarm>, fresh: Vec<SegmentKey>, mode: Mode) {
     if swarm.lock().p2p_allowed {
         for key in fresh {
             let Some(deadline) = swarm.prefetch_deadline(&key) else {
@@ -494,7 +494,7 @@ fn prefetch(shared: &Arc<Shared>, swarm: &Arc<Swarm>, fresh: Vec<SegmentKey>) {
             };
             let (shared, swarm) = (shared.clone(), swarm.clone());
             tokio::spawn(async move {
-                let _ = fetch::obtain(&shared, &swarm, &key, deadline, Mode::Prefetch).await;
+                let _ = fetch::obtain(&shared, &swarm, &key, deadline, mode).await;
             });
         }
     }

@@ -40,6 +40,8 @@ impl OriginClient {
     /// A client with sane timeouts for segment delivery.
     pub fn new() -> Result<Self, OriginError> {
         let http = reqwest::Client::builder()
+            // Origin logs tell the proxy's fetches from the players' own.
+            .user_agent(concat!("shoal/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
             .read_timeout(Duration::from_secs(15))
             .pool_idle_timeout(Duration::from_secs(60))

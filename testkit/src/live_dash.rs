@@ -24,6 +24,9 @@ pub struct LiveDashOpts {
     pub fps: u32,
     /// Video bitrate in kbit/s (audio adds 48).
     pub video_kbps: u32,
+    /// Name media segments by their start time (`seg-<id>-$Time$.m4s`, which needs a
+    /// `timeline`) instead of their number (`seg-<id>-$Number%05d$.m4s`).
+    pub by_time: bool,
 }
 
 impl Default for LiveDashOpts {
@@ -36,13 +39,15 @@ impl Default for LiveDashOpts {
             height: 180,
             fps: 25,
             video_kbps: 250,
+            by_time: false,
         }
     }
 }
 
 /// A running ffmpeg that encodes a live DASH stream into `<out_dir>/live-dash/`, stopped on
 /// drop: `manifest.mpd` (`type="dynamic"`, one video and one audio Representation with ids
-/// `0` and `1`), `init-<id>.m4s` and `seg-<id>-<number>.m4s` (`$Number%05d$`).
+/// `0` and `1`), `init-<id>.m4s` and `seg-<id>-<number>.m4s` (`$Number%05d$`), or
+/// `seg-<id>-<time>.m4s` with [`LiveDashOpts::by_time`].
 ///
 /// ffmpeg deletes segments that leave the window, so a watcher thread hard-links each finished
 /// one into `live-dash-archive/` (outside what nginx serves); see [`LiveDash::archived`].
@@ -98,7 +103,11 @@ impl LiveDash {
                 "-init_seg_name",
                 "init-$RepresentationID$.m4s",
                 "-media_seg_name",
-                "seg-$RepresentationID$-$Number%05d$.m4s",
+                if opts.by_time {
+                    "seg-$RepresentationID$-$Time$.m4s"
+                } else {
+                    "seg-$RepresentationID$-$Number%05d$.m4s"
+                },
                 "-adaptation_sets",
                 "id=0,streams=v id=1,streams=a",
                 "manifest.mpd",

@@ -34,6 +34,8 @@ pub struct AccessLogEntry {
     pub body_bytes: u64,
     /// The request's `Range` header, if any.
     pub range: Option<String>,
+    /// The request's `User-Agent`, if any (`shoal-tracker/…` for the digest service).
+    pub user_agent: Option<String>,
 }
 
 impl Nginx {
@@ -181,7 +183,7 @@ impl Nginx {
 /// Tab-separated so that no field can be confused with the next (nginx escapes control
 /// characters in variables).
 const LOG_FORMAT: &str =
-    "$request_method\\t$request_uri\\t$status\\t$body_bytes_sent\\t$http_range";
+    "$request_method\\t$request_uri\\t$status\\t$body_bytes_sent\\t$http_range\\t$http_user_agent";
 
 fn parse_log_line(line: &str) -> Result<AccessLogEntry> {
     let bad = |detail: &str| Error::Invalid {
@@ -189,8 +191,8 @@ fn parse_log_line(line: &str) -> Result<AccessLogEntry> {
         detail: detail.into(),
     };
     let f: Vec<&str> = line.split('\t').collect();
-    let [method, uri, status, body_bytes, range] = f[..] else {
-        return Err(bad("expected 5 tab-separated fields"));
+    let [method, uri, status, body_bytes, range, user_agent] = f[..] else {
+        return Err(bad("expected 6 tab-separated fields"));
     };
     Ok(AccessLogEntry {
         method: method.into(),
@@ -198,6 +200,7 @@ fn parse_log_line(line: &str) -> Result<AccessLogEntry> {
         status: status.parse().map_err(|_| bad("status"))?,
         body_bytes: body_bytes.parse().map_err(|_| bad("body bytes"))?,
         range: (range != "-").then(|| range.into()),
+        user_agent: (user_agent != "-").then(|| user_agent.into()),
     })
 }
 
@@ -265,12 +268,14 @@ mod tests {
 
     #[test]
     fn parses_log_lines() {
-        let e = parse_log_line("GET\t/live/a.ts?x=1\t206\t100\tbytes=0-99").unwrap();
+        let e = parse_log_line("GET\t/live/a.ts?x=1\t206\t100\tbytes=0-99\tshoal/0.1.0").unwrap();
         assert_eq!(e.uri, "/live/a.ts?x=1");
         assert_eq!(e.status, 206);
         assert_eq!(e.body_bytes, 100);
         assert_eq!(e.range.as_deref(), Some("bytes=0-99"));
-        assert_eq!(parse_log_line("GET\t/\t404\t0\t-").unwrap().range, None);
+        assert_eq!(e.user_agent.as_deref(), Some("shoal/0.1.0"));
+        let bare = parse_log_line("GET\t/\t404\t0\t-\t-").unwrap();
+        assert_eq!((bare.range, bare.user_agent), (None, None));
         assert!(parse_log_line("GET /x 200").is_err());
     }
 }

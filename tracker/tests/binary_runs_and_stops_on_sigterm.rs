@@ -54,7 +54,7 @@ async fn serves_with_env_config_and_exits_cleanly_on_sigterm() {
     };
     assert!(status.success(), "exit status {status}");
     let mut logs = String::new();
-    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut logs).unwrap();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut logs).unwrap();
     assert!(logs.contains("shutting down"), "logs:\n{logs}");
     assert!(
         logs.lines().all(|l| l.starts_with('{')),

@@ -8,6 +8,7 @@ use shoal_testkit::{
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -28,9 +29,19 @@ impl Edge {
             .args(["--origin", origin])
             .args(["--origin-scheme", &format!("{origin}=http")])
             .args(extra)
-            .env("RUST_LOG", "warn,shoal=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stdout(Stdio::null());
+        // SHOAL_TEST_LOG_DIR=<dir> keeps each proxy's debug log in `<dir>/edge-<port>.log`.
+        match std::env::var_os("SHOAL_TEST_LOG_DIR") {
+            Some(dir) => {
+                let file = std::fs::File::create(Path::new(&dir).join(format!("edge-{port}.log")))
+                    .expect("creating the proxy's log file");
+                cmd.env("RUST_LOG", "warn,shoal=debug").stderr(file);
+            }
+            None => {
+                cmd.env("RUST_LOG", "warn,shoal=info")
+                    .stderr(Stdio::inherit());
+            }
+        }
         if let Some(t) = tracker {
             cmd.args(["--tracker", t]);
         }
@@ -192,4 +203,34 @@ pub async fn load_playlist(node: &shoal::Node, url: &url::Url) -> (url::Url, Str
         .await
         .unwrap();
     (base, text)
+}
+
+/// Asserts what a live swarm of a few proxies owes its provider: more than half of all the
+/// bytes the players got came from peers, and every viewer got a real share from peers.
+///
+/// Each viewer is held to a lower floor than the swarm: every segment leaves the origin once,
+/// through whichever member rendezvous hashing ranks first for it (a third of the segments
+/// for each of three members, give or take the draw of random peer ids), and a late joiner
+/// fetches its first segments from the origin (no buffer, so no time to look for peers).
+pub async fn assert_swarm_offload(edges: &[Edge]) {
+    let (mut all_p2p, mut all_cdn) = (0.0, 0.0);
+    for (i, e) in edges.iter().enumerate() {
+        let m = e.metrics().await;
+        let p2p = sum(&m, "shoal_edge_bytes_total{source=\"p2p\"}");
+        let cdn = sum(&m, "shoal_edge_bytes_total{source=\"cdn\"}");
+        let ratio = p2p / (p2p + cdn);
+        eprintln!("edge {i}: offload {ratio:.3} (p2p {p2p} B, cdn {cdn} B)");
+        assert!(
+            ratio > 0.3,
+            "edge {i} offload {ratio:.2} (p2p {p2p}, cdn {cdn})"
+        );
+        all_p2p += p2p;
+        all_cdn += cdn;
+    }
+    let ratio = all_p2p / (all_p2p + all_cdn);
+    eprintln!("swarm: offload {ratio:.3}");
+    assert!(
+        ratio > 0.5,
+        "swarm offload {ratio:.2} (p2p {all_p2p}, cdn {all_cdn})"
+    );
 }

@@ -68,6 +68,11 @@ pub enum Mode {
     Prefetch,
     /// Peers only: give up at the deadline (read-ahead that must not cost origin bytes).
     PeersOnly,
+    /// A live prefetch of a segment whose name is a guess (a `$Time$` timeline's assumed
+    /// cadence): the seeders ask the origin, whose answer settles the guess for the swarm;
+    /// the others look to peers only, so a wrong guess costs the origin a 404 per seeder
+    /// rather than one per viewer. A player's request joining it brings the origin back.
+    Probe,
 }
 
 impl Mode {
@@ -126,7 +131,7 @@ async fn obtain_once(
                 InFlight {
                     deadline: dtx,
                     result: rrx.clone(),
-                    guessed: mode == Mode::Prefetch,
+                    guessed: matches!(mode, Mode::Prefetch | Mode::Probe),
                 },
             );
             let (shared, swarm, key) = (shared.clone(), swarm.clone(), key.clone());
@@ -247,7 +252,8 @@ async fn run(
                 }
             }
             Decision::Origin(reason) => {
-                if !mode.origin_allowed() {
+                let probing = mode == Mode::Probe && reason != FallbackReason::Seeder;
+                if !mode.origin_allowed() || probing {
                     return Err(FetchError::NoPeer);
                 }
                 return from_origin(shared, swarm, key, reason).await;

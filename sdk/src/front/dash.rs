@@ -5,6 +5,7 @@
 
 use super::dash_clock::{self, Clocks};
 use super::prefetch;
+use crate::fetch::Mode;
 use crate::manifest::{dash, segment_key, ByteRange};
 use crate::node::Shared;
 use crate::swarm::{NewSegment, Swarm};
@@ -110,7 +111,7 @@ pub(super) fn learn(shared: &Arc<Shared>, mpd_url: &Url, mpd: &dash::Mpd) {
             !mpd.dynamic,
             target,
         );
-        prefetch(shared, &swarm, fresh);
+        prefetch(shared, &swarm, fresh, Mode::Prefetch);
         if let Some(live) = &rep.live {
             schedule(shared, &swarm, mpd_url, live.clone());
         }
@@ -261,14 +262,17 @@ async fn tick(
         }
         let t = rx.borrow_and_update().clone();
         let n = next.map_or(t.first_number(), |n| n.max(t.first_number()));
-        let due = t.segment(n).zip(t.available_at(n));
+        // Past a guessed cadence's limit: only a newer MPD names more.
+        let due = (t.prefetch_limit().is_none_or(|l| n <= l))
+            .then(|| t.segment(n).zip(t.available_at(n)))
+            .flatten();
         // Availability is on the origin's clock.
         let now = dash_clock::shift(SystemTime::now(), shared.dash.clocks.offset(&mpd_url));
         let wait = due
             .as_ref()
             .map(|(_, at)| at.duration_since(now).unwrap_or_default());
         tokio::select! {
-            // Past the period's end: only a new template brings more.
+            // Past the period's end or the guess: only a new template brings more.
             _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => {}
             changed = rx.changed() => {
                 if changed.is_err() {
@@ -279,13 +283,17 @@ async fn tick(
             _ = shared.shutdown.cancelled() => break,
         }
         let Some((seg, _)) = due else { continue };
+        let mode = match t.prefetch_limit() {
+            Some(_) => Mode::Probe,
+            None => Mode::Prefetch,
+        };
         // Already registered if a player asked first; then its request is fetching it.
         let fresh = register(&shared, &swarm, &seg, &seg.resource.url);
         if !fresh.is_empty() {
             let (shared, swarm) = (shared.clone(), swarm.clone());
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = tokio::time::sleep(AVAILABILITY_MARGIN) => prefetch(&shared, &swarm, fresh),
+                    _ = tokio::time::sleep(AVAILABILITY_MARGIN) => prefetch(&shared, &swarm, fresh, mode),
                     _ = shared.shutdown.cancelled() => {}
                 }
             });

@@ -257,12 +257,24 @@ pub struct LiveTemplate {
     /// `timeShiftBufferDepth`: how long a segment stays available after it appears.
     time_shift_buffer_depth: Option<Duration>,
     bases: Vec<Url>,
+    /// For a `$Time$` timeline whose last `S` repeats a fixed duration (`r` ≥ 1): the next
+    /// names assume that cadence holds, a guess, so the ticker prefetches no number past this
+    /// one until a newer MPD confirms the timeline. `None`: the names are exact.
+    guessed_after: Option<u64>,
 }
 
 impl LiveTemplate {
     /// The first segment number the MPD did not list (the next to appear).
     pub fn first_number(&self) -> u64 {
         self.first_number
+    }
+
+    /// The last number worth prefetching before the next MPD load: `None` when every name
+    /// the template gives is exact (`$Number$`, or a timeline ending in `r="-1"`); for a
+    /// `$Time$` timeline whose cadence is only assumed, a few segments past the MPD's last
+    /// listed one ([`GUESSED_SEGMENTS`]), so a wrong guess costs the origin that many 404s.
+    pub fn prefetch_limit(&self) -> Option<u64> {
+        self.guessed_after
     }
 
     /// Segment `number`; `None` past the period's end, before its start, or for a number the
@@ -378,6 +390,10 @@ impl LiveTemplate {
         (time >= self.pto).then_some(time)
     }
 }
+
+/// Segments past an MPD's last listed one that a `$Time$` timeline's assumed cadence names
+/// for prefetching (see [`LiveTemplate::prefetch_limit`]).
+pub const GUESSED_SEGMENTS: u64 = 2;
 
 /// Runs of digits looked at in a request path, from its end (the file name carries the
 /// number; directories may carry others).
@@ -773,10 +789,12 @@ fn representation(
                 attribute: "media",
             })?;
             let mut list: Vec<(u64, u64, u64)> = Vec::new(); // (number, time, duration)
-            let mut predictable = !template::uses(media, "Time");
+            let by_time = template::uses(media, "Time");
+            let mut predictable = !by_time;
+            let mut guessed = false;
             if let Some(tl) = inh.child("SegmentTimeline") {
                 rep.addressing = Addressing::Timeline;
-                timeline(
+                let last_r = timeline(
                     ctx,
                     tl,
                     timescale,
@@ -786,6 +804,12 @@ fn representation(
                     start_number,
                     &mut list,
                 )?;
+                // `$Time$` names need each start time. An open last `S` (`r="-1"`) fixes
+                // them; one that repeats a duration makes the same cadence a fair guess.
+                if by_time {
+                    predictable = matches!(last_r, Some(r) if r == -1 || r >= 1);
+                    guessed = last_r.is_some_and(|r| r >= 1);
+                }
             } else {
                 rep.addressing = Addressing::Template;
                 predictable = true;
@@ -875,6 +899,8 @@ fn representation(
                                 last_number,
                                 time_shift_buffer_depth: ctx.tsbd,
                                 bases: bases.clone(),
+                                guessed_after: guessed
+                                    .then(|| first_number.saturating_add(GUESSED_SEGMENTS - 1)),
                             });
                 }
             }
@@ -964,8 +990,9 @@ fn timeline(
     period_duration: Option<Duration>,
     start_number: u64,
     out: &mut Vec<(u64, u64, u64)>,
-) -> Result<(), DashError> {
+) -> Result<Option<i64>, DashError> {
     let entries: Vec<&El> = tl.all("S").collect();
+    let mut last_r = None;
     // Where an open-ended `r="-1"` stops: the period's end, or (live) now.
     let horizon = |ctx: &Ctx| -> Option<u64> {
         let secs = match period_duration {
@@ -991,6 +1018,7 @@ fn timeline(
             return Err(bad("S", "d", "0"));
         }
         let r: i64 = num(s.attr("r"), "S", "r")?.unwrap_or(0);
+        last_r = Some(r);
         let count = if r >= 0 {
             r as u64 + 1
         } else {
@@ -1018,7 +1046,7 @@ fn timeline(
             time = time.checked_add(d).ok_or(DashError::TooManySegments)?;
         }
     }
-    Ok(())
+    Ok(last_r)
 }
 
 #[cfg(test)]
@@ -1146,6 +1174,52 @@ mod tests {
             ),
             Some(47)
         );
+    }
+
+    /// A live `$Time$` timeline at 2 s segments (timescale 1000) read at `now_s`, ending in `last`.
+    fn timeline_live(last: &str, now_s: f64) -> Option<LiveTemplate> {
+        let text = format!(
+            r#"<MPD type="dynamic" availabilityStartTime="1970-01-01T00:00:00Z" timeShiftBufferDepth="PT30S">
+  <BaseURL>https://cdn.example.com/live/</BaseURL>
+  <Period id="p0" start="PT0S"><AdaptationSet>
+    <SegmentTemplate timescale="1000" media="t$Time$.m4s" initialization="init.mp4">
+      <SegmentTimeline><S t="80000" d="2000" r="3"/><S d="1900"/>{last}</SegmentTimeline>
+    </SegmentTemplate>
+    <Representation id="v1" bandwidth="3000000"/>
+  </AdaptationSet></Period>
+</MPD>"#
+        );
+        let url = Url::parse("https://cdn.example.com/live/m.mpd").unwrap();
+        let mpd = build(&read_tree(&text).unwrap(), &url, at(now_s)).unwrap();
+        mpd.periods[0].representations[0].live.clone()
+    }
+
+    #[test]
+    fn time_timelines_name_their_next_segments_exactly_or_by_a_bounded_guess() {
+        let name = |t: &LiveTemplate, n: u64| {
+            let s = t.segment(n).unwrap();
+            (s.resource.url.path().to_owned(), t.available_at(n).unwrap())
+        };
+        // 80000 + 4 × 2000 + 1900 = 89900: an open `S` from there repeats 2000 until now.
+        let open = timeline_live(r#"<S d="2000" r="-1"/>"#, 100.0).unwrap();
+        // Numbers start at 1; segments up to 97900..99900 are complete at 100 s: the next is
+        // number 11.
+        assert_eq!(open.first_number(), 11);
+        assert_eq!(name(&open, 11), ("/live/t99900.m4s".into(), at(101.9)));
+        assert_eq!(name(&open, 13), ("/live/t103900.m4s".into(), at(105.9)));
+        assert_eq!(open.prefetch_limit(), None, "an open S names exactly");
+        // A closed S that repeats: the cadence is assumed, for two segments only.
+        let repeated = timeline_live(r#"<S d="2000" r="1"/>"#, 100.0).unwrap();
+        assert_eq!(repeated.first_number(), 8);
+        assert_eq!(name(&repeated, 8), ("/live/t93900.m4s".into(), at(95.9)));
+        assert_eq!(repeated.prefetch_limit(), Some(9));
+        // A last S of its own duration says nothing of the next: no template.
+        assert!(timeline_live(r#"<S d="2100"/>"#, 100.0).is_none());
+        assert!(timeline_live("", 100.0).is_none());
+        // A requested name on the assumed grid still matches (it is checked against the URL).
+        let url = Url::parse("https://cdn.example.com/live/t93900.m4s").unwrap();
+        let s = repeated.segment_named(&url, at(96.0), SKEW).unwrap();
+        assert_eq!(s.number, 8);
     }
 
     proptest::proptest! {
