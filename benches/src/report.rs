@@ -93,6 +93,9 @@ pub struct RunResult {
     pub stalls: Stalls,
     /// Startup times.
     pub startup: Startup,
+    /// Every viewer's startup time, milliseconds, sorted. The p95 of one run of 32 viewers is
+    /// its second slowest viewer: pool the samples of runs with other `--seed`s to compare it.
+    pub startup_samples_ms: Vec<f64>,
     /// Segments whose bytes differed from the origin's.
     pub corrupt_segments: u64,
     /// Requests that failed.
@@ -193,6 +196,7 @@ impl RunResult {
                 p95_ms: percentile(&startups, 95.0),
                 never_started,
             },
+            startup_samples_ms: startups,
             corrupt_segments: corrupt,
             player_errors: errors,
             announces,
