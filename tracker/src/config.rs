@@ -449,9 +449,10 @@ pub enum Command {
 /// `shoal-tracker digests <command>`.
 #[derive(Debug, clap::Subcommand)]
 pub enum DigestsCommand {
-    /// Hash every segment and init section of a media playlist (files relative to it, byte
-    /// ranges included) and write PLAYLIST<suffix> and its Ed25519 signature
-    /// PLAYLIST<suffix>.sig. Nodes configured with the public key verify peer bytes against it.
+    /// Hash every segment and init section of an HLS media playlist or a DASH MPD (files
+    /// relative to it, byte ranges included) and write PLAYLIST<suffix> and its Ed25519
+    /// signature PLAYLIST<suffix>.sig. Nodes configured with the public key verify peer bytes
+    /// against it. Live: run again whenever the playlist or MPD changes.
     Sign {
         /// Ed25519 private key file, as `token keygen --alg ed25519 --out FILE` writes it.
         #[arg(long, alias = "key", value_name = "FILE")]
@@ -459,8 +460,8 @@ pub enum DigestsCommand {
         /// Which key of the file signs [default: the first].
         #[arg(long)]
         kid: Option<String>,
-        /// The media playlist.
-        #[arg(long, value_name = "FILE")]
+        /// The HLS media playlist or the DASH MPD (SegmentTemplate or SegmentList).
+        #[arg(long, visible_alias = "mpd", value_name = "FILE")]
         playlist: PathBuf,
         /// Appended to the playlist's name for the list (nodes' `digest_list_suffix`).
         #[arg(long, default_value = shoal::fetch::signed_digests::DEFAULT_SUFFIX)]

@@ -1,12 +1,12 @@
 //! `shoal-tracker digests sign`: the provider's tool that writes the signed digest list of a
-//! media playlist from the files beside it. The format is `shoal::fetch::signed_digests`'s
+//! media playlist or a DASH MPD from the files beside it. The format is `shoal::fetch::signed_digests`'s
 //! (`docs/security.md`); the key is an Ed25519 private key file of `token keygen`.
 
 use crate::config::DigestsCommand;
 use crate::token::{KeyFileError, Keys};
 use sha2::{Digest, Sha256};
 use shoal::fetch::signed_digests::{self, Entry};
-use shoal::manifest::{hls, ByteRange};
+use shoal::manifest::{dash, hls, ByteRange};
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -154,6 +154,10 @@ fn entries(path: &Path, suffix: &str) -> Result<Vec<Entry>, SignError> {
         return Err(bad(format!("larger than {MAX_PLAYLIST_BYTES} bytes")));
     }
     let url = Url::from_file_path(&abs).map_err(|()| bad("not an absolute path".into()))?;
+    let list_url = signed_digests::list_url(&url, suffix);
+    if dash::is_mpd(&bytes) {
+        return mpd_entries(&bytes, &url, &list_url).map_err(bad);
+    }
     let media = match hls::parse(&bytes, &url) {
         Ok(hls::Playlist::Media(m)) => m,
         Ok(hls::Playlist::Master(_)) => {
@@ -163,7 +167,6 @@ fn entries(path: &Path, suffix: &str) -> Result<Vec<Entry>, SignError> {
         }
         Err(e) => return Err(bad(e.to_string())),
     };
-    let list_url = signed_digests::list_url(&url, suffix);
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for s in media.segments.iter().filter(|s| !s.gap) {
@@ -173,6 +176,38 @@ fn entries(path: &Path, suffix: &str) -> Result<Vec<Entry>, SignError> {
                 out.push(entry(&list_url, u, range)?);
             }
         }
+    }
+    Ok(out)
+}
+
+/// The entries of an MPD: every Representation's initialization segment and the media
+/// segments it lists now (all of them for a static MPD; the current window of a live one, so
+/// run again as it moves), each under the URL its swarm keys it by (the smallest of its CDN
+/// alternatives, which must then be the file beside the MPD). `SegmentBase` Representations
+/// are refused: the player chooses their byte ranges, so no list can name them.
+fn mpd_entries(bytes: &[u8], url: &Url, list_url: &Url) -> Result<Vec<Entry>, String> {
+    let mpd = dash::parse(bytes, url, std::time::SystemTime::now()).map_err(|e| e.to_string())?;
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for rep in mpd.periods.iter().flat_map(|p| &p.representations) {
+        if rep.addressing == dash::Addressing::Base {
+            return Err(format!(
+                "Representation {:?} uses SegmentBase: players choose its byte ranges, so no \
+                 list can name them (segment it with a SegmentTemplate or SegmentList, or serve \
+                 it to nodes without digest_list_key)",
+                rep.id
+            ));
+        }
+        let init = rep.init.iter();
+        for r in init.chain(rep.segments.iter().map(|s| &s.resource)) {
+            if seen.insert((r.key_url.clone(), r.range)) {
+                let e = entry(list_url, &r.key_url, r.range).map_err(|e| e.to_string())?;
+                out.push(e);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("the MPD lists no segment".into());
     }
     Ok(out)
 }

@@ -6,7 +6,7 @@
 
 use sha2::{Digest, Sha256};
 use shoal::fetch::signed_digests::{self, ProviderKey};
-use shoal::manifest::hls;
+use shoal::manifest::{dash, hls};
 use std::ffi::OsStr;
 use std::fmt::Debug;
 use std::path::Path;
@@ -135,6 +135,99 @@ fn a_signed_list_names_every_segment_and_init_section_and_verifies() {
 }
 
 #[test]
+fn a_signed_mpd_list_names_every_representations_segments_as_its_swarm_keys_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, len: u32, seed: u32| {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * seed + seed) as u8).collect();
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, &bytes).unwrap();
+        bytes
+    };
+    // Video: `$Number$` template, 3 segments of 2 s in 6 s. Audio: a SegmentList whose
+    // initialization and segments are byte ranges of one file.
+    let init_v = file("v/init.mp4", 200, 3);
+    let segs: Vec<Vec<u8>> = (1..=3)
+        .map(|n| file(&format!("v/seg-{n}.m4s"), 1000 + n, 5 + n))
+        .collect();
+    let audio = file("a/audio.mp4", 4000, 11);
+    let mpd = dir.path().join("stream.mpd");
+    std::fs::write(
+        &mpd,
+        r#"<?xml version="1.0"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT6S">
+  <Period id="p0">
+    <AdaptationSet mimeType="video/mp4">
+      <SegmentTemplate timescale="1000" duration="2000" startNumber="1" media="v/seg-$Number$.m4s" initialization="v/init.mp4"/>
+      <Representation id="v1" bandwidth="1000000"/>
+    </AdaptationSet>
+    <AdaptationSet mimeType="audio/mp4">
+      <Representation id="a1" bandwidth="64000">
+        <SegmentList timescale="1000" duration="3000">
+          <Initialization sourceURL="a/audio.mp4" range="0-99"/>
+          <SegmentURL media="a/audio.mp4" mediaRange="100-1999"/>
+          <SegmentURL media="a/audio.mp4" mediaRange="2000-3999"/>
+        </SegmentList>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>"#,
+    )
+    .unwrap();
+    let (private, public) = keygen(dir.path(), "provider.key");
+    let said = ok(&[
+        "digests",
+        "sign",
+        "--key",
+        &private,
+        "--mpd",
+        mpd.to_str().unwrap(),
+    ]);
+    assert!(said.contains("7 entries"), "{said}");
+    let list = std::fs::read(dir.path().join("stream.mpd.sha256")).unwrap();
+    let sig = std::fs::read(dir.path().join("stream.mpd.sha256.sig")).unwrap();
+    let line = |bytes: &[u8], uri: &str, range: &str| {
+        format!("{} {} {uri}{range}\n", hex_sha(bytes), bytes.len())
+    };
+    let mut want_text = line(&init_v, "v/init.mp4", "");
+    for (n, s) in segs.iter().enumerate() {
+        want_text += &line(s, &format!("v/seg-{}.m4s", n + 1), "");
+    }
+    want_text += &line(&audio[..100], "a/audio.mp4", " 100@0");
+    want_text += &line(&audio[100..2000], "a/audio.mp4", " 1900@100");
+    want_text += &line(&audio[2000..], "a/audio.mp4", " 2000@2000");
+    assert_eq!(String::from_utf8(list.clone()).unwrap(), want_text);
+
+    // Served from a CDN, the list verifies and keys its entries as the nodes' DASH swarms do.
+    let key: ProviderKey = std::fs::read_to_string(&public)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let origin = url::Url::parse("https://cdn.example.com/show/stream.mpd").unwrap();
+    let list_url = signed_digests::list_url(&origin, signed_digests::DEFAULT_SUFFIX);
+    let digests = signed_digests::verified_digests(&key, &list_url, &list, &sig).unwrap();
+    let model = dash::parse(
+        &std::fs::read(&mpd).unwrap(),
+        &origin,
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let want: Vec<_> = model.periods[0]
+        .representations
+        .iter()
+        .flat_map(|r| {
+            r.init
+                .iter()
+                .map(|i| i.key.clone())
+                .chain(r.segments.iter().map(|s| s.resource.key.clone()))
+        })
+        .collect();
+    let got: Vec<_> = digests.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
 fn what_cannot_be_signed_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (private, public) = keygen(dir.path(), "provider.key");
@@ -185,6 +278,11 @@ fn what_cannot_be_signed_is_refused_with_a_reason() {
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nhttps://cdn.example.com/a.ts\n",
     );
     refused(&sign(&private, &remote), "not a file");
+    let on_demand = write(
+        "on-demand.mpd",
+        r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT4S"><Period><AdaptationSet mimeType="video/mp4"><Representation id="v" bandwidth="1"><BaseURL>short.ts</BaseURL><SegmentBase indexRange="0-3"/></Representation></AdaptationSet></Period></MPD>"#,
+    );
+    refused(&sign(&private, &on_demand), "SegmentBase");
     let mut bad_suffix = sign(&private, &good);
     bad_suffix.extend(["--suffix".into(), "/x".into()]);
     refused(&bad_suffix, "suffix");
