@@ -431,6 +431,8 @@ async fn follow_haves(
             }
             HaveMsg::Have { segment } => swarm.peer_has(peer, [segment]),
             HaveMsg::Lost { segment } => swarm.peer_lost(peer, &segment),
+            HaveMsg::Free => swarm.peer_free(peer),
+            HaveMsg::Unknown => {}
         }
     }
     Ok(())

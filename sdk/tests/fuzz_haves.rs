@@ -44,6 +44,7 @@ fn msg() -> impl Strategy<Value = HaveMsg> {
         prop::collection::vec(key(), 0..8).prop_map(|segments| HaveMsg::Snapshot { segments }),
         key().prop_map(|segment| HaveMsg::Have { segment }),
         key().prop_map(|segment| HaveMsg::Lost { segment }),
+        Just(HaveMsg::Free),
     ]
 }
 
@@ -52,7 +53,7 @@ fn bad_line() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         Just(b"{\"t\":\"have\",\"segment\":\"\"}".to_vec()),
         Just(b"{\"t\":\"have\",\"segment\":\"a b\"}".to_vec()),
-        Just(b"{\"t\":\"gone\",\"segment\":\"a\"}".to_vec()),
+        Just(b"{\"t\":\"have\",\"segment\":\"a\"".to_vec()),
         Just(b"{\"t\":\"have\"}".to_vec()),
         Just(b"[1,2,3]".to_vec()),
         Just(vec![0xff, 0xfe, b'{']),
@@ -62,6 +63,25 @@ fn bad_line() -> impl Strategy<Value = Vec<u8>> {
                 .then(|| s.into_bytes())
         }),
     ]
+}
+
+#[test]
+fn a_later_revisions_message_is_skipped_and_the_stream_goes_on() {
+    let got = read(vec![br#"{"t":"pieces","segment":"a","bits":"ff"}
+{"t":"have","segment":"b"}
+{"t":"free"}
+"#
+    .to_vec()]);
+    assert_eq!(
+        got,
+        vec![
+            Ok(HaveMsg::Unknown),
+            Ok(HaveMsg::Have {
+                segment: SegmentKey::new("b").unwrap()
+            }),
+            Ok(HaveMsg::Free),
+        ]
+    );
 }
 
 proptest! {

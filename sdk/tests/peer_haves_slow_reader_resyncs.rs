@@ -62,6 +62,7 @@ async fn lagging_reader_gets_a_new_snapshot_and_converges() {
                 HaveMsg::Lost { segment } => {
                     known.remove(&segment);
                 }
+                HaveMsg::Free | HaveMsg::Unknown => {}
             }
         }
     }

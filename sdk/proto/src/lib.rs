@@ -473,6 +473,14 @@ pub enum HaveMsg {
         /// The segment dropped.
         segment: SegmentKey,
     },
+    /// The node's uplink takes uploads again after it answered "busy": a neighbour told to
+    /// come back later may ask now (a capped uplink often frees early, when the transfer it
+    /// was busy with is cut by its downloader's deadline).
+    Free,
+    /// A line of a later protocol revision: skipped, so that new message types do not break
+    /// older readers' streams.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Longest line a `haves` stream may carry; a reader drops the connection past it.
@@ -494,6 +502,7 @@ impl HaveMsg {
             HaveMsg::Have { segment } | HaveMsg::Lost { segment } => {
                 segment.validate().map_err(HaveParseError::Field)?
             }
+            HaveMsg::Free | HaveMsg::Unknown => {}
         }
         Ok(msg)
     }
@@ -583,6 +592,20 @@ mod tests {
         );
         assert!(HaveMsg::parse_line(br#"{"t":"have","segment":""}"#).is_err());
         assert!(HaveMsg::parse_line(b"junk").is_err());
+        assert_eq!(
+            HaveMsg::parse_line(br#"{"t":"free"}"#).unwrap(),
+            HaveMsg::Free
+        );
+        assert_eq!(
+            serde_json::to_string(&HaveMsg::Free).unwrap(),
+            r#"{"t":"free"}"#
+        );
+        // A message type of a later revision is skipped, not an error that ends the stream.
+        assert_eq!(
+            HaveMsg::parse_line(br#"{"t":"pieces","segment":"abc/1","bits":"ff"}"#).unwrap(),
+            HaveMsg::Unknown
+        );
+        assert!(HaveMsg::parse_line(br#"{"segment":"abc/1"}"#).is_err());
     }
 
     proptest::proptest! {

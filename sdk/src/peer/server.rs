@@ -18,7 +18,7 @@ use shoal_proto::{HaveMsg, SegmentKey, SwarmId, MAX_HAVE_LINE};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -113,6 +113,39 @@ struct Shared {
     uploaded: Counter,
     /// Turns true on shutdown; ends the otherwise endless `haves` streams.
     closing: watch::Receiver<bool>,
+    /// Tells the `haves` streams when the uplink takes uploads again after a "busy".
+    free: Arc<FreeSignal>,
+}
+
+/// Whether the uplink turned a downloader away since it last had room, and a counter that
+/// moves each time it has room again after one: every `haves` stream then says `free`, so
+/// neighbours waiting out a `retry-after` (computed as if the running upload would go to its
+/// end) may come back as soon as the uplink is free.
+#[derive(Debug)]
+struct FreeSignal {
+    refused: AtomicBool,
+    generation: watch::Sender<u64>,
+}
+
+impl FreeSignal {
+    fn new() -> Self {
+        Self {
+            refused: AtomicBool::new(false),
+            generation: watch::channel(0).0,
+        }
+    }
+
+    /// A downloader was answered "busy".
+    fn refused(&self) {
+        self.refused.store(true, Ordering::Release);
+    }
+
+    /// The uplink would admit an upload now.
+    fn room(&self) {
+        if self.refused.swap(false, Ordering::AcqRel) {
+            self.generation.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
 }
 
 /// A running peer server. Stops gracefully with [`PeerServer::shutdown`]; dropping it stops
@@ -156,6 +189,7 @@ impl PeerServer {
             chunk,
             uploaded: config.uploaded.clone(),
             closing: closing_rx.clone(),
+            free: Arc::new(FreeSignal::new()),
         });
         let task = tokio::spawn(accept_loop(listener, acceptor, shared, config, closing_rx));
         Ok(PeerServer {
@@ -365,6 +399,7 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<RespBody> {
                 },
                 // Parts are served from whole segments only; come back when it is.
                 None if part.is_some() && shared.cache.partial(&swarm, &key).is_some() => {
+                    // Not the uplink's doing: no `free` will follow.
                     return busy(MIN_BUSY_WAIT * 4);
                 }
                 None => match shared.cache.partial(&swarm, &key) {
@@ -377,9 +412,11 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<RespBody> {
                 },
             };
             let Ok(permit) = Arc::clone(&shared.uploads).try_acquire_owned() else {
+                shared.free.refused();
                 return busy(Duration::from_secs(BUSY_RETRY_AFTER_SECS.into()));
             };
             if let Err(wait) = admit(shared, source.len()) {
+                shared.free.refused();
                 return busy(wait);
             }
             let mut r = segment_response(shared, source, permit);
@@ -492,12 +529,28 @@ fn segment_response(
         /// The server's backlog when this upload was admitted under a cap; what is not sent
         /// leaves it when the upload ends, finished or not.
         backlog: Option<Arc<AtomicU64>>,
-        _permit: OwnedSemaphorePermit,
+        /// The backlog under which another upload is admitted.
+        room: u64,
+        free: Arc<FreeSignal>,
+        permit: Option<OwnedSemaphorePermit>,
+    }
+    impl Upload {
+        /// `n` bytes of the backlog are gone (sent, or dropped with the upload).
+        fn release(&self, n: u64) {
+            if let Some(b) = &self.backlog {
+                if b.fetch_sub(n, Ordering::AcqRel).saturating_sub(n) <= self.room {
+                    self.free.room();
+                }
+            }
+        }
     }
     impl Drop for Upload {
         fn drop(&mut self) {
-            if let Some(b) = &self.backlog {
-                b.fetch_sub(self.left, Ordering::AcqRel);
+            // The upload slot first, so that a downloader told `free` finds it open.
+            self.permit.take();
+            self.release(self.left);
+            if self.backlog.is_none() {
+                self.free.room();
             }
         }
     }
@@ -508,7 +561,9 @@ fn segment_response(
         limiter: shared.limiter.clone(),
         uploaded: shared.uploaded.clone(),
         backlog: shared.rate.map(|_| shared.backlog.clone()),
-        _permit: permit,
+        room: shared.rate.map_or(u64::MAX, admit_room),
+        free: shared.free.clone(),
+        permit: Some(permit),
     };
     let stream = futures::stream::unfold(upload, |mut up| async move {
         // `None` drops the permit before the end of stream is sent.
@@ -530,9 +585,7 @@ fn segment_response(
         let n = piece.len() as u64;
         up.uploaded.inc_by(n);
         up.left = up.left.saturating_sub(n);
-        if let Some(b) = &up.backlog {
-            b.fetch_sub(n, Ordering::AcqRel);
-        }
+        up.release(n);
         Some((Ok(Frame::data(piece)), up))
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
@@ -586,6 +639,8 @@ struct Haves {
     pending: std::vec::IntoIter<Bytes>,
     /// The cache is gone: send what is due, then end.
     done: bool,
+    /// Moves when the uplink has room again after a "busy" (see [`FreeSignal`]).
+    free: watch::Receiver<u64>,
 }
 
 impl Haves {
@@ -638,6 +693,11 @@ impl Haves {
             let event = tokio::select! {
                 _ = self.closing.wait_for(|c| *c) => return None,
                 event = self.events.recv() => event,
+                // The sender lives as long as the server, which outlives its streams.
+                Ok(()) = self.free.changed() => {
+                    out.extend_from_slice(&ndjson_line(&HaveMsg::Free));
+                    continue;
+                }
             };
             match event {
                 Ok(e) => self.push_event(e, &mut out),
@@ -659,6 +719,7 @@ fn haves_response(shared: &Shared, swarm: SwarmId) -> Response<RespBody> {
         closing: shared.closing.clone(),
         pending,
         done: false,
+        free: shared.free.generation.subscribe(),
     };
     let stream = futures::stream::unfold(state, Haves::next_chunk)
         .map(|chunk| Ok::<_, std::io::Error>(Frame::data(chunk)));

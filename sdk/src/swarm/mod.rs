@@ -284,6 +284,21 @@ impl Swarm {
         self.have_notify.notify_waiters();
     }
 
+    /// A neighbour that answered "busy" says its uplink takes uploads again: it may be asked
+    /// at once rather than after the wait it asked for.
+    pub fn peer_free(&self, peer: &PeerId) {
+        {
+            let mut st = self.lock();
+            let Some(n) = st.neighbours.get_mut(peer) else {
+                return;
+            };
+            if n.stats.busy_until.take().is_none() {
+                return;
+            }
+        }
+        self.have_notify.notify_waiters();
+    }
+
     /// One awaited neighbour snapshot arrived or will never come; ends discovery after the last.
     pub fn snapshot_settled(&self) {
         let done = {
