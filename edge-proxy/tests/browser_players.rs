@@ -20,7 +20,7 @@ use shoal_testkit::{LiveDash, LiveDashOpts, LiveHls, LiveHlsOpts, Nginx};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::{sum, Edge};
+use support::{assert_swarm_offload, Edge};
 
 /// Seconds each player is watched after its startup.
 const WATCH_SECS: u64 = 62;
@@ -173,17 +173,7 @@ async fn hls_js_and_dash_js_in_chromium_play_live_through_proxies_and_every_pane
         "no screenshot"
     );
 
-    for (i, e) in edges.iter().enumerate() {
-        let m = e.metrics().await;
-        let p2p = sum(&m, "shoal_edge_bytes_total{source=\"p2p\"}");
-        let cdn = sum(&m, "shoal_edge_bytes_total{source=\"cdn\"}");
-        let ratio = p2p / (p2p + cdn);
-        eprintln!("edge {i}: offload {ratio:.3} (p2p {p2p} B, cdn {cdn} B)");
-        assert!(
-            ratio > 0.5,
-            "edge {i} offload {ratio:.2} (p2p {p2p}, cdn {cdn})"
-        );
-    }
+    assert_swarm_offload(&edges).await;
 
     // The provider's view of the same run, while everything still runs.
     let run_end = unix_now();

@@ -13,7 +13,7 @@ mod support;
 
 use shoal_testkit::{AccessLogEntry, LiveDash, LiveDashOpts, Nginx};
 use std::time::Duration;
-use support::{node_config, tracker_for};
+use support::{node_config, tracker_for, wait_until_met};
 
 /// Whether the tracker's digest service made this request.
 fn is_tracker(r: &AccessLogEntry) -> bool {
@@ -81,21 +81,7 @@ async fn the_next_time_named_segments_are_fetched_without_an_mpd_reload() {
         proxied.push(url);
     }
     // Once each knows the other in both swarms (video, audio), one seeds each segment.
-    let peers = |n: &shoal::Node| {
-        n.metrics_text()
-            .lines()
-            .find_map(|l| l.strip_prefix("shoal_edge_peers "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while nodes.iter().any(|n| peers(n) < 2.0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the nodes never met"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_met(&nodes, 2.0).await;
     let before = nginx.requests().unwrap().len();
     let mut mpd = String::new();
     for url in &proxied {

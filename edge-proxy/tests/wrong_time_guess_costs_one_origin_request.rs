@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use support::{node_config, tracker_for};
+use support::{node_config, tracker_for, wait_until_met};
 use tokio::net::TcpListener;
 
 /// Segment duration, milliseconds (timescale 1000).
@@ -139,21 +139,7 @@ async fn a_wrong_guess_is_asked_of_the_origin_once_per_swarm() {
         urls.push(url);
     }
     // Once each knows the other, one of them seeds each segment.
-    let peers = |n: &shoal::Node| {
-        n.metrics_text()
-            .lines()
-            .find_map(|l| l.strip_prefix("shoal_edge_peers "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while nodes.iter().any(|n| peers(n) < 1.0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the nodes never met"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_met(&nodes, 1.0).await;
 
     // Just after a segment is complete, both nodes load the MPD, and the packager stops:
     // nothing past what it lists will ever be published.

@@ -209,8 +209,8 @@ pub async fn load_playlist(node: &shoal::Node, url: &url::Url) -> (url::Url, Str
 /// bytes the players got came from peers, and every viewer got a real share from peers.
 ///
 /// Each viewer is held to a lower floor than the swarm: every segment leaves the origin once,
-/// through whichever member rendezvous hashing ranks first for it (a third of the segments
-/// for each of three members, give or take the draw of random peer ids), and a late joiner
+/// through whichever member rendezvous hashing ranks first for it (1/N of the segments for
+/// each of N members, give or take the draw of random peer ids), and a late joiner
 /// fetches its first segments from the origin (no buffer, so no time to look for peers).
 pub async fn assert_swarm_offload(edges: &[Edge]) {
     let (mut all_p2p, mut all_cdn) = (0.0, 0.0);
@@ -233,4 +233,24 @@ pub async fn assert_swarm_offload(edges: &[Edge]) {
         ratio > 0.5,
         "swarm offload {ratio:.2} (p2p {all_p2p}, cdn {all_cdn})"
     );
+}
+
+/// Waits until every in-process node has at least `peers` neighbours over all its swarms
+/// (`shoal_edge_peers`): from then on the nodes agree on who seeds each segment.
+pub async fn wait_until_met(nodes: &[shoal::Node], peers: f64) {
+    let count = |n: &shoal::Node| {
+        n.metrics_text()
+            .lines()
+            .find_map(|l| l.strip_prefix("shoal_edge_peers "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while nodes.iter().any(|n| count(n) < peers) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the nodes never met"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
