@@ -11,16 +11,9 @@
 
 mod support;
 
-use shoal_testkit::{AccessLogEntry, LiveDash, LiveDashOpts, Nginx};
+use shoal_testkit::{LiveDash, LiveDashOpts, Nginx};
 use std::time::Duration;
-use support::{node_config, tracker_for, wait_until_met};
-
-/// Whether the tracker's digest service made this request.
-fn is_tracker(r: &AccessLogEntry) -> bool {
-    r.user_agent
-        .as_deref()
-        .is_some_and(|ua| ua.starts_with("shoal-tracker/"))
-}
+use support::{is_tracker, node_config, tracker_for, wait_until_met};
 
 /// `(start, duration)` of each segment of the `n`th `SegmentTimeline` in `mpd`.
 fn timeline(mpd: &str, n: usize) -> Vec<(u64, u64)> {
@@ -81,7 +74,7 @@ async fn the_next_time_named_segments_are_fetched_without_an_mpd_reload() {
         proxied.push(url);
     }
     // Once each knows the other in both swarms (video, audio), one seeds each segment.
-    wait_until_met(&nodes, 2.0).await;
+    wait_until_met(&nodes, 2).await;
     let before = nginx.requests().unwrap().len();
     let mut mpd = String::new();
     for url in &proxied {

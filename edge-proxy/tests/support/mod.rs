@@ -235,22 +235,23 @@ pub async fn assert_swarm_offload(edges: &[Edge]) {
     );
 }
 
-/// Waits until every in-process node has at least `peers` neighbours over all its swarms
-/// (`shoal_edge_peers`): from then on the nodes agree on who seeds each segment.
-pub async fn wait_until_met(nodes: &[shoal::Node], peers: f64) {
-    let count = |n: &shoal::Node| {
-        n.metrics_text()
-            .lines()
-            .find_map(|l| l.strip_prefix("shoal_edge_peers "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+/// Waits until every in-process node has at least `peers` neighbours over all its swarms:
+/// from then on the nodes agree on who seeds each segment.
+pub async fn wait_until_met(nodes: &[shoal::Node], peers: i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while nodes.iter().any(|n| count(n) < peers) {
+    while nodes.iter().any(|n| n.stats().peers < peers) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the nodes never met"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether the tracker's digest service made this origin request (it fetches on its own
+/// account, with its own user agent).
+pub fn is_tracker(r: &shoal_testkit::AccessLogEntry) -> bool {
+    r.user_agent
+        .as_deref()
+        .is_some_and(|ua| ua.starts_with("shoal-tracker/"))
 }

@@ -80,6 +80,15 @@ impl Mode {
     fn origin_allowed(self) -> bool {
         self != Mode::PeersOnly
     }
+
+    /// Whether the scheduler's turn to the origin, for `reason`, is taken in this mode: a
+    /// probe lets only the segment's seeders settle the guess.
+    fn takes_origin_for(self, reason: FallbackReason) -> bool {
+        match self {
+            Mode::Probe => reason == FallbackReason::Seeder,
+            m => m.origin_allowed(),
+        }
+    }
 }
 
 /// Gets `key` of `swarm` by `deadline` for P2P (origin after that, unless `mode` is
@@ -252,8 +261,7 @@ async fn run(
                 }
             }
             Decision::Origin(reason) => {
-                let probing = mode == Mode::Probe && reason != FallbackReason::Seeder;
-                if !mode.origin_allowed() || probing {
+                if !mode.takes_origin_for(reason) {
                     return Err(FetchError::NoPeer);
                 }
                 return from_origin(shared, swarm, key, reason).await;
