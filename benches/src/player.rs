@@ -145,8 +145,23 @@ pub struct PlayerReport {
     pub corrupt: u64,
     /// Failed requests (status or transport).
     pub errors: u64,
+    /// What the first few failed requests were (URL and why), to say what went wrong.
+    pub error_samples: Vec<String>,
     /// Sequence numbers received (for the swarm's minimum origin bytes).
     pub received: Vec<u64>,
+}
+
+/// Failed requests whose description a report keeps.
+const ERROR_SAMPLES: usize = 5;
+
+impl PlayerReport {
+    /// Counts a failed request, keeping the first few descriptions.
+    fn failed(&mut self, why: String) {
+        self.errors += 1;
+        if self.error_samples.len() < ERROR_SAMPLES {
+            self.error_samples.push(why);
+        }
+    }
 }
 
 /// Live counters a progress line can read while players run.
@@ -174,8 +189,8 @@ pub async fn play(
     let mut report = PlayerReport::default();
     let base = match url::Url::parse(&manifest_url) {
         Ok(u) => u,
-        Err(_) => {
-            report.errors += 1;
+        Err(e) => {
+            report.failed(format!("manifest URL {manifest_url}: {e}"));
             return report;
         }
     };
@@ -196,7 +211,7 @@ pub async fn play(
                     next_refresh = now + v.refresh_period().unwrap_or(segment_duration);
                     view = Some(v);
                 }
-                Err(()) => report.errors += 1,
+                Err(why) => report.failed(why),
             }
         }
         let window = view.as_ref().and_then(View::window);
@@ -255,8 +270,8 @@ pub async fn play(
                             next = Some(seq + 1);
                         }
                     }
-                    Err(()) => {
-                        report.errors += 1;
+                    Err(why) => {
+                        report.failed(why);
                         // Do not hammer a failing node: retry at the next refresh.
                         tokio::select! {
                             _ = tokio::time::sleep_until(next_refresh) => {}
@@ -418,15 +433,24 @@ impl View {
         format: Format,
         http: &reqwest::Client,
         url: &url::Url,
-    ) -> Result<(u64, View), ()> {
-        let resp = http.get(url.as_str()).send().await.map_err(|_| ())?;
+    ) -> Result<(u64, View), String> {
+        let resp = http
+            .get(url.as_str())
+            .send()
+            .await
+            .map_err(|e| format!("manifest {url}: {e}"))?;
         if !resp.status().is_success() {
-            return Err(());
+            return Err(format!("manifest {url}: status {}", resp.status()));
         }
-        let body = resp.bytes().await.map_err(|_| ())?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("manifest {url}: body: {e}"))?;
+        let unreadable = || format!("manifest {url}: does not parse");
         let view = match format {
             Format::Hls => {
-                let playlist = m3u8_rs::parse_media_playlist_res(&body).map_err(|_| ())?;
+                let playlist =
+                    m3u8_rs::parse_media_playlist_res(&body).map_err(|_| unreadable())?;
                 let seqs: Vec<u64> = playlist
                     .segments
                     .iter()
@@ -441,7 +465,9 @@ impl View {
                     _ => None,
                 })
             }
-            Format::Dash => View::Dash(Box::new(DashView::parse(&body, url).ok_or(())?)),
+            Format::Dash => View::Dash(Box::new(
+                DashView::parse(&body, url).ok_or_else(unreadable)?,
+            )),
         };
         Ok((body.len() as u64, view))
     }
@@ -487,17 +513,24 @@ impl View {
 
 /// A segment's bytes and how many of them came from peers (`x-shoal-p2p-bytes`; a transfer
 /// from a peer that ran out of time is finished by the origin, so a segment can be part P2P).
-async fn fetch_segment(http: &reqwest::Client, url: &str) -> Result<(bytes::Bytes, u64), ()> {
-    let resp = http.get(url).send().await.map_err(|_| ())?;
+async fn fetch_segment(http: &reqwest::Client, url: &str) -> Result<(bytes::Bytes, u64), String> {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
     if !resp.status().is_success() {
-        return Err(());
+        return Err(format!("{url}: status {}", resp.status()));
     }
     let p2p = resp
         .headers()
         .get("x-shoal-p2p-bytes")
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .unwrap_or(0);
-    let body = resp.bytes().await.map_err(|_| ())?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("{url}: body: {e}"))?;
     Ok((body, p2p))
 }
 

@@ -100,6 +100,9 @@ pub struct RunResult {
     pub corrupt_segments: u64,
     /// Requests that failed.
     pub player_errors: u64,
+    /// What the first failed requests were, a few per player (URL and why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub player_error_samples: Vec<String>,
     /// Tracker announces answered.
     pub announces: Option<u64>,
     /// Tracker announces per second.
@@ -145,6 +148,7 @@ impl RunResult {
         let mut startups = Vec::new();
         let mut never_started = 0;
         let (mut corrupt, mut errors) = (0, 0);
+        let mut error_samples = Vec::new();
         for p in players {
             bytes.p2p += p.p2p_bytes;
             bytes.cdn_segments += p.cdn_bytes;
@@ -158,6 +162,7 @@ impl RunResult {
             }
             corrupt += p.corrupt;
             errors += p.errors;
+            error_samples.extend(p.error_samples.iter().cloned());
         }
         stalls.seconds_per_hour = if stalls.viewing_hours > 0.0 {
             stalls.seconds / stalls.viewing_hours
@@ -199,6 +204,7 @@ impl RunResult {
             startup_samples_ms: startups,
             corrupt_segments: corrupt,
             player_errors: errors,
+            player_error_samples: error_samples,
             announces,
             announces_per_sec: announces.map(|a| a as f64 / elapsed_secs.max(0.001)),
             links: Vec::new(),

@@ -19,7 +19,7 @@ pub async fn short_run_keeps_its_invariants(configure: impl FnOnce(&mut RunConfi
     // for that sequence number (the player hashes each one).
     assert_eq!(r.viewers, nodes);
     assert_eq!(r.startup.never_started, 0);
-    assert_eq!(r.player_errors, 0);
+    assert_eq!(r.player_errors, 0, "{:?}", r.player_error_samples);
     assert_eq!(r.corrupt_segments, 0);
     assert!(r.player_bytes.p2p + r.player_bytes.cdn_segments > 0);
 
