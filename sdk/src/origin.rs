@@ -63,15 +63,28 @@ impl OriginClient {
         range: Option<(u64, u64)>,
         max: u64,
     ) -> Result<Fetched, OriginError> {
-        let mut req = self.http.get(url.clone());
-        if let Some((offset, length)) = range {
-            let last = offset + length.saturating_sub(1);
-            req = req.header(http::header::RANGE, format!("bytes={offset}-{last}"));
-        }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| OriginError::Unreachable(e.to_string()))?;
+        let request = || {
+            let req = self.http.get(url.clone());
+            match range {
+                Some((offset, length)) => {
+                    let last = offset + length.saturating_sub(1);
+                    req.header(http::header::RANGE, format!("bytes={offset}-{last}"))
+                }
+                None => req,
+            }
+        };
+        // A GET that failed before any answer is sent once more: a kept-alive connection the
+        // origin closed just as the request went out fails this way, and a fresh one works.
+        let mut resp = match request().send().await {
+            Ok(r) => r,
+            Err(first) => {
+                tracing::debug!(%url, error = %first, "origin request failed before an answer; retrying once");
+                request()
+                    .send()
+                    .await
+                    .map_err(|e| OriginError::Unreachable(e.to_string()))?
+            }
+        };
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(OriginError::Status(status));
