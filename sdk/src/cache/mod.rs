@@ -246,6 +246,16 @@ pub struct PartialWriter {
 }
 
 impl PartialWriter {
+    /// The segment's full length.
+    pub fn len(&self) -> u64 {
+        self.partial.len()
+    }
+
+    /// Whether the segment is empty (zero-length).
+    pub fn is_empty(&self) -> bool {
+        self.partial.is_empty()
+    }
+
     /// Appends received bytes.
     pub fn push(&self, chunk: Bytes) {
         self.partial.push(chunk);

@@ -226,7 +226,19 @@ async fn run(
                 let Some(addr) = addr else { continue };
                 let outcome = match split {
                     Some(o) => o,
-                    None => from_peer(shared, swarm, key, &peer, addr, &mut deadline).await,
+                    None => {
+                        let origin_finishes = mode.origin_allowed();
+                        from_peer(
+                            shared,
+                            swarm,
+                            key,
+                            &peer,
+                            addr,
+                            &mut deadline,
+                            origin_finishes,
+                        )
+                        .await
+                    }
                 };
                 match outcome {
                     PeerOutcome::Verified(bytes) => {
@@ -236,11 +248,17 @@ async fn run(
                         return Ok((bytes, Provenance::Whole(Source::P2p)));
                     }
                     PeerOutcome::Failed => {}
-                    // Out of time part way: the origin sends only what is missing.
-                    PeerOutcome::Late(prefix) if mode.origin_allowed() => {
-                        return complete_from_origin(shared, swarm, key, &peer, prefix).await;
+                    // Out of time part way: the origin sends only what is missing, and
+                    // neighbours relaying the segment from us get the rest from that.
+                    PeerOutcome::Late { prefix, relay } if mode.origin_allowed() => {
+                        let outcome =
+                            complete_from_origin(shared, swarm, key, &peer, prefix.clone()).await;
+                        if let (Ok((bytes, _)), Some(relay)) = (&outcome, relay) {
+                            finish_relay(shared, swarm, key, relay, &prefix, bytes);
+                        }
+                        return outcome;
                     }
-                    PeerOutcome::Late(_) => {}
+                    PeerOutcome::Late { .. } => {}
                     // Asked to come back later: it may be asked again then.
                     PeerOutcome::Busy => {
                         tried.remove(&peer);
@@ -288,18 +306,25 @@ enum PeerOutcome {
     /// The bytes arrived but no trusted digest could be had: they are dropped.
     Unverifiable,
     /// The deadline came while the bytes were arriving: these are the ones received so far
-    /// (not verified yet; the rest is for the origin to send, and the whole is verified).
-    Late(Bytes),
+    /// (not verified yet; the rest is for the origin to send, and the whole is verified),
+    /// and the relay of them to neighbours, if the origin is to finish it.
+    Late {
+        prefix: Bytes,
+        relay: Option<PartialWriter>,
+    },
 }
 
 /// One transfer attempt from a neighbour, bounded by the deadline (which a player's request
 /// may tighten while it runs), with the trusted digest fetched alongside. No byte is returned
 /// unless its SHA-256 and size match the digest.
 ///
-/// The transfer runs as its own task: when the deadline comes first, the caller goes to the
-/// origin, and the transfer goes on if neighbours are relaying it from us (see
-/// `cache::partial`; cutting it would cut them too). Its bytes, once verified, still fill the
-/// cache and complete those relays. Without relays it is cut.
+/// The transfer runs as its own task. When the deadline comes first it is cut, and when
+/// `origin_finishes` the relay of its bytes to neighbours (see `cache::partial`) is handed
+/// to the caller with the bytes so far: the origin sends the rest to us, and we to them.
+/// Without that hand-over the uploader would go on sending the rest of a segment we already
+/// have, on the uplink capacity other members are waiting for (at a low upload cap, what
+/// P2P lacks). Only when the origin may not be asked (`PeersOnly`) does a relayed transfer
+/// go on to its end; its bytes, once verified, still fill the cache and complete the relays.
 async fn from_peer(
     shared: &Arc<Shared>,
     swarm: &Arc<Swarm>,
@@ -307,6 +332,7 @@ async fn from_peer(
     peer: &PeerId,
     addr: crate::peer::PeerAddr,
     deadline: &mut watch::Receiver<Instant>,
+    origin_finishes: bool,
 ) -> PeerOutcome {
     swarm.transfer_started(peer);
     let started = Instant::now();
@@ -326,6 +352,8 @@ async fn from_peer(
                     PeerOutcome::Failed
                 }
             };
+            // A relay neither finished (verified) nor handed over fails its readers now.
+            drop(lock(&received).relay.take());
             let _ = tx.send(outcome);
         }
     });
@@ -344,17 +372,21 @@ async fn from_peer(
             },
         }
     }
-    // Neighbours relaying it from us keep it going; otherwise it only takes the uploader's
-    // capacity from others (at low upload caps, capacity is what P2P lacks).
     let relayed = shared
         .cache
         .partial(&swarm.id, key)
         .is_some_and(|p| p.readers() > 0);
-    let prefix = received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .snapshot();
-    if !relayed {
+    let (prefix, relay) = {
+        let mut r = lock(&received);
+        if origin_finishes {
+            // From here on the transfer's bytes go nowhere: the relay has exactly `prefix`.
+            r.detached = true;
+            (r.snapshot(), r.relay.take())
+        } else {
+            (r.snapshot(), None)
+        }
+    };
+    if origin_finishes || !relayed {
         cancel.cancel();
     }
     tracing::debug!(
@@ -371,21 +403,51 @@ async fn from_peer(
     if prefix.is_empty() {
         PeerOutcome::Failed
     } else {
-        PeerOutcome::Late(prefix)
+        PeerOutcome::Late { prefix, relay }
     }
 }
 
-/// The bytes of a peer transfer received so far, in arrival order.
+/// Completes a relay handed over by a late peer transfer with the rest of `whole` (what the
+/// origin completed it with), once `whole` is cached; if `whole` does not begin with the
+/// bytes relayed so far (the origin's copy replaced bad peer bytes), the relay fails.
+fn finish_relay(
+    shared: &Arc<Shared>,
+    swarm: &Arc<Swarm>,
+    key: &SegmentKey,
+    relay: PartialWriter,
+    prefix: &Bytes,
+    whole: &Bytes,
+) {
+    if whole.len() != relay.len() as usize || !whole.starts_with(prefix) {
+        return;
+    }
+    relay.push(whole.slice(prefix.len()..));
+    shared.cache.insert(&swarm.id, key, whole.clone());
+    relay.finish();
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The bytes of a peer transfer received so far, in arrival order, and their relay to
+/// neighbours (each chunk goes to both at once, so the relay holds exactly these bytes).
 #[derive(Debug, Default)]
 struct Received {
     chunks: Vec<Bytes>,
     len: usize,
+    relay: Option<PartialWriter>,
+    /// The relay was handed to the origin's completion: later bytes are dropped.
+    detached: bool,
 }
 
 impl Received {
     fn push(&mut self, data: &Bytes) {
         self.len += data.len();
         self.chunks.push(data.clone());
+        if let Some(w) = self.relay.as_ref() {
+            w.push(data.clone());
+        }
     }
 
     /// The bytes so far as one buffer (copied once; the transfer may go on meanwhile).
@@ -410,27 +472,21 @@ async fn attempt(
 ) -> PeerOutcome {
     // Bytes are relayed to neighbours while they arrive (see `cache::partial`); the writer
     // is finished only after verification, and dropped (aborting the relays) otherwise.
-    let relay: std::sync::Mutex<Option<PartialWriter>> = std::sync::Mutex::new(None);
     let transfer = shared.peer_client.fetch_with(
         &addr,
         &swarm.id,
         key,
         shared.config.stall_timeout,
         |progress| {
-            let mut relay = relay.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = lock(received);
+            if r.detached {
+                return;
+            }
             match progress {
                 Progress::Started { len } => {
-                    *relay = shared.cache.begin_partial(&swarm.id, key, len);
+                    r.relay = shared.cache.begin_partial(&swarm.id, key, len);
                 }
-                Progress::Data(data) => {
-                    received
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(data);
-                    if let Some(w) = relay.as_ref() {
-                        w.push(data.clone());
-                    }
-                }
+                Progress::Data(data) => r.push(data),
             }
         },
     );
@@ -454,7 +510,7 @@ async fn attempt(
     shared.metrics.peer_bytes.inc_by(n);
     tracing::debug!(me = %swarm.peer_id, %peer, %key, elapsed = ?transfer.elapsed, "peer transfer verified");
     shared.cache.insert(&swarm.id, key, transfer.bytes.clone());
-    if let Some(w) = relay.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    if let Some(w) = lock(received).relay.take() {
         w.finish();
     }
     PeerOutcome::Verified(transfer.bytes)
