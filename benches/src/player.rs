@@ -440,7 +440,7 @@ impl View {
             .await
             .map_err(|e| format!("manifest {url}: {e}"))?;
         if !resp.status().is_success() {
-            return Err(format!("manifest {url}: status {}", resp.status()));
+            return Err(format!("manifest {url}: {}", failure(resp).await));
         }
         let body = resp
             .bytes()
@@ -511,6 +511,15 @@ impl View {
     }
 }
 
+/// A failed answer as a player's error says it: the status and the start of the body (the
+/// node's error pages say what went wrong, e.g. which origin request failed and how).
+async fn failure(resp: reqwest::Response) -> String {
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    format!("status {status}: {}", text.trim())
+}
+
 /// A segment's bytes and how many of them came from peers (`x-shoal-p2p-bytes`; a transfer
 /// from a peer that ran out of time is finished by the origin, so a segment can be part P2P).
 async fn fetch_segment(http: &reqwest::Client, url: &str) -> Result<(bytes::Bytes, u64), String> {
@@ -520,7 +529,7 @@ async fn fetch_segment(http: &reqwest::Client, url: &str) -> Result<(bytes::Byte
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     if !resp.status().is_success() {
-        return Err(format!("{url}: status {}", resp.status()));
+        return Err(format!("{url}: {}", failure(resp).await));
     }
     let p2p = resp
         .headers()
