@@ -3,13 +3,14 @@
 //! against the tracker's digest, and the player gets bytes identical to the origin's, most of
 //! which the CDN did not have to send again.
 
-use shoal::config::Rate;
 mod support;
 
 use shoal::{Node, NodeConfig};
 use shoal_testkit::{encode_vod_ladder, Nginx, VodLadder};
 use std::time::Duration;
-use support::{load_playlist, node_config, play_node, tracker_for};
+use support::{
+    get_segment, holder_behind, load_playlist, node_config, tracker_for, wait_until_met,
+};
 
 /// How long the second viewer's node lets peers try (its player has more buffer than this).
 const BUDGET: Duration = Duration::from_secs(1);
@@ -26,15 +27,9 @@ async fn a_late_peer_transfer_is_finished_with_an_origin_range_request() {
     // segment in about three times the second viewer's P2P budget.
     let seg1 = std::fs::read(nginx.file_for("/vod/ts/seg_00001.ts")).unwrap();
     let rate = seg1.len() as u64 * 8 / (3 * BUDGET.as_secs());
-    let first = Node::start(NodeConfig {
-        upload_limit: Some(Rate::from_bits_per_sec(rate)),
-        ..node_config(&origin, &tracker.url())
-    })
-    .await
-    .unwrap();
     let playlist_url = url::Url::parse(&nginx.url(VodLadder::TS)).unwrap();
-    let segments = play_node(&first, &playlist_url).await;
-    assert!(segments.len() >= 3, "{segments:?}");
+    let (first, segments) =
+        holder_behind(node_config(&origin, &tracker.url()), rate, &playlist_url).await;
     let http = reqwest::Client::new();
 
     // The second viewer: no read-ahead (its player's own requests are what is measured).
@@ -47,14 +42,7 @@ async fn a_late_peer_transfer_is_finished_with_an_origin_range_request() {
     .unwrap();
     let (base, _) = load_playlist(&second, &playlist_url).await;
     // Let it meet the first node and learn what that one holds.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while second.stats().peers == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the nodes never met"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_met(std::slice::from_ref(&second), 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The first segment goes to the origin (an empty buffer waits for nobody); it gives the
@@ -66,20 +54,7 @@ async fn a_late_peer_transfer_is_finished_with_an_origin_range_request() {
         .unwrap();
     assert!(r.status().is_success());
     r.bytes().await.unwrap();
-    let r = http
-        .get(base.join(&segments[1]).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    let header = |name: &str| {
-        r.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
-    let source = header("x-shoal-source");
-    let p2p: u64 = header("x-shoal-p2p-bytes").unwrap().parse().unwrap();
-    let body = r.bytes().await.unwrap();
+    let (source, p2p, body) = get_segment(&http, base.join(&segments[1]).unwrap()).await;
 
     assert_eq!(body.len(), seg1.len());
     assert!(

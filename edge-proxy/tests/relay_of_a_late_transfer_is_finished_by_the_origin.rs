@@ -3,13 +3,14 @@
 //! let go at once: it does not go on sending the rest of a segment we already have, on the
 //! uplink capacity other members wait for. Real nginx origin, tracker and three nodes.
 
-use shoal::config::Rate;
 mod support;
 
 use shoal::{Node, NodeConfig};
 use shoal_testkit::{encode_vod_ladder, Nginx, VodLadder};
 use std::time::Duration;
-use support::{load_playlist, node_config, play_node, tracker_for};
+use support::{
+    get_segment, holder_behind, load_playlist, node_config, tracker_for, wait_until_met,
+};
 
 /// How long the relaying node lets peers try.
 const BUDGET: Duration = Duration::from_secs(1);
@@ -26,16 +27,12 @@ async fn a_relayed_late_transfer_is_finished_from_the_origin_and_frees_the_uploa
     // on 127.0.0.2, which the third node excludes: the third can only get it by relay.
     let seg1 = std::fs::read(nginx.file_for("/vod/ts/seg_00001.ts")).unwrap();
     let rate = seg1.len() as u64 * 8 / (3 * BUDGET.as_secs());
-    let holder = Node::start(NodeConfig {
-        upload_limit: Some(Rate::from_bits_per_sec(rate)),
+    let playlist_url = url::Url::parse(&nginx.url(VodLadder::TS)).unwrap();
+    let holder_config = NodeConfig {
         peer_listen: "127.0.0.2:0".parse().unwrap(),
         ..node_config(&origin, &tracker.url())
-    })
-    .await
-    .unwrap();
-    let playlist_url = url::Url::parse(&nginx.url(VodLadder::TS)).unwrap();
-    let segments = play_node(&holder, &playlist_url).await;
-    assert!(segments.len() >= 3, "{segments:?}");
+    };
+    let (holder, segments) = holder_behind(holder_config, rate, &playlist_url).await;
     let uploaded_before = holder.shared().metrics.uploaded.get();
 
     let relay = Node::start(NodeConfig {
@@ -55,14 +52,8 @@ async fn a_relayed_late_transfer_is_finished_from_the_origin_and_frees_the_uploa
     .unwrap();
     let (relay_base, _) = load_playlist(&relay, &playlist_url).await;
     let (last_base, _) = load_playlist(&last, &playlist_url).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while relay.stats().peers < 2 || last.stats().peers == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the nodes never met"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_met(std::slice::from_ref(&relay), 2).await;
+    wait_until_met(std::slice::from_ref(&last), 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Both players get the first segment from the origin (an empty buffer waits for nobody),
@@ -78,22 +69,11 @@ async fn a_relayed_late_transfer_is_finished_from_the_origin_and_frees_the_uploa
         r.bytes().await.unwrap();
     }
 
-    let get = |base: url::Url| {
-        let (http, uri) = (http.clone(), segments[1].clone());
-        async move {
-            let r = http.get(base.join(&uri).unwrap()).send().await.unwrap();
-            assert!(r.status().is_success());
-            let header = |name: &str| {
-                r.headers()
-                    .get(name)
-                    .map(|v| v.to_str().unwrap().to_string())
-            };
-            let source = header("x-shoal-source");
-            let p2p: u64 = header("x-shoal-p2p-bytes").unwrap().parse().unwrap();
-            (source, p2p, r.bytes().await.unwrap())
-        }
-    };
-    let first_of_relay = tokio::spawn(get(relay_base.clone()));
+    let seg1_url = |base: &url::Url| base.join(&segments[1]).unwrap();
+    let first_of_relay = tokio::spawn({
+        let (http, url) = (http.clone(), seg1_url(&relay_base));
+        async move { get_segment(&http, url).await }
+    });
     // The relay's transfer from the holder is under way before the last node asks.
     let started = tokio::time::Instant::now() + Duration::from_secs(5);
     while holder.shared().metrics.uploaded.get() == uploaded_before {
@@ -101,7 +81,7 @@ async fn a_relayed_late_transfer_is_finished_from_the_origin_and_frees_the_uploa
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (last_source, last_p2p, last_body) = get(last_base.clone()).await;
+    let (last_source, last_p2p, last_body) = get_segment(&http, seg1_url(&last_base)).await;
     let (relay_source, relay_p2p, relay_body) = first_of_relay.await.unwrap();
 
     assert!(

@@ -255,3 +255,42 @@ pub fn is_tracker(r: &shoal_testkit::AccessLogEntry) -> bool {
         .as_deref()
         .is_some_and(|ua| ua.starts_with("shoal-tracker/"))
 }
+
+/// Starts a node with `config` behind an uplink of `rate_bps` bits per second whose player
+/// has played every segment of the media playlist at `url`: it holds them all. Returns it
+/// and the segment URIs.
+pub async fn holder_behind(
+    config: shoal::NodeConfig,
+    rate_bps: u64,
+    url: &url::Url,
+) -> (shoal::Node, Vec<String>) {
+    let node = shoal::Node::start(shoal::NodeConfig {
+        upload_limit: Some(shoal::config::Rate::from_bits_per_sec(rate_bps)),
+        ..config
+    })
+    .await
+    .unwrap();
+    let segments = play_node(&node, url).await;
+    assert!(segments.len() >= 3, "{segments:?}");
+    (node, segments)
+}
+
+/// A segment through a node's player front: where it came from (`x-shoal-source`), how many
+/// of its bytes came from peers (`x-shoal-p2p-bytes`), and its bytes.
+pub async fn get_segment(
+    http: &reqwest::Client,
+    url: url::Url,
+) -> (Option<String>, u64, bytes::Bytes) {
+    let r = http.get(url).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let source = header("x-shoal-source");
+    let p2p: u64 = header("x-shoal-p2p-bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (source, p2p, r.bytes().await.unwrap())
+}
