@@ -7,6 +7,12 @@ use shoal_tracker::token::{unix_now, Alg, Claims, Key, Keys};
 use std::path::{Path, PathBuf};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator: an announce allocates and frees many small
+/// buffers (request, JSON answer, neighbour list), and glibc's malloc/free were 7 % of the
+/// tracker's CPU under load (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
