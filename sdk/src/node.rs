@@ -268,7 +268,7 @@ async fn announce(
         // a node whose list is full, so without this the first nodes of a swarm end up the
         // neighbours of everyone (always busy) and the last ones of nobody (their uplinks
         // idle). With a full list, the neighbour that answered "busy" most since the last
-        // announce makes way for a member the tracker offered that we do not follow yet.
+        // rotation makes way for a member the tracker offered that we do not follow yet.
         if !st.discovering
             && to_connect.is_empty()
             && st.neighbours.len() >= shared.config.max_peers
@@ -290,13 +290,15 @@ async fn announce(
                     (n.peer_id.clone(), PeerAddr { addr, fingerprint })
                 })
             });
+            // The counts start again after a rotation only: the tracker offers a random few
+            // members, and when none of them is new the next announce's offer may be.
             if let (Some(busiest), Some(newcomer)) = (busiest, newcomer) {
                 unfollow(shared, &mut st, &busiest);
                 tracing::debug!(swarm = %swarm.id, dropped = %busiest, added = %newcomer.0, "neighbour rotated");
                 to_connect.push(newcomer);
-            }
-            for n in st.neighbours.values_mut() {
-                n.stats.busy_answers = 0;
+                for n in st.neighbours.values_mut() {
+                    n.stats.busy_answers = 0;
+                }
             }
         }
         let dropped: Vec<PeerId> = st
