@@ -227,17 +227,8 @@ async fn run(
                 let outcome = match split {
                     Some(o) => o,
                     None => {
-                        let origin_finishes = mode.origin_allowed();
-                        from_peer(
-                            shared,
-                            swarm,
-                            key,
-                            &peer,
-                            addr,
-                            &mut deadline,
-                            origin_finishes,
-                        )
-                        .await
+                        let origin = mode.origin_allowed();
+                        from_peer(shared, swarm, key, &peer, addr, &mut deadline, origin).await
                     }
                 };
                 match outcome {
@@ -378,13 +369,9 @@ async fn from_peer(
         .is_some_and(|p| p.readers() > 0);
     let (prefix, relay) = {
         let mut r = lock(&received);
-        if origin_finishes {
-            // From here on the transfer's bytes go nowhere: the relay has exactly `prefix`.
-            r.detached = true;
-            (r.snapshot(), r.relay.take())
-        } else {
-            (r.snapshot(), None)
-        }
+        // Handed over, the relay has exactly `prefix`: later bytes of the transfer go nowhere.
+        r.detached = origin_finishes;
+        (r.snapshot(), r.relay.take_if(|_| origin_finishes))
     };
     if origin_finishes || !relayed {
         cancel.cancel();
