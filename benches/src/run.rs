@@ -678,6 +678,7 @@ impl NodeTotals {
             for reason in [
                 FallbackReason::NoPeer,
                 FallbackReason::Seeder,
+                FallbackReason::Supply,
                 FallbackReason::PeerFailed,
                 FallbackReason::Integrity,
                 FallbackReason::P2pOff,

@@ -93,6 +93,15 @@ async fn live_swarm_delivers_identical_bytes_mostly_from_peers() {
 
     // Offload as each proxy and the tracker see it.
     assert_swarm_offload(&edges[..3]).await;
+    // Loopback peers send far faster than the stream plays: no proxy takes the swarm for
+    // one short of uplink, so no segment is fetched to supply it.
+    for (i, e) in edges.iter().enumerate().take(3) {
+        let supplied = sum(
+            &e.metrics().await,
+            "shoal_edge_fallbacks_total{reason=\"supply\"}",
+        );
+        assert_eq!(supplied, 0.0, "edge {i} supplied segments on loopback");
+    }
     // Final counters reach the tracker when the proxies leave.
     drop(players);
     for mut e in edges.into_iter().take(3) {

@@ -65,6 +65,9 @@ pub enum FallbackReason {
     NoPeer,
     /// This node was chosen by rendezvous hashing to fetch the segment from the origin first.
     Seeder,
+    /// The swarm's peer transfers are slower than the stream, and this node's idle uplink
+    /// fetched a fresh segment from the origin to pass it on (`fetch::capacity`).
+    Supply,
     /// A peer transfer failed or stalled and no time was left for another peer.
     PeerFailed,
     /// The bytes a peer sent did not match the trusted digest.
@@ -130,6 +133,7 @@ impl FallbackReason {
         match self {
             FallbackReason::NoPeer => "no_peer",
             FallbackReason::Seeder => "seeder",
+            FallbackReason::Supply => "supply",
             FallbackReason::PeerFailed => "peer_failed",
             FallbackReason::Integrity => "integrity",
             FallbackReason::P2pOff => "p2p_off",

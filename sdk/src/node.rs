@@ -94,6 +94,8 @@ pub struct Shared {
     pub(crate) dash: crate::front::DashState,
     /// Bytes of admitted uploads not yet sent (the peer server's backlog under its cap).
     pub upload_backlog: Arc<AtomicU64>,
+    /// Segment uploads the peer server is running now.
+    pub uploads_running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -115,6 +117,22 @@ impl Shared {
         self.upload_backlog
             .load(std::sync::atomic::Ordering::Acquire)
             <= crate::peer::server::admit_room(rate)
+    }
+
+    /// What the uplink is doing, for the seeding decisions of `fetch::scheduler::seed_role`.
+    /// Without an upload cap there is no backlog to measure: the uplink counts as idle only
+    /// with no upload running.
+    pub fn uplink(&self) -> crate::fetch::scheduler::Uplink {
+        let free = self.uplink_free();
+        let idle = match self.config.upload_limit {
+            Some(_) => free,
+            None => {
+                self.uploads_running
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    == 0
+            }
+        };
+        crate::fetch::scheduler::Uplink { free, idle }
     }
 
     /// Milliseconds since the node started.
@@ -534,6 +552,7 @@ impl Node {
             None => NodeIdentity::generate()?,
         };
         let upload_backlog = Arc::new(AtomicU64::new(0));
+        let uploads_running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let peer_server = PeerServer::bind(
             config.peer_listen,
             cache.clone(),
@@ -546,6 +565,7 @@ impl Node {
                 uploaded: metrics.uploaded.clone(),
                 refused: crate::peer::limits::Exclusions::new(config.exclude.clone()),
                 backlog: upload_backlog.clone(),
+                running: uploads_running.clone(),
                 ..Default::default()
             },
         )
@@ -601,6 +621,7 @@ impl Node {
             swarm_tasks: TaskTracker::new(),
             dash: Default::default(),
             upload_backlog,
+            uploads_running,
         });
         let front = tokio::spawn(crate::front::serve(shared.clone(), front_listener));
         tracing::info!(player = %player_addr, peer = %peer_addr, fingerprint = shared.identity.fingerprint(), "node started");

@@ -5,6 +5,7 @@
 //! the transfer, and a player request and a prefetch of the same segment share one fetch (the
 //! player's tighter deadline wins).
 
+pub mod capacity;
 mod digest_list;
 pub mod scheduler;
 pub mod signed_digests;
@@ -85,7 +86,7 @@ impl Mode {
     /// probe lets only the segment's seeders settle the guess.
     fn takes_origin_for(self, reason: FallbackReason) -> bool {
         match self {
-            Mode::Probe => reason == FallbackReason::Seeder,
+            Mode::Probe => matches!(reason, FallbackReason::Seeder | FallbackReason::Supply),
             m => m.origin_allowed(),
         }
     }
@@ -159,6 +160,7 @@ async fn obtain_once(
                         .get_or_create(&SourceLabel { source: label })
                         .observe(started.elapsed().as_secs_f64());
                     swarm.lock().sources.insert(key.clone(), *source);
+                    swarm.record_segment_size(&key, bytes.len() as u64);
                     shared.cache.insert(&swarm.id, &key, bytes.clone());
                 }
                 swarm.lock().in_flight.remove(&key);
@@ -209,7 +211,7 @@ async fn run(
             &tried,
             cfg.origin_seeders,
             cfg.min_peer_time,
-            shared.uplink_free(),
+            shared.uplink(),
         );
         match decision {
             Decision::Cache => {
@@ -351,18 +353,23 @@ async fn from_peer(
     loop {
         let until = *deadline.borrow_and_update();
         tokio::select! {
-            r = &mut rx => return r.unwrap_or(PeerOutcome::Failed),
+            r = &mut rx => {
+                sample_rate(swarm, &received);
+                return r.unwrap_or(PeerOutcome::Failed);
+            }
             _ = tokio::time::sleep_until(until) => break,
             // Tightened by a player: look again at the new deadline.
             changed = deadline.changed() => if changed.is_err() {
                 // The fetch's owner is gone; finish with the deadline we had.
                 if let Ok(Ok(r)) = tokio::time::timeout_at(until, &mut rx).await {
+                    sample_rate(swarm, &received);
                     return r;
                 }
                 break;
             },
         }
     }
+    sample_rate(swarm, &received);
     let relayed = shared
         .cache
         .partial(&swarm.id, key)
@@ -413,6 +420,17 @@ fn finish_relay(
     relay.finish();
 }
 
+/// Feeds the swarm's capacity estimate with the rate a transfer ran at since its first byte.
+fn sample_rate(swarm: &Swarm, received: &std::sync::Mutex<Received>) {
+    let (len, first_at) = {
+        let r = lock(received);
+        (r.len as u64, r.first_at)
+    };
+    if let Some(first_at) = first_at {
+        swarm.record_transfer_rate(len, first_at.elapsed());
+    }
+}
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -423,6 +441,8 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Received {
     chunks: Vec<Bytes>,
     len: usize,
+    /// When the first byte arrived.
+    first_at: Option<Instant>,
     relay: Option<PartialWriter>,
     /// The relay was handed to the origin's completion: later bytes are dropped.
     detached: bool,
@@ -430,6 +450,7 @@ struct Received {
 
 impl Received {
     fn push(&mut self, data: &Bytes) {
+        self.first_at.get_or_insert_with(Instant::now);
         self.len += data.len();
         self.chunks.push(data.clone());
         if let Some(w) = self.relay.as_ref() {

@@ -172,6 +172,9 @@ pub struct Situation<'a> {
     /// instant it fetches the segment from the origin unless a neighbour holds it by then
     /// (see [`seed_role`]); `None` for the others.
     pub seed_at: Option<Instant>,
+    /// The seeding at `seed_at` goes ahead even when neighbours hold the segment
+    /// ([`SeedRole::Supply`]).
+    pub supply: bool,
     /// Whether a neighbour may still announce the segment (it is new at the live edge, or a
     /// neighbour is fetching it); when false, waiting is pointless.
     pub have_expected: bool,
@@ -193,6 +196,9 @@ pub fn decide(s: &Situation<'_>) -> Decision {
     }
     if !s.p2p_allowed {
         return Decision::Origin(FallbackReason::P2pOff);
+    }
+    if s.supply && s.tried.is_empty() && s.seed_at.is_some_and(|at| s.now >= at) {
+        return Decision::Origin(FallbackReason::Supply);
     }
     let gave_up_reason = if s.tried.is_empty() {
         FallbackReason::NoPeer
@@ -276,6 +282,15 @@ pub fn seeders_for(configured: usize, members: usize) -> usize {
     ((members as f64).sqrt() / 1.6).round().clamp(1.0, 6.0) as usize
 }
 
+/// What the node's uplink is doing when it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uplink {
+    /// It would admit one more upload now (under a cap: its backlog is short).
+    pub free: bool,
+    /// It would pass a segment on at once: free, and without a cap, no upload running.
+    pub idle: bool,
+}
+
 /// How the node of `rank` seeds a fresh live segment, with `seeders` the swarm's seeder
 /// count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,6 +300,12 @@ pub enum SeedRole {
     /// Fetches it from the origin after a short wait, unless a neighbour announced it by then:
     /// the rest of the first `2 × seeders` ranks, while their uplink would take an upload now.
     StandIn,
+    /// Fetches it from the origin at once even when neighbours hold it: any rank, in a swarm
+    /// whose uplinks are slower than the stream (`fetch::capacity`), while this node's uplink
+    /// is idle ([`Uplink::idle`]). There most transfers end at a deadline and the origin sends
+    /// the rest anyway; fetched when the segment appears, those origin bytes give an idle
+    /// uplink something the other members lack, instead of serving one player late.
+    Supply,
 }
 
 /// This node's [`SeedRole`] for a segment, if any. A seeder is worth its origin copy only if
@@ -295,8 +316,16 @@ pub enum SeedRole {
 ///
 /// A swarm with a single seeder (fewer than about six members) has no stand-ins: there a
 /// second origin copy per segment costs more offload than a busy seeder's delay.
-pub fn seed_role(rank: usize, seeders: usize, uplink_free: bool) -> Option<SeedRole> {
-    if rank < seeders.div_ceil(2) {
+pub fn seed_role(
+    rank: usize,
+    seeders: usize,
+    uplink: Uplink,
+    swarm_short: bool,
+) -> Option<SeedRole> {
+    let uplink_free = uplink.free;
+    if swarm_short && uplink.idle {
+        Some(SeedRole::Supply)
+    } else if rank < seeders.div_ceil(2) {
         Some(SeedRole::Always)
     } else if seeders >= 2 && uplink_free && rank < 2 * seeders {
         Some(SeedRole::StandIn)
@@ -328,6 +357,11 @@ mod tests {
         PeerId::new(s).unwrap()
     }
 
+    /// An uplink that is free and idle, or neither.
+    fn up(free: bool) -> Uplink {
+        Uplink { free, idle: free }
+    }
+
     struct Fixture {
         key: SegmentKey,
         tried: HashSet<PeerId>,
@@ -350,6 +384,7 @@ mod tests {
                 cached: false,
                 p2p_allowed: true,
                 seed_at: None,
+                supply: false,
                 have_expected: true,
                 candidates,
                 tried: &self.tried,
@@ -656,17 +691,61 @@ mod tests {
     fn busy_seeders_are_stood_in_for_by_the_next_ranks() {
         use SeedRole::*;
         // Four seeders: ranks 0 and 1 always fetch at once.
-        assert_eq!(seed_role(0, 4, false), Some(Always));
-        assert_eq!(seed_role(1, 4, true), Some(Always));
+        assert_eq!(seed_role(0, 4, up(false), false), Some(Always));
+        assert_eq!(seed_role(1, 4, up(true), false), Some(Always));
         // Ranks 2 to 7 only with an uplink free to pass the segment on.
-        assert_eq!(seed_role(2, 4, false), None);
-        assert_eq!(seed_role(2, 4, true), Some(StandIn));
-        assert_eq!(seed_role(7, 4, true), Some(StandIn));
+        assert_eq!(seed_role(2, 4, up(false), false), None);
+        assert_eq!(seed_role(2, 4, up(true), false), Some(StandIn));
+        assert_eq!(seed_role(7, 4, up(true), false), Some(StandIn));
         // Beyond twice the count: never.
-        assert_eq!(seed_role(8, 4, true), None);
+        assert_eq!(seed_role(8, 4, up(true), false), None);
         // One seeder (a small swarm): it always fetches, and nobody stands in.
-        assert_eq!(seed_role(0, 1, false), Some(Always));
-        assert_eq!(seed_role(1, 1, true), None);
+        assert_eq!(seed_role(0, 1, up(false), false), Some(Always));
+        assert_eq!(seed_role(1, 1, up(true), false), None);
+    }
+
+    #[test]
+    fn in_a_short_swarm_every_free_uplink_supplies() {
+        use SeedRole::*;
+        // Any rank with a free uplink, beyond twice the seeder count too.
+        assert_eq!(seed_role(0, 4, up(true), true), Some(Supply));
+        assert_eq!(seed_role(30, 4, up(true), true), Some(Supply));
+        // A busy uplink falls back to the usual roles.
+        assert_eq!(seed_role(0, 4, up(false), true), Some(Always));
+        assert_eq!(seed_role(30, 4, up(false), true), None);
+        // Free to admit one more, but (without a cap) already uploading: not idle.
+        let running = Uplink {
+            free: true,
+            idle: false,
+        };
+        assert_eq!(seed_role(2, 4, running, true), Some(StandIn));
+        assert_eq!(seed_role(30, 4, running, true), None);
+    }
+
+    #[test]
+    fn a_supplier_fetches_at_once_though_a_neighbour_holds_it() {
+        let f = Fixture::new();
+        let (a, st) = (pid("a"), PeerStats::default());
+        let c = [Candidate {
+            peer: &a,
+            stats: &st,
+        }];
+        let s = Situation {
+            seed_at: Some(f.now),
+            supply: true,
+            ..f.situation(&c)
+        };
+        assert_eq!(decide(&s), Decision::Origin(FallbackReason::Supply));
+        // Once it has tried a peer for the segment, it is an ordinary fetch.
+        let tried = HashSet::from([a.clone()]);
+        let after = Situation {
+            tried: &tried,
+            ..s.clone()
+        };
+        assert_ne!(decide(&after), Decision::Origin(FallbackReason::Supply));
+        // Without the role, the holder is asked.
+        let plain = Situation { supply: false, ..s };
+        assert_eq!(decide(&plain), Decision::Peer(a));
     }
 
     #[test]

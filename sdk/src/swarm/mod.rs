@@ -120,6 +120,8 @@ pub struct SwarmState {
     /// Segments are not fetched in parts from several peers before this instant: a split
     /// fetch failed its digest, and only whole transfers tell which peer lied.
     pub no_split_until: Option<Instant>,
+    /// Whether one peer transfer runs as fast as the stream plays (see `fetch::capacity`).
+    pub capacity: crate::fetch::capacity::Capacity,
 }
 
 /// When a node that is not among a fresh segment's origin seeders stops waiting for a
@@ -348,7 +350,7 @@ impl Swarm {
         tried: &HashSet<PeerId>,
         origin_seeders: usize,
         min_peer_time: Duration,
-        uplink_free: bool,
+        uplink: scheduler::Uplink,
     ) -> (Decision, Option<PeerAddr>) {
         let st = self.lock();
         let holders: Vec<(&PeerId, &Neighbour)> = st
@@ -370,16 +372,20 @@ impl Swarm {
         let orphan_deadline = info
             .map(|i| orphan_deadline(i, rank, origin_seeders, st.target_duration))
             .unwrap_or(deadline);
+        // Supplying is for the segment just published, which every member still lacks.
+        let short = st.capacity.short() && fresh;
+        let role =
+            scheduler::seed_role(rank, origin_seeders, uplink, short).filter(|_| !st.discovering);
         let situation = Situation {
             now,
             deadline,
             orphan_deadline,
             cached,
             p2p_allowed: st.p2p_allowed,
-            seed_at: match scheduler::seed_role(rank, origin_seeders, uplink_free) {
-                _ if st.discovering => None,
+            supply: role == Some(scheduler::SeedRole::Supply),
+            seed_at: match role {
                 None => None,
-                Some(scheduler::SeedRole::Always) => Some(now),
+                Some(scheduler::SeedRole::Always | scheduler::SeedRole::Supply) => Some(now),
                 // Long enough for an earlier seeder's origin fetch and its `have` to arrive.
                 Some(scheduler::SeedRole::StandIn) => Some(
                     info.map_or(now, |i| i.revealed_at)
@@ -475,6 +481,44 @@ impl Swarm {
         st.player_dry_at = Some(from + length);
     }
 
+    /// Records a peer transfer that carried `bytes` over `since_first_byte` (finished or cut
+    /// at a deadline), for the swarm's capacity estimate.
+    pub fn record_transfer_rate(&self, bytes: u64, since_first_byte: Duration) {
+        let mut st = self.lock();
+        let was = st.capacity.short();
+        st.capacity.record_transfer(bytes, since_first_byte);
+        self.log_capacity_change(was, &st.capacity);
+    }
+
+    /// Records that `key` weighs `bytes`: with its duration, a sample of the stream's rate.
+    pub fn record_segment_size(&self, key: &SegmentKey, bytes: u64) {
+        let mut st = self.lock();
+        let Some(duration) = st.segments.get(key).and_then(|i| i.duration) else {
+            return;
+        };
+        let was = st.capacity.short();
+        st.capacity.record_segment(bytes, duration);
+        self.log_capacity_change(was, &st.capacity);
+    }
+
+    fn log_capacity_change(&self, was: bool, now: &crate::fetch::capacity::Capacity) {
+        let ratio = now.ratio().unwrap_or(0.0);
+        match (was, now.short()) {
+            (false, true) => tracing::info!(
+                swarm = %self.id,
+                ratio = format_args!("{ratio:.2}"),
+                "peer transfers run slower than the stream plays: with a free uplink, this node \
+                 fetches new segments from the origin at once and passes them on"
+            ),
+            (true, false) => tracing::info!(
+                swarm = %self.id,
+                ratio = format_args!("{ratio:.2}"),
+                "peer transfers keep up with the stream again"
+            ),
+            _ => {}
+        }
+    }
+
     /// Records how long an origin segment fetch took.
     pub fn record_origin_time(&self, took: Duration) {
         let mut st = self.lock();
@@ -563,5 +607,96 @@ impl Swarm {
     pub fn restore_unreported(&self, cdn: u64, p2p: u64) {
         self.unreported_cdn.fetch_add(cdn, Ordering::Relaxed);
         self.unreported_p2p.fetch_add(p2p, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::capacity::MIN_SAMPLES;
+    use crate::metrics::FallbackReason;
+
+    const S: Duration = Duration::from_secs(2);
+
+    fn seg(n: u64) -> NewSegment {
+        NewSegment {
+            key: SegmentKey::new(format!("cdn/live/seg{n}.ts")).unwrap(),
+            url: url::Url::parse(&format!("https://cdn.example/live/seg{n}.ts")).unwrap(),
+            range: None,
+            sequence: n,
+            duration: Some(S),
+        }
+    }
+
+    /// A live swarm with one neighbour holding `seg0` (from the first playlist) and `seg1`
+    /// (fresh at the live edge of the next one).
+    fn live_swarm() -> (Swarm, PeerId) {
+        let swarm = Swarm::new(
+            SwarmId::new("cdn/live/stream.m3u8").unwrap(),
+            PeerId::new("me").unwrap(),
+            false,
+        );
+        let now = Instant::now();
+        swarm.learn_segments(now, [seg(0)], false, S);
+        let fresh = swarm.learn_segments(now, [seg(0), seg(1)], false, S);
+        assert_eq!(fresh, [seg(1).key]);
+        let n = PeerId::new("n").unwrap();
+        let mut st = swarm.lock();
+        st.p2p_allowed = true;
+        st.members.insert(n.clone());
+        st.neighbours.insert(
+            n.clone(),
+            Neighbour {
+                addr: "127.0.0.1:1".parse().unwrap(),
+                fingerprint: String::new(),
+                haves: HashSet::from([seg(0).key, seg(1).key]),
+                stats: PeerStats::default(),
+                task: None,
+            },
+        );
+        drop(st);
+        (swarm, n)
+    }
+
+    fn decide(swarm: &Swarm, key: &SegmentKey, idle: bool) -> Decision {
+        let now = Instant::now();
+        let tried = HashSet::new();
+        let deadline = now + Duration::from_secs(3);
+        let d = swarm.decide(
+            now,
+            deadline,
+            key,
+            false,
+            &tried,
+            0,
+            Duration::from_millis(200),
+            scheduler::Uplink { free: idle, idle },
+        );
+        d.0
+    }
+
+    #[test]
+    fn a_short_swarm_supplies_the_fresh_segment_from_a_free_uplink() {
+        let (swarm, n) = live_swarm();
+        let fresh = seg(1).key;
+        // Transfers as fast as the stream: the neighbour that holds it is asked.
+        swarm.record_segment_size(&fresh, 750_000);
+        for _ in 0..MIN_SAMPLES {
+            swarm.record_transfer_rate(750_000, S);
+        }
+        assert_eq!(decide(&swarm, &fresh, true), Decision::Peer(n.clone()));
+        // At half the stream's rate: a free uplink fetches it from the origin at once.
+        for _ in 0..MIN_SAMPLES * 4 {
+            swarm.record_transfer_rate(375_000, S);
+        }
+        assert!(swarm.lock().capacity.short());
+        assert_eq!(
+            decide(&swarm, &fresh, true),
+            Decision::Origin(FallbackReason::Supply)
+        );
+        // A busy uplink could not pass it on: from the neighbour, as before.
+        assert_eq!(decide(&swarm, &fresh, false), Decision::Peer(n.clone()));
+        // A segment every member has had for a while is not supplied.
+        assert_eq!(decide(&swarm, &seg(0).key, true), Decision::Peer(n));
     }
 }
