@@ -27,6 +27,24 @@ pub const ENOUGH: f64 = 1.1;
 /// Weight of the newest sample in both averages.
 const ALPHA: f64 = 0.2;
 
+/// Ranks allowed to supply, as a multiple of the share peers cannot carry (see
+/// [`supply_ranks`]).
+pub const SUPPLY_MARGIN: f64 = 1.5;
+
+/// How many ranks of a fresh segment's rendezvous order may supply it when the swarm is
+/// [`Capacity::short`]: the share of the stream peers cannot carry, `1 - ratio`, of the
+/// `members`, times [`SUPPLY_MARGIN`] (only the idle ones among them do, and not every
+/// supplier finds a downstream in time). Without a bound, every member whose uplink is idle
+/// when a segment appears supplies it, and where players all ask at one instant (DASH's
+/// computed live edge) that is nearly everyone: 10 % offload at a cap of 0.5x, against
+/// 42 % with this bound (docs/benchmarks.md).
+pub fn supply_ranks(members: usize, ratio: Option<f64>) -> usize {
+    let Some(ratio) = ratio else {
+        return 0;
+    };
+    ((members as f64) * (1.0 - ratio).clamp(0.0, 1.0) * SUPPLY_MARGIN).ceil() as usize
+}
+
 /// The running estimate for one swarm.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Capacity {
@@ -153,6 +171,19 @@ mod tests {
             c.record_transfer(1_300_000, Duration::from_secs(1));
         }
         assert!(!c.short(), "ratio {:?}", c.ratio());
+    }
+
+    #[test]
+    fn suppliers_are_bounded_by_what_peers_cannot_carry() {
+        // Half the stream: three quarters of 32 ranks.
+        assert_eq!(supply_ranks(32, Some(0.5)), 24);
+        // Nearly enough: a few.
+        assert_eq!(supply_ranks(32, Some(0.9)), 5);
+        // Enough, or no estimate: none.
+        assert_eq!(supply_ranks(32, Some(1.2)), 0);
+        assert_eq!(supply_ranks(32, None), 0);
+        // Nothing at all from peers: every member.
+        assert_eq!(supply_ranks(32, Some(0.0)).min(32), 32);
     }
 
     #[test]

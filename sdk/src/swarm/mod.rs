@@ -373,7 +373,10 @@ impl Swarm {
             .map(|i| orphan_deadline(i, rank, origin_seeders, st.target_duration))
             .unwrap_or(deadline);
         // Supplying is for the segment just published, which every member still lacks.
-        let short = st.capacity.short() && fresh;
+        let members = st.members.len() + 1;
+        let short = st.capacity.short()
+            && fresh
+            && rank < crate::fetch::capacity::supply_ranks(members, st.capacity.ratio());
         let role =
             scheduler::seed_role(rank, origin_seeders, uplink, short).filter(|_| !st.discovering);
         let situation = Situation {
