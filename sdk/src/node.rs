@@ -94,8 +94,8 @@ pub struct Shared {
     pub(crate) dash: crate::front::DashState,
     /// Bytes of admitted uploads not yet sent (the peer server's backlog under its cap).
     pub upload_backlog: Arc<AtomicU64>,
-    /// Segment uploads the peer server is running now.
-    pub uploads_running: Arc<std::sync::atomic::AtomicUsize>,
+    /// The peer server's upload slots: all free when no upload is running.
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -126,11 +126,7 @@ impl Shared {
         let free = self.uplink_free();
         let idle = match self.config.upload_limit {
             Some(_) => free,
-            None => {
-                self.uploads_running
-                    .load(std::sync::atomic::Ordering::Acquire)
-                    == 0
-            }
+            None => self.upload_slots.available_permits() >= self.config.max_uploads,
         };
         crate::fetch::scheduler::Uplink { free, idle }
     }
@@ -552,7 +548,6 @@ impl Node {
             None => NodeIdentity::generate()?,
         };
         let upload_backlog = Arc::new(AtomicU64::new(0));
-        let uploads_running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let peer_server = PeerServer::bind(
             config.peer_listen,
             cache.clone(),
@@ -565,13 +560,13 @@ impl Node {
                 uploaded: metrics.uploaded.clone(),
                 refused: crate::peer::limits::Exclusions::new(config.exclude.clone()),
                 backlog: upload_backlog.clone(),
-                running: uploads_running.clone(),
                 ..Default::default()
             },
         )
         .await
         .map_err(|e| NodeError::Peer(e.to_string()))?;
         let peer_addr = peer_server.local_addr();
+        let upload_slots = peer_server.upload_slots();
         let peer_advertise = match &config.peer_advertise {
             Some(a) => a.clone(),
             None if peer_addr.ip().is_unspecified() => {
@@ -621,7 +616,7 @@ impl Node {
             swarm_tasks: TaskTracker::new(),
             dash: Default::default(),
             upload_backlog,
-            uploads_running,
+            upload_slots,
         });
         let front = tokio::spawn(crate::front::serve(shared.clone(), front_listener));
         tracing::info!(player = %player_addr, peer = %peer_addr, fingerprint = shared.identity.fingerprint(), "node started");

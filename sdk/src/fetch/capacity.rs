@@ -183,7 +183,7 @@ mod tests {
         assert_eq!(supply_ranks(32, Some(1.2)), 0);
         assert_eq!(supply_ranks(32, None), 0);
         // Nothing at all from peers: every member.
-        assert_eq!(supply_ranks(32, Some(0.0)).min(32), 32);
+        assert!(supply_ranks(32, Some(0.0)) >= 32);
     }
 
     #[test]

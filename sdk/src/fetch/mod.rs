@@ -347,29 +347,26 @@ async fn from_peer(
             };
             // A relay neither finished (verified) nor handed over fails its readers now.
             drop(lock(&received).relay.take());
+            // Finished or cut, the transfer's rate feeds the swarm's capacity estimate.
+            sample_rate(&swarm, &received);
             let _ = tx.send(outcome);
         }
     });
     loop {
         let until = *deadline.borrow_and_update();
         tokio::select! {
-            r = &mut rx => {
-                sample_rate(swarm, &received);
-                return r.unwrap_or(PeerOutcome::Failed);
-            }
+            r = &mut rx => return r.unwrap_or(PeerOutcome::Failed),
             _ = tokio::time::sleep_until(until) => break,
             // Tightened by a player: look again at the new deadline.
             changed = deadline.changed() => if changed.is_err() {
                 // The fetch's owner is gone; finish with the deadline we had.
                 if let Ok(Ok(r)) = tokio::time::timeout_at(until, &mut rx).await {
-                    sample_rate(swarm, &received);
                     return r;
                 }
                 break;
             },
         }
     }
-    sample_rate(swarm, &received);
     let relayed = shared
         .cache
         .partial(&swarm.id, key)

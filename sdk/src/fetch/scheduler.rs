@@ -322,12 +322,11 @@ pub fn seed_role(
     uplink: Uplink,
     swarm_short: bool,
 ) -> Option<SeedRole> {
-    let uplink_free = uplink.free;
     if swarm_short && uplink.idle {
         Some(SeedRole::Supply)
     } else if rank < seeders.div_ceil(2) {
         Some(SeedRole::Always)
-    } else if seeders >= 2 && uplink_free && rank < 2 * seeders {
+    } else if seeders >= 2 && uplink.free && rank < 2 * seeders {
         Some(SeedRole::StandIn)
     } else {
         None

@@ -18,7 +18,7 @@ use shoal_proto::{HaveMsg, SegmentKey, SwarmId, MAX_HAVE_LINE};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -79,9 +79,6 @@ pub struct PeerServerConfig {
     /// Bytes of admitted uploads not yet sent under the upload cap; shared so that the node
     /// can tell whether its uplink would take one more upload now (see [`ADMIT_BACKLOG`]).
     pub backlog: Arc<AtomicU64>,
-    /// Segment uploads running now; shared so that the node can tell whether its uplink is
-    /// idle when it has no upload cap to measure a backlog against.
-    pub running: Arc<AtomicUsize>,
 }
 
 impl Default for PeerServerConfig {
@@ -98,7 +95,6 @@ impl Default for PeerServerConfig {
             shutdown_grace: Duration::from_secs(5),
             refused: super::limits::Exclusions::default(),
             backlog: Arc::default(),
-            running: Arc::default(),
         }
     }
 }
@@ -113,8 +109,6 @@ struct Shared {
     rate: Option<u64>,
     /// Bytes of admitted uploads not yet handed to their connections.
     backlog: Arc<AtomicU64>,
-    /// Segment uploads running now.
-    running: Arc<AtomicUsize>,
     chunk: usize,
     uploaded: Counter,
     /// Turns true on shutdown; ends the otherwise endless `haves` streams.
@@ -159,6 +153,7 @@ impl FreeSignal {
 #[derive(Debug)]
 pub struct PeerServer {
     local_addr: SocketAddr,
+    uploads: Arc<Semaphore>,
     closing: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -192,18 +187,24 @@ impl PeerServer {
             limiter,
             rate: config.upload_limit_bytes_per_sec.filter(|r| *r > 0),
             backlog: config.backlog.clone(),
-            running: config.running.clone(),
             chunk,
             uploaded: config.uploaded.clone(),
             closing: closing_rx.clone(),
             free: Arc::new(FreeSignal::new()),
         });
+        let uploads = shared.uploads.clone();
         let task = tokio::spawn(accept_loop(listener, acceptor, shared, config, closing_rx));
         Ok(PeerServer {
             local_addr,
+            uploads,
             closing,
             task,
         })
+    }
+
+    /// The upload slots (`max_concurrent_uploads` permits; each running upload holds one).
+    pub fn upload_slots(&self) -> Arc<Semaphore> {
+        self.uploads.clone()
     }
 
     /// The address the server listens on (with the real port when bound to port 0).
@@ -540,7 +541,6 @@ fn segment_response(
         room: u64,
         free: Arc<FreeSignal>,
         permit: Option<OwnedSemaphorePermit>,
-        running: Arc<AtomicUsize>,
     }
     impl Upload {
         /// `n` bytes of the backlog are gone (sent, or dropped with the upload).
@@ -556,7 +556,6 @@ fn segment_response(
         fn drop(&mut self) {
             // The upload slot first, so that a downloader told `free` finds it open.
             self.permit.take();
-            self.running.fetch_sub(1, Ordering::AcqRel);
             self.release(self.left);
             if self.backlog.is_none() {
                 self.free.room();
@@ -573,9 +572,7 @@ fn segment_response(
         room: shared.rate.map_or(u64::MAX, admit_room),
         free: shared.free.clone(),
         permit: Some(permit),
-        running: shared.running.clone(),
     };
-    upload.running.fetch_add(1, Ordering::AcqRel);
     let stream = futures::stream::unfold(upload, |mut up| async move {
         // `None` drops the permit before the end of stream is sent.
         let piece = match up.source.next_piece(up.chunk).await? {

@@ -510,7 +510,7 @@ impl Swarm {
             (false, true) => tracing::info!(
                 swarm = %self.id,
                 ratio = format_args!("{ratio:.2}"),
-                "peer transfers run slower than the stream plays: with a free uplink, this node \
+                "peer transfers run slower than the stream plays: with an idle uplink, this node \
                  fetches new segments from the origin at once and passes them on"
             ),
             (true, false) => tracing::info!(
