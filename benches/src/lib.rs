@@ -7,6 +7,7 @@ pub mod clip;
 pub mod fmp4;
 pub mod netns;
 pub mod origin;
+pub mod pauses;
 pub mod player;
 pub mod relay;
 pub mod report;
@@ -15,3 +16,17 @@ pub mod ui;
 
 pub use report::{Report, RunResult};
 pub use run::{run, Progress, RunConfig, RunError};
+
+/// When the process started counting ([`secs`]'s zero): the first call of [`secs`].
+static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+
+/// `t` as seconds since the process's epoch, one clock for every record of a run (stalls,
+/// pauses) so that a run's and its baseline's can be set side by side.
+pub fn secs(t: tokio::time::Instant) -> f64 {
+    let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
+    if t >= epoch {
+        t.duration_since(epoch).as_secs_f64()
+    } else {
+        -epoch.duration_since(t).as_secs_f64()
+    }
+}

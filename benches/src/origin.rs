@@ -436,6 +436,11 @@ impl Origin {
         self.state.config.format
     }
 
+    /// Live or VOD.
+    pub fn mode(&self) -> StreamMode {
+        self.state.config.mode
+    }
+
     /// The live clock (when each segment appears).
     pub fn clock(&self) -> LiveClock {
         self.state.clock

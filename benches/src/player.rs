@@ -124,6 +124,29 @@ impl Playback {
     }
 }
 
+/// One stall as it happened, to tell a machine that paused (every player, the baseline's too,
+/// at once) from a segment that came late (which node, which segment, from where, how long its
+/// request took).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StallEvent {
+    /// The viewer's node (`p3`; the baseline's are `c3`).
+    pub node: String,
+    /// When the buffer ran dry, seconds since the process started ([`crate::secs`]).
+    pub began_s: f64,
+    /// How long playback stood still, seconds.
+    pub seconds: f64,
+    /// The segment whose arrival ended it (`None`: the viewer left while stalled).
+    pub ended_by: Option<u64>,
+    /// When that segment appeared at the live origin, seconds since the process started.
+    pub published_s: Option<f64>,
+    /// When the player asked its node for it.
+    pub requested_s: Option<f64>,
+    /// How long the request took, milliseconds.
+    pub fetch_ms: Option<f64>,
+    /// Where the node got it (`x-shoal-source`: `p2p`, `cdn`, `mixed`, `cache`).
+    pub source: Option<String>,
+}
+
 /// What one player experienced.
 #[derive(Debug, Clone, Default)]
 pub struct PlayerReport {
@@ -149,6 +172,8 @@ pub struct PlayerReport {
     pub error_samples: Vec<String>,
     /// Sequence numbers received (for the swarm's minimum origin bytes).
     pub received: Vec<u64>,
+    /// Every stall, with when, why and what ended it.
+    pub stall_events: Vec<StallEvent>,
 }
 
 /// Failed requests whose description a report keeps.
@@ -177,6 +202,7 @@ pub struct LiveCounters {
 
 /// Plays the live stream at `manifest_url` (a node's player-front URL) until `stop`.
 pub async fn play(
+    node: String,
     http: reqwest::Client,
     manifest_url: String,
     origin: Origin,
@@ -244,10 +270,11 @@ pub async fn play(
                 };
                 // Not cut when the viewer leaves: a request cut after the origin answered
                 // would leave bytes the origin sent that no node counts.
+                let requested = Instant::now();
                 let got = fetch_segment(&http, url.as_str()).await;
                 let now = Instant::now();
                 match got {
-                    Ok((bytes, p2p)) => {
+                    Ok(Fetched { bytes, p2p, source }) => {
                         let n = bytes.len() as u64;
                         let p2p = p2p.min(n);
                         let expected = match init {
@@ -266,6 +293,24 @@ pub async fn play(
                         } else {
                             report.segments += 1;
                             report.received.push(seq);
+                            pb.advance(now);
+                            if let PlayState::Stalled { since } = pb.state() {
+                                let live = origin.mode() == crate::origin::StreamMode::Live;
+                                report.stall_events.push(StallEvent {
+                                    node: node.clone(),
+                                    began_s: crate::secs(since),
+                                    seconds: now.saturating_duration_since(since).as_secs_f64(),
+                                    ended_by: Some(seq),
+                                    published_s: live
+                                        .then(|| crate::secs(origin.clock().published_at(seq))),
+                                    requested_s: Some(crate::secs(requested)),
+                                    fetch_ms: Some(
+                                        now.saturating_duration_since(requested).as_secs_f64()
+                                            * 1000.0,
+                                    ),
+                                    source,
+                                });
+                            }
                             pb.segment_arrived(now, segment_duration);
                             next = Some(seq + 1);
                         }
@@ -304,6 +349,15 @@ pub async fn play(
     let now = Instant::now();
     let before = pb.stalls.len();
     let was_stalled = matches!(pb.state(), PlayState::Stalled { .. });
+    pb.advance(now);
+    if let PlayState::Stalled { since } = pb.state() {
+        report.stall_events.push(StallEvent {
+            node,
+            began_s: crate::secs(since),
+            seconds: now.saturating_duration_since(since).as_secs_f64(),
+            ..StallEvent::default()
+        });
+    }
     pb.finish(now);
     if !was_stalled && pb.stalls.len() > before {
         live.stalls.fetch_add(1, Relaxed);
@@ -522,7 +576,16 @@ async fn failure(resp: reqwest::Response) -> String {
 
 /// A segment's bytes and how many of them came from peers (`x-shoal-p2p-bytes`; a transfer
 /// from a peer that ran out of time is finished by the origin, so a segment can be part P2P).
-async fn fetch_segment(http: &reqwest::Client, url: &str) -> Result<(bytes::Bytes, u64), String> {
+/// A segment as the node answered it.
+struct Fetched {
+    bytes: bytes::Bytes,
+    /// Bytes that came from peers (`x-shoal-p2p-bytes`).
+    p2p: u64,
+    /// `x-shoal-source`.
+    source: Option<String>,
+}
+
+async fn fetch_segment(http: &reqwest::Client, url: &str) -> Result<Fetched, String> {
     let resp = http
         .get(url)
         .send()
@@ -536,11 +599,16 @@ async fn fetch_segment(http: &reqwest::Client, url: &str) -> Result<(bytes::Byte
         .get("x-shoal-p2p-bytes")
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .unwrap_or(0);
-    let body = resp
+    let source = resp
+        .headers()
+        .get("x-shoal-source")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = resp
         .bytes()
         .await
         .map_err(|e| format!("{url}: body: {e}"))?;
-    Ok((body, p2p))
+    Ok(Fetched { bytes, p2p, source })
 }
 
 #[cfg(test)]

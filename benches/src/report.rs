@@ -1,7 +1,8 @@
 //! What a run measured, how it is summarised in a table, and the JSON written next to it.
 
 use crate::origin::OriginTotals;
-use crate::player::PlayerReport;
+use crate::pauses::Pause;
+use crate::player::{PlayerReport, StallEvent};
 use crate::run::{NodeTotals, RunConfig};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -91,6 +92,10 @@ pub struct RunResult {
     pub control: Control,
     /// Stalls.
     pub stalls: Stalls,
+    /// Every stall, in the order they began: which node, when, and what ended it.
+    pub stall_events: Vec<StallEvent>,
+    /// When the run started, seconds since the process started (the clock of `stall_events`).
+    pub started_s: f64,
     /// Startup times.
     pub startup: Startup,
     /// Every viewer's startup time, milliseconds, sorted. The p95 of one run of 32 viewers is
@@ -149,7 +154,9 @@ impl RunResult {
         let mut never_started = 0;
         let (mut corrupt, mut errors) = (0, 0);
         let mut error_samples = Vec::new();
+        let mut stall_events = Vec::new();
         for p in players {
+            stall_events.extend(p.stall_events.iter().cloned());
             bytes.p2p += p.p2p_bytes;
             bytes.cdn_segments += p.cdn_bytes;
             bytes.manifests += p.manifest_bytes;
@@ -170,6 +177,7 @@ impl RunResult {
             0.0
         };
         startups.sort_by(f64::total_cmp);
+        stall_events.sort_by(|a: &StallEvent, b: &StallEvent| a.began_s.total_cmp(&b.began_s));
         let total = bytes.total();
         let min_origin_bytes = distinct_segment_bytes + bytes.manifests;
         let offload = ratio(bytes.p2p, total);
@@ -196,6 +204,8 @@ impl RunResult {
                 overhead_share: ratio(overhead_bytes, segment_bytes),
             },
             stalls,
+            stall_events,
+            started_s: crate::secs(tokio::time::Instant::now() - elapsed),
             startup: Startup {
                 p50_ms: percentile(&startups, 50.0),
                 p95_ms: percentile(&startups, 95.0),
@@ -225,6 +235,8 @@ pub struct Report {
     pub peak_rss_bytes: Option<u64>,
     /// Peak resident memory divided by the nodes that ran at once.
     pub peak_rss_per_node_bytes: Option<u64>,
+    /// Wake-ups that came late while the runs went on: the machine or the runtime paused.
+    pub pauses: Vec<Pause>,
 }
 
 fn pct(x: f64) -> String {
@@ -410,6 +422,68 @@ impl Report {
         for (n, p, c) in rows {
             let _ = writeln!(out, "{n:w0$}  {p:>w1$}  {c}");
         }
+        out.push_str(&self.stall_lines());
+        out
+    }
+
+    /// Every stall of both runs, one line each, with the pauses that overlapped it: a stall
+    /// that began inside a pause (or that the baseline shared) is the machine's.
+    pub fn stall_lines(&self) -> String {
+        let events: Vec<&StallEvent> = self
+            .run
+            .stall_events
+            .iter()
+            .chain(self.baseline.iter().flat_map(|b| b.stall_events.iter()))
+            .collect();
+        let mut out = String::new();
+        if events.is_empty() {
+            return out;
+        }
+        let t0 = self.run.started_s;
+        let _ = writeln!(out, "\nstalls (seconds from the run's start):");
+        for e in events {
+            let _ = write!(
+                out,
+                "  {:>4} at {:>7.2} s for {:.2} s",
+                e.node,
+                e.began_s - t0,
+                e.seconds
+            );
+            match e.ended_by {
+                Some(seq) => {
+                    let _ = write!(out, ", until segment {seq}");
+                    if let Some(p) = e.published_s {
+                        let _ = write!(out, " (published {:.2} s", p - t0);
+                        if let Some(r) = e.requested_s {
+                            let _ = write!(out, ", asked {:.2} s", r - t0);
+                        }
+                        out.push(')');
+                    }
+                    if let (Some(ms), Some(src)) = (e.fetch_ms, &e.source) {
+                        let _ = write!(out, " took {ms:.0} ms from {src}");
+                    }
+                }
+                None => out.push_str(", still stalled when the viewer left"),
+            }
+            let end = e.began_s + e.seconds;
+            let overlapping: Vec<String> = self
+                .pauses
+                .iter()
+                .filter(|p| p.began_s <= end && p.began_s + p.late_ms / 1000.0 >= e.began_s - 2.0)
+                .map(|p| {
+                    format!(
+                        "{:?} {:.0} ms at {:.2} s",
+                        p.watcher,
+                        p.late_ms,
+                        p.began_s - t0
+                    )
+                })
+                .collect();
+            if !overlapping.is_empty() {
+                let _ = write!(out, "; pauses: {}", overlapping.join(", "));
+            }
+            out.push('\n');
+        }
         out
     }
 }
@@ -426,5 +500,77 @@ mod tests {
         assert_eq!(percentile(&v, 100.0), Some(20.0));
         assert_eq!(percentile(&[], 50.0), None);
         assert_eq!(percentile(&[7.0], 95.0), Some(7.0));
+    }
+
+    #[test]
+    fn each_stall_is_listed_with_the_pauses_around_it() {
+        let stall = |node: &str, began_s: f64, ended_by| StallEvent {
+            node: node.into(),
+            began_s,
+            seconds: 1.5,
+            ended_by,
+            published_s: Some(began_s - 3.0),
+            requested_s: Some(began_s - 1.0),
+            fetch_ms: Some(2500.0),
+            source: Some("cdn".into()),
+        };
+        let player = PlayerReport {
+            stall_events: vec![stall("p7", 120.0, Some(61)), stall("p2", 40.0, None)],
+            ..PlayerReport::default()
+        };
+        let cfg = RunConfig::live_default(2, Duration::from_secs(60));
+        let run = RunResult::from_parts(
+            cfg,
+            Duration::from_secs(60),
+            &[player],
+            OriginTotals::default(),
+            NodeTotals::default(),
+            0,
+            0,
+            0,
+            None,
+        );
+        assert_eq!(run.stall_events[0].node, "p2", "sorted by when they began");
+        let t0 = run.started_s;
+        let pause = |began_s: f64| Pause {
+            watcher: crate::pauses::Watcher::Thread,
+            began_s: t0 + began_s,
+            late_ms: 800.0,
+        };
+        let report = Report {
+            run: RunResult {
+                stall_events: run
+                    .stall_events
+                    .iter()
+                    .map(|e| StallEvent {
+                        began_s: t0 + e.began_s,
+                        published_s: e.published_s.map(|p| t0 + p),
+                        requested_s: e.requested_s.map(|r| t0 + r),
+                        ..e.clone()
+                    })
+                    .collect(),
+                ..run
+            },
+            baseline: None,
+            peak_rss_bytes: None,
+            peak_rss_per_node_bytes: None,
+            pauses: vec![pause(119.5), pause(10.0)],
+        };
+        let lines = report.stall_lines();
+        let p7 = lines.lines().find(|l| l.contains("p7")).unwrap_or_default();
+        assert!(p7.contains("at  120.00 s for 1.50 s"), "{lines}");
+        assert!(
+            p7.contains("until segment 61 (published 117.00 s, asked 119.00 s)"),
+            "{lines}"
+        );
+        assert!(p7.contains("took 2500 ms from cdn"), "{lines}");
+        assert!(p7.contains("pauses: Thread 800 ms at 119.50 s"), "{lines}");
+        assert!(
+            !p7.contains("10.00 s"),
+            "a pause long before is not listed: {lines}"
+        );
+        let p2 = lines.lines().find(|l| l.contains("p2")).unwrap_or_default();
+        assert!(p2.contains("still stalled when the viewer left"), "{lines}");
+        assert!(!p2.contains("pauses"), "{lines}");
     }
 }

@@ -214,6 +214,7 @@ async fn viewer_main(
     started: oneshot::Sender<Result<Started, RunError>>,
     report: oneshot::Sender<PlayerReport>,
 ) {
+    let node_id = plan.node.node_id.clone().unwrap_or_default();
     let setup = async {
         let relay = match plan.relay {
             Some((at, one_way)) => {
@@ -249,6 +250,7 @@ async fn viewer_main(
         plan.origin.format().manifest_path()
     );
     let player = tokio::spawn(play(
+        node_id,
         http,
         url.clone(),
         plan.origin,

@@ -25,6 +25,7 @@ pub async fn run_with_progress(
     baseline: bool,
     show_urls: bool,
 ) -> Result<Report, RunError> {
+    let pauses = crate::pauses::PauseMonitor::start();
     let bar = ProgressBar::new(cfg.duration.as_secs().max(1));
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg}")
@@ -92,6 +93,7 @@ pub async fn run_with_progress(
     };
     ticker.abort();
     bar.finish_and_clear();
+    let pauses = pauses.finish();
     let run = main?;
     let baseline = base.transpose()?;
     let peak = peak_rss_bytes();
@@ -101,5 +103,6 @@ pub async fn run_with_progress(
         baseline,
         peak_rss_bytes: peak,
         peak_rss_per_node_bytes: peak.map(|p| p / at_once),
+        pauses,
     })
 }
