@@ -2,7 +2,10 @@
 //! loop and note every wake-up that came much later than asked. A pause both saw is the
 //! machine's (the process was not scheduled); one only the task saw is the runtime's (its
 //! workers were busy or blocked). A stall that began inside a pause says nothing about the
-//! scheduler.
+//! scheduler. The thread also samples, once a second, the CPU this process and the whole
+//! machine used, so that a runtime pause can be told apart: the process using both cores
+//! (its own work saturated it), another process using them, or neither (something blocked a
+//! worker).
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,10 +38,58 @@ pub struct Pause {
     pub late_ms: f64,
 }
 
+/// CPU used over one second.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuSecond {
+    /// The second's end, seconds since the process started ([`crate::secs`]).
+    pub at_s: f64,
+    /// Cores this process kept busy (user and system time).
+    pub process_cores: f64,
+    /// Cores busy on the whole machine, this process included.
+    pub machine_cores: f64,
+}
+
+/// What the watchers saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Watched {
+    /// Late wake-ups, in order.
+    pub pauses: Vec<Pause>,
+    /// CPU use, a sample a second (Linux; empty elsewhere).
+    pub cpu: Vec<CpuSecond>,
+}
+
+/// This process's user + system time, in clock ticks.
+fn process_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; 12 and 13 after the name.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The machine's busy and total clock ticks, over all cores.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    // idle and iowait.
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Clock ticks per second of `/proc`'s counters (USER_HZ, 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
 /// The running watchers.
 pub struct PauseMonitor {
     stop: Arc<AtomicBool>,
     found: Arc<Mutex<Vec<Pause>>>,
+    cpu: Arc<Mutex<Vec<CpuSecond>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -60,15 +111,47 @@ impl PauseMonitor {
     pub fn start() -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let found = Arc::new(Mutex::new(Vec::new()));
+        let cpu = Arc::new(Mutex::new(Vec::new()));
         let thread = {
-            let (stop, found) = (stop.clone(), found.clone());
+            let (stop, found, cpu) = (stop.clone(), found.clone(), cpu.clone());
             std::thread::Builder::new()
                 .name("pause-watch".into())
                 .spawn(move || {
+                    let mut last = (
+                        tokio::time::Instant::now(),
+                        process_ticks(),
+                        machine_ticks(),
+                    );
                     while !stop.load(Ordering::Relaxed) {
                         let t = tokio::time::Instant::now();
                         std::thread::sleep(TICK);
                         note(&found, Watcher::Thread, t, t.elapsed().saturating_sub(TICK));
+                        let now = tokio::time::Instant::now();
+                        let secs = now.saturating_duration_since(last.0).as_secs_f64();
+                        if secs >= 1.0 {
+                            let (p, m) = (process_ticks(), machine_ticks());
+                            if let (Some(p0), Some(p1), Some((b0, t0)), Some((b1, t1))) =
+                                (last.1, p, last.2, m)
+                            {
+                                let cores = if t1 > t0 {
+                                    // Busy share of all ticks, times the cores.
+                                    let n = std::thread::available_parallelism()
+                                        .map_or(1, usize::from)
+                                        as f64;
+                                    (b1 - b0) as f64 / (t1 - t0) as f64 * n
+                                } else {
+                                    0.0
+                                };
+                                if let Ok(mut c) = cpu.lock() {
+                                    c.push(CpuSecond {
+                                        at_s: crate::secs(now),
+                                        process_cores: (p1 - p0) as f64 / TICKS_PER_SEC / secs,
+                                        machine_cores: cores,
+                                    });
+                                }
+                            }
+                            last = (now, p, m);
+                        }
                     }
                 })
                 .ok()
@@ -88,13 +171,14 @@ impl PauseMonitor {
         Self {
             stop,
             found,
+            cpu,
             thread,
             task,
         }
     }
 
-    /// Stops the watchers and returns the pauses they saw, in order.
-    pub fn finish(mut self) -> Vec<Pause> {
+    /// Stops the watchers and returns what they saw.
+    pub fn finish(mut self) -> Watched {
         self.stop.store(true, Ordering::Relaxed);
         self.task.abort();
         if let Some(t) = self.thread.take() {
@@ -102,7 +186,10 @@ impl PauseMonitor {
         }
         let mut v = self.found.lock().map(|f| f.clone()).unwrap_or_default();
         v.sort_by(|a, b| a.began_s.total_cmp(&b.began_s));
-        v
+        Watched {
+            pauses: v,
+            cpu: self.cpu.lock().map(|c| c.clone()).unwrap_or_default(),
+        }
     }
 }
 
@@ -117,7 +204,7 @@ mod tests {
         // Blocks the runtime's only thread: the task cannot run, the watching thread can.
         std::thread::sleep(Duration::from_millis(400));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let pauses = m.finish();
+        let pauses = m.finish().pauses;
         assert!(
             pauses
                 .iter()
@@ -130,5 +217,12 @@ mod tests {
                 .all(|p| p.watcher != Watcher::Thread || p.late_ms < 250.0),
             "{pauses:?}"
         );
+    }
+
+    #[test]
+    fn cpu_counters_are_read() {
+        assert!(process_ticks().is_some());
+        let (busy, total) = machine_ticks().unwrap_or_default();
+        assert!(total > 0 && busy <= total);
     }
 }

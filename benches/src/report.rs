@@ -1,7 +1,7 @@
 //! What a run measured, how it is summarised in a table, and the JSON written next to it.
 
 use crate::origin::OriginTotals;
-use crate::pauses::Pause;
+use crate::pauses::{CpuSecond, Pause};
 use crate::player::{PlayerReport, StallEvent};
 use crate::run::{NodeTotals, RunConfig};
 use std::fmt::Write as _;
@@ -237,6 +237,8 @@ pub struct Report {
     pub peak_rss_per_node_bytes: Option<u64>,
     /// Wake-ups that came late while the runs went on: the machine or the runtime paused.
     pub pauses: Vec<Pause>,
+    /// CPU this process and the machine used, a sample a second.
+    pub cpu: Vec<CpuSecond>,
 }
 
 fn pct(x: f64) -> String {
@@ -482,6 +484,19 @@ impl Report {
             if !overlapping.is_empty() {
                 let _ = write!(out, "; pauses: {}", overlapping.join(", "));
             }
+            let cpu: Vec<String> = self
+                .cpu
+                .iter()
+                .filter(|c| c.at_s >= e.began_s - 2.0 && c.at_s - 1.0 <= end)
+                .map(|c| format!("{:.1}/{:.1}", c.process_cores, c.machine_cores))
+                .collect();
+            if !cpu.is_empty() {
+                let _ = write!(
+                    out,
+                    "; cores busy (this process/machine): {}",
+                    cpu.join(" ")
+                );
+            }
             out.push('\n');
         }
         out
@@ -555,6 +570,7 @@ mod tests {
             peak_rss_bytes: None,
             peak_rss_per_node_bytes: None,
             pauses: vec![pause(119.5), pause(10.0)],
+            cpu: Vec::new(),
         };
         let lines = report.stall_lines();
         let p7 = lines.lines().find(|l| l.contains("p7")).unwrap_or_default();

@@ -25,6 +25,8 @@ pub async fn run_with_progress(
     baseline: bool,
     show_urls: bool,
 ) -> Result<Report, RunError> {
+    // The zero of every time the report gives.
+    crate::secs(tokio::time::Instant::now());
     let pauses = crate::pauses::PauseMonitor::start();
     let bar = ProgressBar::new(cfg.duration.as_secs().max(1));
     bar.set_style(
@@ -93,7 +95,7 @@ pub async fn run_with_progress(
     };
     ticker.abort();
     bar.finish_and_clear();
-    let pauses = pauses.finish();
+    let watched = pauses.finish();
     let run = main?;
     let baseline = base.transpose()?;
     let peak = peak_rss_bytes();
@@ -103,6 +105,7 @@ pub async fn run_with_progress(
         baseline,
         peak_rss_bytes: peak,
         peak_rss_per_node_bytes: peak.map(|p| p / at_once),
-        pauses,
+        pauses: watched.pauses,
+        cpu: watched.cpu,
     })
 }
