@@ -47,6 +47,10 @@ pub struct CpuSecond {
     pub process_cores: f64,
     /// Cores busy on the whole machine, this process included.
     pub machine_cores: f64,
+    /// The async runtime's workers busy running tasks (in workers; up to their number). Near
+    /// the number of workers while `process_cores` is well below it: a task held a worker
+    /// without using the CPU (a blocking call or lock).
+    pub runtime_workers_busy: f64,
 }
 
 /// What the watchers saw.
@@ -112,6 +116,12 @@ impl PauseMonitor {
         let stop = Arc::new(AtomicBool::new(false));
         let found = Arc::new(Mutex::new(Vec::new()));
         let cpu = Arc::new(Mutex::new(Vec::new()));
+        let runtime = tokio::runtime::Handle::current().metrics();
+        let busy = move || -> Duration {
+            (0..runtime.num_workers())
+                .map(|w| runtime.worker_total_busy_duration(w))
+                .sum()
+        };
         let thread = {
             let (stop, found, cpu) = (stop.clone(), found.clone(), cpu.clone());
             std::thread::Builder::new()
@@ -121,6 +131,7 @@ impl PauseMonitor {
                         tokio::time::Instant::now(),
                         process_ticks(),
                         machine_ticks(),
+                        busy(),
                     );
                     while !stop.load(Ordering::Relaxed) {
                         let t = tokio::time::Instant::now();
@@ -129,7 +140,7 @@ impl PauseMonitor {
                         let now = tokio::time::Instant::now();
                         let secs = now.saturating_duration_since(last.0).as_secs_f64();
                         if secs >= 1.0 {
-                            let (p, m) = (process_ticks(), machine_ticks());
+                            let (p, m, b) = (process_ticks(), machine_ticks(), busy());
                             if let (Some(p0), Some(p1), Some((b0, t0)), Some((b1, t1))) =
                                 (last.1, p, last.2, m)
                             {
@@ -147,10 +158,14 @@ impl PauseMonitor {
                                         at_s: crate::secs(now),
                                         process_cores: (p1 - p0) as f64 / TICKS_PER_SEC / secs,
                                         machine_cores: cores,
+                                        runtime_workers_busy: b
+                                            .saturating_sub(last.3)
+                                            .as_secs_f64()
+                                            / secs,
                                     });
                                 }
                             }
-                            last = (now, p, m);
+                            last = (now, p, m, b);
                         }
                     }
                 })

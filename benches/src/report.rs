@@ -570,7 +570,15 @@ mod tests {
             peak_rss_bytes: None,
             peak_rss_per_node_bytes: None,
             pauses: vec![pause(119.5), pause(10.0)],
-            cpu: Vec::new(),
+            cpu: [121.0, 30.0]
+                .into_iter()
+                .map(|at| CpuSecond {
+                    at_s: t0 + at,
+                    process_cores: 0.4,
+                    machine_cores: 1.9,
+                    runtime_workers_busy: 0.5,
+                })
+                .collect(),
         };
         let lines = report.stall_lines();
         let p7 = lines.lines().find(|l| l.contains("p7")).unwrap_or_default();
