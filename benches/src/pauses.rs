@@ -47,6 +47,8 @@ pub struct CpuSecond {
     pub process_cores: f64,
     /// Cores busy on the whole machine, this process included.
     pub machine_cores: f64,
+    /// Cores the hypervisor took from this virtual machine (steal time).
+    pub steal_cores: f64,
     /// The async runtime's workers busy running tasks (in workers; up to their number). Near
     /// the number of workers while `process_cores` is well below it: a task held a worker
     /// without using the CPU (a blocking call or lock).
@@ -72,18 +74,19 @@ fn process_ticks() -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-/// The machine's busy and total clock ticks, over all cores.
-fn machine_ticks() -> Option<(u64, u64)> {
+/// The machine's clock ticks over all cores: (busy, stolen by the hypervisor, total).
+fn machine_ticks() -> Option<(u64, u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
     let v: Vec<u64> = line
         .split_whitespace()
         .filter_map(|x| x.parse().ok())
         .collect();
-    let total: u64 = v.iter().sum();
-    // idle and iowait.
+    // user nice system idle iowait irq softirq steal; guest time is already in user.
+    let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
-    Some((total - idle, total))
+    let steal = v.get(7).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle + steal), steal, total))
 }
 
 /// Clock ticks per second of `/proc`'s counters (USER_HZ, 100 on Linux).
@@ -141,23 +144,25 @@ impl PauseMonitor {
                         let secs = now.saturating_duration_since(last.0).as_secs_f64();
                         if secs >= 1.0 {
                             let (p, m, b) = (process_ticks(), machine_ticks(), busy());
-                            if let (Some(p0), Some(p1), Some((b0, t0)), Some((b1, t1))) =
+                            if let (Some(p0), Some(p1), Some((b0, s0, t0)), Some((b1, s1, t1))) =
                                 (last.1, p, last.2, m)
                             {
-                                let cores = if t1 > t0 {
-                                    // Busy share of all ticks, times the cores.
-                                    let n = std::thread::available_parallelism()
-                                        .map_or(1, usize::from)
-                                        as f64;
-                                    (b1 - b0) as f64 / (t1 - t0) as f64 * n
-                                } else {
-                                    0.0
+                                // A share of all ticks, times the cores.
+                                let n = std::thread::available_parallelism().map_or(1, usize::from)
+                                    as f64;
+                                let cores = |a: u64, b: u64| {
+                                    if t1 > t0 {
+                                        b.saturating_sub(a) as f64 / (t1 - t0) as f64 * n
+                                    } else {
+                                        0.0
+                                    }
                                 };
                                 if let Ok(mut c) = cpu.lock() {
                                     c.push(CpuSecond {
                                         at_s: crate::secs(now),
                                         process_cores: (p1 - p0) as f64 / TICKS_PER_SEC / secs,
-                                        machine_cores: cores,
+                                        machine_cores: cores(b0, b1),
+                                        steal_cores: cores(s0, s1),
                                         runtime_workers_busy: b
                                             .saturating_sub(last.3)
                                             .as_secs_f64()
@@ -237,7 +242,7 @@ mod tests {
     #[test]
     fn cpu_counters_are_read() {
         assert!(process_ticks().is_some());
-        let (busy, total) = machine_ticks().unwrap_or_default();
-        assert!(total > 0 && busy <= total);
+        let (busy, steal, total) = machine_ticks().unwrap_or_default();
+        assert!(total > 0 && busy + steal <= total);
     }
 }

@@ -576,6 +576,7 @@ mod tests {
                     at_s: t0 + at,
                     process_cores: 0.4,
                     machine_cores: 1.9,
+                    steal_cores: 0.0,
                     runtime_workers_busy: 0.5,
                 })
                 .collect(),
