@@ -74,8 +74,18 @@ fn process_ticks() -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-/// The machine's clock ticks over all cores: (busy, stolen by the hypervisor, total).
-fn machine_ticks() -> Option<(u64, u64, u64)> {
+/// The machine's clock ticks summed over its cores.
+#[derive(Debug, Clone, Copy, Default)]
+struct MachineTicks {
+    busy: u64,
+    /// Taken by the hypervisor.
+    steal: u64,
+    total: u64,
+    /// Cores listed.
+    cores: usize,
+}
+
+fn machine_ticks() -> Option<MachineTicks> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
     let v: Vec<u64> = line
@@ -86,7 +96,59 @@ fn machine_ticks() -> Option<(u64, u64, u64)> {
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
     let steal = v.get(7).copied().unwrap_or(0);
-    Some((total.saturating_sub(idle + steal), steal, total))
+    let cores = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    Some(MachineTicks {
+        busy: total.saturating_sub(idle + steal),
+        steal,
+        total,
+        cores: cores.max(1),
+    })
+}
+
+/// Counters read at one instant, for the CPU used between two readings.
+struct Reading {
+    at: tokio::time::Instant,
+    process: Option<u64>,
+    machine: Option<MachineTicks>,
+    workers_busy: Duration,
+}
+
+impl Reading {
+    fn take(workers_busy: &impl Fn() -> Duration) -> Self {
+        Self {
+            at: tokio::time::Instant::now(),
+            process: process_ticks(),
+            machine: machine_ticks(),
+            workers_busy: workers_busy(),
+        }
+    }
+
+    /// What was used from `self` to `later`.
+    fn used_until(&self, later: &Reading) -> Option<CpuSecond> {
+        let secs = later.at.saturating_duration_since(self.at).as_secs_f64();
+        let (p0, p1, m0, m1) = (self.process?, later.process?, self.machine?, later.machine?);
+        if secs <= 0.0 || m1.total <= m0.total {
+            return None;
+        }
+        // A share of all the machine's ticks, times its cores.
+        let cores = |a: u64, b: u64| {
+            b.saturating_sub(a) as f64 / (m1.total - m0.total) as f64 * m1.cores as f64
+        };
+        Some(CpuSecond {
+            at_s: crate::secs(later.at),
+            process_cores: p1.saturating_sub(p0) as f64 / TICKS_PER_SEC / secs,
+            machine_cores: cores(m0.busy, m1.busy),
+            steal_cores: cores(m0.steal, m1.steal),
+            runtime_workers_busy: later
+                .workers_busy
+                .saturating_sub(self.workers_busy)
+                .as_secs_f64()
+                / secs,
+        })
+    }
 }
 
 /// Clock ticks per second of `/proc`'s counters (USER_HZ, 100 on Linux).
@@ -130,47 +192,17 @@ impl PauseMonitor {
             std::thread::Builder::new()
                 .name("pause-watch".into())
                 .spawn(move || {
-                    let mut last = (
-                        tokio::time::Instant::now(),
-                        process_ticks(),
-                        machine_ticks(),
-                        busy(),
-                    );
+                    let mut last = Reading::take(&busy);
                     while !stop.load(Ordering::Relaxed) {
                         let t = tokio::time::Instant::now();
                         std::thread::sleep(TICK);
                         note(&found, Watcher::Thread, t, t.elapsed().saturating_sub(TICK));
-                        let now = tokio::time::Instant::now();
-                        let secs = now.saturating_duration_since(last.0).as_secs_f64();
-                        if secs >= 1.0 {
-                            let (p, m, b) = (process_ticks(), machine_ticks(), busy());
-                            if let (Some(p0), Some(p1), Some((b0, s0, t0)), Some((b1, s1, t1))) =
-                                (last.1, p, last.2, m)
-                            {
-                                // A share of all ticks, times the cores.
-                                let n = std::thread::available_parallelism().map_or(1, usize::from)
-                                    as f64;
-                                let cores = |a: u64, b: u64| {
-                                    if t1 > t0 {
-                                        b.saturating_sub(a) as f64 / (t1 - t0) as f64 * n
-                                    } else {
-                                        0.0
-                                    }
-                                };
-                                if let Ok(mut c) = cpu.lock() {
-                                    c.push(CpuSecond {
-                                        at_s: crate::secs(now),
-                                        process_cores: (p1 - p0) as f64 / TICKS_PER_SEC / secs,
-                                        machine_cores: cores(b0, b1),
-                                        steal_cores: cores(s0, s1),
-                                        runtime_workers_busy: b
-                                            .saturating_sub(last.3)
-                                            .as_secs_f64()
-                                            / secs,
-                                    });
-                                }
+                        if last.at.elapsed() >= Duration::from_secs(1) {
+                            let now = Reading::take(&busy);
+                            if let (Some(used), Ok(mut c)) = (last.used_until(&now), cpu.lock()) {
+                                c.push(used);
                             }
-                            last = (now, p, m, b);
+                            last = now;
                         }
                     }
                 })
@@ -242,7 +274,36 @@ mod tests {
     #[test]
     fn cpu_counters_are_read() {
         assert!(process_ticks().is_some());
-        let (busy, steal, total) = machine_ticks().unwrap_or_default();
-        assert!(total > 0 && busy + steal <= total);
+        let m = machine_ticks().unwrap_or_default();
+        assert!(
+            m.total > 0 && m.busy + m.steal <= m.total && m.cores >= 1,
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn cpu_used_between_two_readings() {
+        let t0 = tokio::time::Instant::now();
+        let reading = |at, process, busy, steal, total, workers_ms| Reading {
+            at,
+            process: Some(process),
+            machine: Some(MachineTicks {
+                busy,
+                steal,
+                total,
+                cores: 2,
+            }),
+            workers_busy: Duration::from_millis(workers_ms),
+        };
+        let a = reading(t0, 1_000, 5_000, 40, 20_000, 3_000);
+        // One second later: 100 ticks of this process, 150 of the 200 machine ticks busy and
+        // 10 stolen, the workers 800 ms busier.
+        let b = reading(t0 + Duration::from_secs(1), 1_100, 5_150, 50, 20_200, 3_800);
+        let used = a.used_until(&b).expect("a second apart");
+        assert!((used.process_cores - 1.0).abs() < 1e-9, "{used:?}");
+        assert!((used.machine_cores - 1.5).abs() < 1e-9, "{used:?}");
+        assert!((used.steal_cores - 0.1).abs() < 1e-9, "{used:?}");
+        assert!((used.runtime_workers_busy - 0.8).abs() < 1e-9, "{used:?}");
+        assert!(b.used_until(&a).is_none(), "backwards in time is no sample");
     }
 }
