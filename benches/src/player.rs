@@ -295,13 +295,13 @@ pub async fn play(
                             report.received.push(seq);
                             pb.advance(now);
                             if let PlayState::Stalled { since } = pb.state() {
-                                let live = origin.mode() == crate::origin::StreamMode::Live;
+                                let is_live = origin.mode() == crate::origin::StreamMode::Live;
                                 report.stall_events.push(StallEvent {
                                     node: node.clone(),
                                     began_s: crate::secs(since),
                                     seconds: now.saturating_duration_since(since).as_secs_f64(),
                                     ended_by: Some(seq),
-                                    published_s: live
+                                    published_s: is_live
                                         .then(|| crate::secs(origin.clock().published_at(seq))),
                                     requested_s: Some(crate::secs(requested)),
                                     fetch_ms: Some(
