@@ -17,8 +17,13 @@ pub mod ui;
 pub use report::{Report, RunResult};
 pub use run::{run, Progress, RunConfig, RunError};
 
-/// When the process started counting ([`secs`]'s zero): the first call of [`secs`].
+/// The zero of [`secs`]: set by [`start_clock`], or else by the first call of [`secs`].
 static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+
+/// Starts the clock of every time a report gives (once; later calls change nothing).
+pub fn start_clock() {
+    EPOCH.get_or_init(tokio::time::Instant::now);
+}
 
 /// `t` as seconds since the process's epoch, one clock for every record of a run (stalls,
 /// pauses) so that a run's and its baseline's can be set side by side.

@@ -147,6 +147,18 @@ pub struct StallEvent {
     pub source: Option<String>,
 }
 
+impl StallEvent {
+    /// A stall of `node` from `since` until `now`, with nothing yet said of what ended it.
+    fn new(node: &str, since: Instant, now: Instant) -> Self {
+        Self {
+            node: node.to_owned(),
+            began_s: crate::secs(since),
+            seconds: now.saturating_duration_since(since).as_secs_f64(),
+            ..Self::default()
+        }
+    }
+}
+
 /// What one player experienced.
 #[derive(Debug, Clone, Default)]
 pub struct PlayerReport {
@@ -297,9 +309,6 @@ pub async fn play(
                             if let PlayState::Stalled { since } = pb.state() {
                                 let is_live = origin.mode() == crate::origin::StreamMode::Live;
                                 report.stall_events.push(StallEvent {
-                                    node: node.clone(),
-                                    began_s: crate::secs(since),
-                                    seconds: now.saturating_duration_since(since).as_secs_f64(),
                                     ended_by: Some(seq),
                                     published_s: is_live
                                         .then(|| crate::secs(origin.clock().published_at(seq))),
@@ -309,6 +318,7 @@ pub async fn play(
                                             * 1000.0,
                                     ),
                                     source,
+                                    ..StallEvent::new(&node, since, now)
                                 });
                             }
                             pb.segment_arrived(now, segment_duration);
@@ -351,12 +361,7 @@ pub async fn play(
     let was_stalled = matches!(pb.state(), PlayState::Stalled { .. });
     pb.advance(now);
     if let PlayState::Stalled { since } = pb.state() {
-        report.stall_events.push(StallEvent {
-            node,
-            began_s: crate::secs(since),
-            seconds: now.saturating_duration_since(since).as_secs_f64(),
-            ..StallEvent::default()
-        });
+        report.stall_events.push(StallEvent::new(&node, since, now));
     }
     pb.finish(now);
     if !was_stalled && pb.stalls.len() > before {
@@ -574,8 +579,6 @@ async fn failure(resp: reqwest::Response) -> String {
     format!("status {status}: {}", text.trim())
 }
 
-/// A segment's bytes and how many of them came from peers (`x-shoal-p2p-bytes`; a transfer
-/// from a peer that ran out of time is finished by the origin, so a segment can be part P2P).
 /// A segment as the node answered it.
 struct Fetched {
     bytes: bytes::Bytes,
@@ -585,6 +588,8 @@ struct Fetched {
     source: Option<String>,
 }
 
+/// Fetches a segment: its bytes, how many of them came from peers (a transfer from a peer that
+/// ran out of time is finished by the origin, so a segment can be part P2P) and the source.
 async fn fetch_segment(http: &reqwest::Client, url: &str) -> Result<Fetched, String> {
     let resp = http
         .get(url)

@@ -488,12 +488,17 @@ impl Report {
                 .cpu
                 .iter()
                 .filter(|c| c.at_s >= e.began_s - 2.0 && c.at_s - 1.0 <= end)
-                .map(|c| format!("{:.1}/{:.1}", c.process_cores, c.machine_cores))
+                .map(|c| {
+                    format!(
+                        "{:.1}/{:.1}/{:.1}/{:.1}",
+                        c.process_cores, c.machine_cores, c.runtime_workers_busy, c.steal_cores
+                    )
+                })
                 .collect();
             if !cpu.is_empty() {
                 let _ = write!(
                     out,
-                    "; cores busy (this process/machine): {}",
+                    "; cores busy (this process/machine/runtime workers/stolen): {}",
                     cpu.join(" ")
                 );
             }
@@ -546,24 +551,15 @@ mod tests {
             None,
         );
         assert_eq!(run.stall_events[0].node, "p2", "sorted by when they began");
-        let t0 = run.started_s;
         let pause = |began_s: f64| Pause {
             watcher: crate::pauses::Watcher::Thread,
-            began_s: t0 + began_s,
+            began_s,
             late_ms: 800.0,
         };
         let report = Report {
+            // The run starts at the clock's zero, so the line's times are the events'.
             run: RunResult {
-                stall_events: run
-                    .stall_events
-                    .iter()
-                    .map(|e| StallEvent {
-                        began_s: t0 + e.began_s,
-                        published_s: e.published_s.map(|p| t0 + p),
-                        requested_s: e.requested_s.map(|r| t0 + r),
-                        ..e.clone()
-                    })
-                    .collect(),
+                started_s: 0.0,
                 ..run
             },
             baseline: None,
@@ -573,7 +569,7 @@ mod tests {
             cpu: [121.0, 30.0]
                 .into_iter()
                 .map(|at| CpuSecond {
-                    at_s: t0 + at,
+                    at_s: at,
                     process_cores: 0.4,
                     machine_cores: 1.9,
                     steal_cores: 0.0,
@@ -593,6 +589,10 @@ mod tests {
         assert!(
             !p7.contains("10.00 s"),
             "a pause long before is not listed: {lines}"
+        );
+        assert!(
+            p7.ends_with("(this process/machine/runtime workers/stolen): 0.4/1.9/0.5/0.0"),
+            "one CPU sample, the one inside the stall: {lines}"
         );
         let p2 = lines.lines().find(|l| l.contains("p2")).unwrap_or_default();
         assert!(p2.contains("still stalled when the viewer left"), "{lines}");

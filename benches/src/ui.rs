@@ -25,8 +25,7 @@ pub async fn run_with_progress(
     baseline: bool,
     show_urls: bool,
 ) -> Result<Report, RunError> {
-    // The zero of every time the report gives.
-    crate::secs(tokio::time::Instant::now());
+    crate::start_clock();
     let pauses = crate::pauses::PauseMonitor::start();
     let bar = ProgressBar::new(cfg.duration.as_secs().max(1));
     bar.set_style(
