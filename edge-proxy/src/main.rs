@@ -5,8 +5,8 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use shoal::config::{IpNet, Rate};
-use shoal::fetch::signed_digests::ProviderKey;
 use shoal::{Node, NodeConfig};
+use shoal_proto::signed_list::ProviderKey;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

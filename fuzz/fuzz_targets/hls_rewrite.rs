@@ -1,7 +1,7 @@
 //! HLS: any bytes through the proxy's playlist handling; see `check_hls` for the invariants.
 #![no_main]
 
-#[path = "../../sdk/tests/fuzz_support/mod.rs"]
+#[path = "../../sdk/core/tests/fuzz_support/mod.rs"]
 mod fuzz_support;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_support::check_hls(data));

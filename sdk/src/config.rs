@@ -1,10 +1,11 @@
 //! Node configuration: documented data, read from TOML by the edge proxy and built in code by
 //! apps. Every field has a default; unknown fields are refused so typos do not pass silently.
 
-use crate::fetch::signed_digests::{self, ProviderKey};
+use crate::manifest::digests;
 use crate::manifest::Scheme;
 pub use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use shoal_proto::signed_list::{self, ProviderKey};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -176,7 +177,7 @@ impl Default for NodeConfig {
             tracker: None,
             token: None,
             digest_list_key: None,
-            digest_list_suffix: signed_digests::DEFAULT_SUFFIX.into(),
+            digest_list_suffix: signed_list::DEFAULT_SUFFIX.into(),
             origins: Vec::new(),
             origin_schemes: Vec::new(),
             cache_size: bytesize::ByteSize::mib(256),
@@ -223,7 +224,7 @@ impl NodeConfig {
                 ));
             }
         }
-        if !signed_digests::valid_suffix(&self.digest_list_suffix) {
+        if !digests::valid_suffix(&self.digest_list_suffix) {
             return Err(format!(
                 "digest_list_suffix `{}` must be non-empty and hold only letters, digits, `.`, `-`, `_` or `~`",
                 self.digest_list_suffix

@@ -6,7 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod fetch;
 mod front;
-pub mod manifest;
+pub use shoal_core::manifest;
 pub mod metrics;
 pub mod node;
 pub mod origin;

@@ -464,7 +464,7 @@ pub enum DigestsCommand {
         #[arg(long, visible_alias = "mpd", value_name = "FILE")]
         playlist: PathBuf,
         /// Appended to the playlist's name for the list (nodes' `digest_list_suffix`).
-        #[arg(long, default_value = shoal::fetch::signed_digests::DEFAULT_SUFFIX)]
+        #[arg(long, default_value = shoal_proto::signed_list::DEFAULT_SUFFIX)]
         suffix: String,
     },
 }

@@ -1,12 +1,13 @@
 //! `shoal-tracker digests sign`: the provider's tool that writes the signed digest list of a
-//! media playlist or a DASH MPD from the files beside it. The format is `shoal::fetch::signed_digests`'s
+//! media playlist or a DASH MPD from the files beside it. The format is `shoal_proto::signed_list`'s
 //! (`docs/security.md`); the key is an Ed25519 private key file of `token keygen`.
 
 use crate::config::DigestsCommand;
 use crate::token::{KeyFileError, Keys};
 use sha2::{Digest, Sha256};
-use shoal::fetch::signed_digests::{self, Entry};
-use shoal::manifest::{dash, hls, ByteRange};
+use shoal_core::manifest::digests;
+use shoal_core::manifest::{dash, hls, ByteRange};
+use shoal_proto::signed_list::{self, Entry};
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ pub enum SignError {
     /// The key cannot sign a list: an HMAC secret or an Ed25519 public key.
     #[error("key {0:?} is not an Ed25519 private key: sign with the FILE `token keygen --alg ed25519 --out FILE` wrote, not FILE.pub")]
     NotEd25519Private(String),
-    /// The suffix would leave the path (see `shoal::fetch::signed_digests::valid_suffix`).
+    /// The suffix would leave the path (see `shoal_core::manifest::digests::valid_suffix`).
     #[error("suffix {0:?} must be non-empty and hold only letters, digits, `.`, `-`, `_` or `~`")]
     Suffix(String),
     /// A file could not be read.
@@ -107,7 +108,7 @@ pub fn sign_playlist(
     playlist: &Path,
     suffix: &str,
 ) -> Result<Signed, SignError> {
-    if !signed_digests::valid_suffix(suffix) {
+    if !digests::valid_suffix(suffix) {
         return Err(SignError::Suffix(suffix.into()));
     }
     let keys = Keys::load_signing(key_file)?;
@@ -120,11 +121,11 @@ pub fn sign_playlist(
         .sign_ed25519(text.as_bytes())
         .ok_or_else(|| SignError::NotEd25519Private(key.kid.clone()))?;
     let list = with_suffix(playlist, suffix);
-    let sig_path = with_suffix(&list, signed_digests::SIGNATURE_SUFFIX);
+    let sig_path = with_suffix(&list, signed_list::SIGNATURE_SUFFIX);
     replace(&list, text.as_bytes())?;
     replace(
         &sig_path,
-        signed_digests::signature_file(&signature).as_bytes(),
+        signed_list::signature_file(&signature).as_bytes(),
     )?;
     Ok(Signed {
         list,
@@ -154,7 +155,7 @@ fn entries(path: &Path, suffix: &str) -> Result<Vec<Entry>, SignError> {
         return Err(bad(format!("larger than {MAX_PLAYLIST_BYTES} bytes")));
     }
     let url = Url::from_file_path(&abs).map_err(|()| bad("not an absolute path".into()))?;
-    let list_url = signed_digests::list_url(&url, suffix);
+    let list_url = digests::list_url(&url, suffix);
     if dash::is_mpd(&bytes) {
         return mpd_entries(&bytes, &url, &list_url).map_err(bad);
     }

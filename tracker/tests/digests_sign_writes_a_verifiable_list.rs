@@ -5,8 +5,9 @@
 //! with a message.
 
 use sha2::{Digest, Sha256};
-use shoal::fetch::signed_digests::{self, ProviderKey};
-use shoal::manifest::{dash, hls};
+use shoal_core::manifest::digests;
+use shoal_core::manifest::{dash, hls};
+use shoal_proto::signed_list::{self, ListError, ProviderKey};
 use std::ffi::OsStr;
 use std::fmt::Debug;
 use std::path::Path;
@@ -96,8 +97,8 @@ fn a_signed_list_names_every_segment_and_init_section_and_verifies() {
         .parse()
         .unwrap();
     let origin = url::Url::parse("https://cdn.example.com/show/v/stream.m3u8").unwrap();
-    let list_url = signed_digests::list_url(&origin, signed_digests::DEFAULT_SUFFIX);
-    let digests = signed_digests::verified_digests(&key, &list_url, &list, &sig).unwrap();
+    let list_url = digests::list_url(&origin, signed_list::DEFAULT_SUFFIX);
+    let digests = digests::verified_digests(&key, &list_url, &list, &sig).unwrap();
     let hls::Playlist::Media(m) = hls::parse(&std::fs::read(&playlist).unwrap(), &origin).unwrap()
     else {
         panic!("media playlist")
@@ -129,8 +130,8 @@ fn a_signed_list_names_every_segment_and_init_section_and_verifies() {
         .parse()
         .unwrap();
     assert_eq!(
-        signed_digests::verified_digests(&other, &list_url, &list, &sig),
-        Err(signed_digests::ListError::BadSignature)
+        digests::verified_digests(&other, &list_url, &list, &sig),
+        Err(ListError::BadSignature)
     );
 }
 
@@ -205,8 +206,8 @@ fn a_signed_mpd_list_names_every_representations_segments_as_its_swarm_keys_them
         .parse()
         .unwrap();
     let origin = url::Url::parse("https://cdn.example.com/show/stream.mpd").unwrap();
-    let list_url = signed_digests::list_url(&origin, signed_digests::DEFAULT_SUFFIX);
-    let digests = signed_digests::verified_digests(&key, &list_url, &list, &sig).unwrap();
+    let list_url = digests::list_url(&origin, signed_list::DEFAULT_SUFFIX);
+    let digests = digests::verified_digests(&key, &list_url, &list, &sig).unwrap();
     let model = dash::parse(
         &std::fs::read(&mpd).unwrap(),
         &origin,

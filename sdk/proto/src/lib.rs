@@ -1,11 +1,14 @@
 //! Wire types of the Shoal tracker API v1 and peer protocol v1.
 //!
-//! Serde only, no I/O: shared by the SDK (client side) and the tracker (server side).
+//! No I/O: shared by the SDK (client side) and the tracker (server side). Besides the JSON
+//! shapes, [`signed_list`] is the provider-signed digest list's format.
 //! `docs/protocol.md` documents every shape here with examples.
 #![warn(missing_docs)]
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+pub mod signed_list;
 
 /// Version of the tracker API and peer protocol this crate describes. Requests carry it in
 /// `proto`; a server answers 400 to any other value.
@@ -520,6 +523,29 @@ pub enum HaveParseError {
     /// A segment key out of bounds.
     #[error("bad segment key in have line: {0}")]
     Field(InvalidField),
+}
+
+/// A byte range within a resource (`EXT-X-BYTERANGE`, `BYTERANGE=` of `EXT-X-MAP`, an entry of
+/// a signed digest list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ByteRange {
+    /// First byte.
+    pub offset: u64,
+    /// Number of bytes.
+    pub length: u64,
+}
+
+impl ByteRange {
+    /// One past the last byte (where a following range without offset starts).
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.length)
+    }
+
+    /// The HTTP `Range` header value, `bytes=first-last`; `None` for an empty range.
+    pub fn http_range(&self) -> Option<String> {
+        let last = self.end().checked_sub(1).filter(|&l| l >= self.offset)?;
+        Some(format!("bytes={}-{last}", self.offset))
+    }
 }
 
 #[cfg(test)]

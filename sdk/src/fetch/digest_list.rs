@@ -1,11 +1,13 @@
 //! The provider-signed digest list at work: fetched from the origin beside the swarm's
 //! manifest, verified with the provider's key, its digests put into the swarm's `digests`.
-//! One fetch per swarm at a time, at most one a second. The format is in [`signed_digests`].
+//! One fetch per swarm at a time, at most one a second. The format is `shoal_proto::signed_list`; where a list lives and how its
+//! entries are keyed is `shoal_core::manifest::digests`.
 
-use super::signed_digests::{self, ListError, ProviderKey};
+use crate::manifest::digests;
 use crate::metrics::{DigestListResult, ResultLabel};
 use crate::node::Shared;
 use crate::swarm::{Swarm, SwarmState};
+use shoal_proto::signed_list::{self, ListError, ProviderKey};
 use shoal_proto::SegmentKey;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,8 +67,8 @@ async fn refresh(
         tracing::warn!(swarm = %swarm.id, "no manifest URL, so no signed digest list: peer bytes dropped");
         return DigestListResult::Missing;
     };
-    let list_url = signed_digests::list_url(&manifest, &shared.config.digest_list_suffix);
-    let sig_url = signed_digests::signature_url(&list_url);
+    let list_url = digests::list_url(&manifest, &shared.config.digest_list_suffix);
+    let sig_url = digests::signature_url(&list_url);
     // The manifest's own origin, so allow-listed; checked again all the same. Logs name the
     // path only: the query may hold the viewer's token.
     if shared.mapper.to_proxy(&list_url).is_none() {
@@ -77,10 +79,10 @@ async fn refresh(
     let (list, sig) = futures::future::join(
         shared
             .origin
-            .fetch(&list_url, None, signed_digests::MAX_LIST_BYTES),
+            .fetch(&list_url, None, signed_list::MAX_LIST_BYTES),
         shared
             .origin
-            .fetch(&sig_url, None, signed_digests::MAX_SIGNATURE_BYTES),
+            .fetch(&sig_url, None, signed_list::MAX_SIGNATURE_BYTES),
     )
     .await;
     for fetched in [&list, &sig].into_iter().flatten() {
@@ -97,7 +99,7 @@ async fn refresh(
             return DigestListResult::Missing;
         }
     };
-    match signed_digests::verified_digests(provider, &list_url, &list, &sig) {
+    match digests::verified_digests(provider, &list_url, &list, &sig) {
         Ok(entries) => {
             let n = entries.len();
             let mut st = swarm.lock();

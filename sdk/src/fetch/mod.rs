@@ -8,7 +8,6 @@
 pub mod capacity;
 mod digest_list;
 pub mod scheduler;
-pub mod signed_digests;
 
 use crate::cache::PartialWriter;
 use crate::metrics::{FallbackReason, Provenance, Source, SourceLabel};
