@@ -16,7 +16,7 @@ use hyper::body::Frame;
 use shoal::manifest::{hls, segment_key, swarm_id_for};
 use shoal::peer::identity::NodeIdentity;
 use shoal::peer::{PeerAddr, PeerClient, PeerClientConfig, Route};
-use shoal::swarm::tracker::TrackerClient;
+use shoal::tracker_client::TrackerClient;
 use shoal_proto::{AnnounceRequest, ByteCounters, HaveMsg, PeerId, SegmentKey, SwarmId};
 use shoal_testkit::{FfmpegPlayer, LiveHls, LiveHlsOpts, Nginx, PlayerOpts, RecordingRelay};
 use std::convert::Infallible;
@@ -225,7 +225,7 @@ async fn hostile(
                             .collect();
                         *neighbours.lock().unwrap() = list;
                     }
-                    Err(shoal::swarm::tracker::TrackerError::Refused { code, .. }) => {
+                    Err(shoal::tracker_client::TrackerError::Refused { code, .. }) => {
                         *refused.lock().unwrap() = Some(code);
                     }
                     Err(_) => {}

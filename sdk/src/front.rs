@@ -27,7 +27,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
@@ -269,16 +268,19 @@ async fn serve_segment(
     };
     swarm.last_used_ms.store(shared.now_ms(), Ordering::Relaxed);
     let cfg = &shared.config;
-    let deadline = swarm.player_deadline(Instant::now(), cfg.playback_margin, cfg.p2p_budget);
+    let deadline =
+        swarm
+            .lock()
+            .player_deadline(crate::clock::now(), cfg.playback_margin, cfg.p2p_budget);
     tracing::debug!(
         me = %swarm.peer_id,
         %key,
-        budget = ?deadline.saturating_duration_since(Instant::now()),
+        budget = ?deadline.saturating_duration_since(crate::clock::now()),
         "player request"
     );
     let outcome = fetch::obtain(shared, &swarm, &key, deadline, Mode::PeersThenOrigin).await;
     if outcome.is_ok() {
-        swarm.delivered_to_player(Instant::now(), &key);
+        swarm.lock().delivered_to_player(crate::clock::now(), &key);
     }
     read_ahead(shared, &swarm, &key);
     let (bytes, source) = match outcome {
@@ -345,12 +347,12 @@ fn read_ahead(shared: &Arc<Shared>, swarm: &Arc<Swarm>, key: &SegmentKey) {
     if n == 0 || !swarm.lock().ended {
         return;
     }
-    for next in swarm.following(key, n) {
-        if shared.cache.contains(&swarm.id, &next) || swarm.lock().in_flight.contains_key(&next) {
+    for next in swarm.lock().following(key, n) {
+        if shared.cache.contains(&swarm.id, &next) || swarm.in_flight().contains_key(&next) {
             continue;
         }
         let (shared, swarm) = (shared.clone(), swarm.clone());
-        let deadline = Instant::now() + shared.config.p2p_budget * 2;
+        let deadline = crate::clock::now() + shared.config.p2p_budget * 2;
         tokio::spawn(async move {
             let _ = fetch::obtain(&shared, &swarm, &next, deadline, Mode::PeersOnly).await;
         });
@@ -431,8 +433,8 @@ fn learn(shared: &Arc<Shared>, url: &url::Url, media: &hls::Media) -> Arc<Swarm>
 /// Learns a media playlist's segments into `swarm` and prefetches the fresh ones.
 fn learn_media(shared: &Arc<Shared>, swarm: &Arc<Swarm>, media: &hls::Media) {
     let target = Duration::from_secs_f64(media.target_duration.clamp(0.1, 3600.0));
-    let fresh = swarm.learn_segments(
-        Instant::now(),
+    let fresh = swarm.lock().learn_segments(
+        crate::clock::now(),
         media.segments.iter().map(|s| NewSegment {
             key: s.key.clone(),
             url: s.url.clone(),
@@ -455,7 +457,7 @@ fn serve_mpd(
 ) -> Response<Body> {
     let n = fetched.body.len() as u64;
     // Live segments are listed by the origin's clock, as far as `UTCTiming` told it.
-    let now = dash_clock::shift(std::time::SystemTime::now(), shared.dash.clocks.offset(url));
+    let now = dash_clock::shift(crate::clock::wall(), shared.dash.clocks.offset(url));
     let processed = manifest::dash::process(&fetched.body, url, &shared.mapper, now);
     match &processed.mpd {
         Ok(mpd) => dash::learn(shared, url, mpd),
@@ -489,7 +491,7 @@ fn serve_mpd(
 fn prefetch(shared: &Arc<Shared>, swarm: &Arc<Swarm>, fresh: Vec<SegmentKey>, mode: Mode) {
     if swarm.lock().p2p_allowed {
         for key in fresh {
-            let Some(deadline) = swarm.prefetch_deadline(&key) else {
+            let Some(deadline) = swarm.lock().prefetch_deadline(&key) else {
                 continue;
             };
             let (shared, swarm) = (shared.clone(), swarm.clone());

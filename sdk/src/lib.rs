@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod fetch;
 mod front;
@@ -12,6 +13,7 @@ pub mod node;
 pub mod origin;
 pub mod peer;
 pub mod swarm;
+pub mod tracker_client;
 
 pub use config::NodeConfig;
 pub use node::{Node, NodeStats};

@@ -12,8 +12,8 @@ use crate::peer::{
     DownloadLimits, Exclusions, IdentityError, NodeIdentity, PeerAddr, PeerClient,
     PeerClientConfig, PeerServer, PeerServerConfig,
 };
-use crate::swarm::tracker::{TrackerClient, TrackerError};
-use crate::swarm::{Neighbour, Swarm};
+use crate::swarm::{Neighbour, Swarm, SwarmState};
+use crate::tracker_client::{TrackerClient, TrackerError};
 use dashmap::{DashMap, DashSet};
 use futures::StreamExt;
 use prometheus_client::registry::Registry;
@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -119,16 +119,16 @@ impl Shared {
             <= crate::peer::server::admit_room(rate)
     }
 
-    /// What the uplink is doing, for the seeding decisions of `fetch::scheduler::seed_role`.
+    /// What the uplink is doing, for the seeding decisions of `shoal_core::scheduler::seed_role`.
     /// Without an upload cap there is no backlog to measure: the uplink counts as idle only
     /// with no upload running.
-    pub fn uplink(&self) -> crate::fetch::scheduler::Uplink {
+    pub fn uplink(&self) -> shoal_core::scheduler::Uplink {
         let free = self.uplink_free();
         let idle = match self.config.upload_limit {
             Some(_) => free,
             None => self.upload_slots.available_permits() >= self.config.max_uploads,
         };
-        crate::fetch::scheduler::Uplink { free, idle }
+        shoal_core::scheduler::Uplink { free, idle }
     }
 
     /// Milliseconds since the node started.
@@ -307,7 +307,7 @@ async fn announce(
             // The counts start again after a rotation only: the tracker offers a random few
             // members, and when none of them is new the next announce's offer may be.
             if let (Some(busiest), Some(newcomer)) = (busiest, newcomer) {
-                unfollow(shared, &mut st, &busiest);
+                unfollow(shared, swarm, &mut st, &busiest);
                 tracing::debug!(swarm = %swarm.id, dropped = %busiest, added = %newcomer.0, "neighbour rotated");
                 to_connect.push(newcomer);
                 for n in st.neighbours.values_mut() {
@@ -318,12 +318,12 @@ async fn announce(
         let dropped: Vec<PeerId> = st
             .neighbours
             .iter()
-            .filter(|(_, n)| !resp.policy.p2p || exclusions.excludes(n.addr.ip()))
+            .filter(|(_, n)| !resp.policy.p2p || exclusions.excludes(n.addr.addr.ip()))
             .map(|(id, _)| id.clone())
             .collect();
         let dropped_any = !dropped.is_empty();
         for id in dropped {
-            unfollow(shared, &mut st, &id);
+            unfollow(shared, swarm, &mut st, &id);
             if resp.policy.p2p {
                 st.members.remove(&id);
             }
@@ -354,12 +354,10 @@ async fn announce(
 }
 
 /// Stops following neighbour `id` of the swarm whose state is `st` (its `haves` stream ends).
-fn unfollow(shared: &Shared, st: &mut crate::swarm::SwarmState, id: &PeerId) {
-    if let Some(n) = st.neighbours.remove(id) {
+fn unfollow(shared: &Shared, swarm: &Swarm, st: &mut SwarmState, id: &PeerId) {
+    if st.neighbours.remove(id).is_some() {
         shared.metrics.peers.dec();
-        if let Some(t) = n.task {
-            t.abort();
-        }
+        swarm.stop_following(id);
     }
 }
 
@@ -392,16 +390,8 @@ fn connect_neighbour(
         if st.neighbours.contains_key(&peer) {
             return;
         }
-        st.neighbours.insert(
-            peer.clone(),
-            Neighbour {
-                addr: addr.addr,
-                fingerprint: addr.fingerprint.clone(),
-                haves: Default::default(),
-                stats: Default::default(),
-                task: None,
-            },
-        );
+        st.neighbours
+            .insert(peer.clone(), Neighbour::new(addr.clone()));
     }
     shared.metrics.peers.inc();
     let (shared2, swarm2, peer2) = (shared.clone(), swarm.clone(), peer.clone());
@@ -419,10 +409,10 @@ fn connect_neighbour(
             shared2.metrics.peers.dec();
         }
         st.members.remove(&peer2);
+        drop(st);
+        swarm2.stop_following(&peer2);
     });
-    if let Some(n) = swarm.lock().neighbours.get_mut(&peer) {
-        n.task = Some(handle.abort_handle());
-    }
+    swarm.follow(&peer, handle.abort_handle());
 }
 
 async fn follow_haves(
@@ -437,16 +427,13 @@ async fn follow_haves(
     while let Some(msg) = stream.next().await {
         match msg? {
             HaveMsg::Snapshot { segments } => {
-                if let Some(n) = swarm.lock().neighbours.get_mut(peer) {
-                    n.haves.clear();
-                }
-                swarm.peer_has(peer, segments);
+                swarm.peer_snapshot(peer, segments);
                 if std::mem::take(awaited) {
                     swarm.snapshot_settled();
                 }
             }
             HaveMsg::Have { segment } => swarm.peer_has(peer, [segment]),
-            HaveMsg::Lost { segment } => swarm.peer_lost(peer, &segment),
+            HaveMsg::Lost { segment } => swarm.lock().peer_lost(peer, &segment),
             HaveMsg::Free => swarm.peer_free(peer),
             HaveMsg::Unknown => {}
         }
@@ -460,12 +447,11 @@ async fn leave(shared: &Arc<Shared>, swarm: &Arc<Swarm>, peer_key: Option<String
     shared.metrics.swarms.set(shared.swarms.len() as i64);
     {
         let mut st = swarm.lock();
-        for (_, n) in st.neighbours.drain() {
+        for _ in st.neighbours.drain() {
             shared.metrics.peers.dec();
-            if let Some(t) = n.task {
-                t.abort();
-            }
         }
+        drop(st);
+        swarm.stop_following_all();
     }
     tracing::info!(swarm = %swarm.id, "left swarm");
     let (Some(tracker), Some(peer_key)) = (&shared.tracker, peer_key) else {
@@ -609,7 +595,7 @@ impl Node {
             node_id,
             peer_advertise,
             identity,
-            started: Instant::now(),
+            started: crate::clock::now(),
             unreported_cdn: AtomicU64::new(0),
             reported_upload: AtomicU64::new(0),
             shutdown: CancellationToken::new(),

@@ -12,3 +12,16 @@
 #![warn(missing_docs)]
 
 pub mod manifest;
+pub mod scheduler;
+pub mod source;
+pub mod swarm;
+
+/// The one reading of the real clock in this crate's tests: a base instant. Every later
+/// instant in a test is this plus a simulated offset.
+#[cfg(test)]
+mod test_clock {
+    #[allow(clippy::disallowed_methods)]
+    pub fn start() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+}

@@ -11,7 +11,6 @@ use shoal_proto::signed_list::{self, ListError, ProviderKey};
 use shoal_proto::SegmentKey;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// Least time between the starts of two fetches of one swarm's list.
 const MIN_REFRESH: Duration = Duration::from_secs(1);
@@ -25,7 +24,7 @@ pub(super) async fn digest(
     key: &SegmentKey,
     provider: &ProviderKey,
 ) -> Option<([u8; 32], u64)> {
-    let asked = Instant::now();
+    let asked = crate::clock::now();
     let mut last = swarm.digest_list.lock().await;
     if let Some(d) = known(swarm, key) {
         return Some(d);
@@ -35,9 +34,9 @@ pub(super) async fn digest(
         return None;
     }
     if let Some(started) = *last {
-        tokio::time::sleep_until(started + MIN_REFRESH).await;
+        crate::clock::sleep_until(started + MIN_REFRESH).await;
     }
-    *last = Some(Instant::now());
+    *last = Some(crate::clock::now());
     let result = refresh(shared, swarm, provider).await;
     drop(last);
     shared

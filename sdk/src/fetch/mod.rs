@@ -5,9 +5,7 @@
 //! the transfer, and a player request and a prefetch of the same segment share one fetch (the
 //! player's tighter deadline wins).
 
-pub mod capacity;
 mod digest_list;
-pub mod scheduler;
 
 use crate::cache::PartialWriter;
 use crate::metrics::{FallbackReason, Provenance, Source, SourceLabel};
@@ -15,17 +13,17 @@ use crate::node::Shared;
 use crate::origin::OriginError;
 use crate::peer::client::Progress;
 use crate::peer::PeerError;
-use crate::swarm::Swarm;
+use crate::swarm::{Ask, Rules, Swarm};
 use bytes::Bytes;
-use scheduler::Decision;
 use sha2::{Digest, Sha256};
+use shoal_core::scheduler::{self as scheduler, Decision};
 use shoal_proto::{PeerId, ReportReason, ReportRequest, SegmentKey, PROTOCOL_VERSION};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 /// Why a segment could not be obtained.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -120,11 +118,11 @@ async fn obtain_once(
     mode: Mode,
 ) -> Outcome {
     if let Some(bytes) = shared.cache.get(&swarm.id, key) {
-        return Ok((bytes, swarm.provenance(key)));
+        return Ok((bytes, swarm.lock().provenance(key)));
     }
     let mut rx = {
-        let mut st = swarm.lock();
-        if let Some(f) = st.in_flight.get_mut(key) {
+        let mut in_flight = swarm.in_flight();
+        if let Some(f) = in_flight.get_mut(key) {
             let guessed = f.guessed;
             f.guessed &= mode != Mode::PeersThenOrigin;
             f.deadline.send_if_modified(|d| {
@@ -135,7 +133,7 @@ async fn obtain_once(
         } else {
             let (dtx, drx) = watch::channel(deadline);
             let (rtx, rrx) = watch::channel(None);
-            st.in_flight.insert(
+            in_flight.insert(
                 key.clone(),
                 InFlight {
                     deadline: dtx,
@@ -145,7 +143,7 @@ async fn obtain_once(
             );
             let (shared, swarm, key) = (shared.clone(), swarm.clone(), key.clone());
             tokio::spawn(async move {
-                let started = Instant::now();
+                let started = crate::clock::now();
                 let outcome = run(&shared, &swarm, &key, drx, mode).await;
                 if let Ok((bytes, source)) = &outcome {
                     // A split fetch was finished by the origin: its time is the origin's.
@@ -162,7 +160,7 @@ async fn obtain_once(
                     swarm.record_segment_size(&key, bytes.len() as u64);
                     shared.cache.insert(&swarm.id, &key, bytes.clone());
                 }
-                swarm.lock().in_flight.remove(&key);
+                swarm.in_flight().remove(&key);
                 let _ = rtx.send(Some(outcome));
             });
             rrx
@@ -193,29 +191,32 @@ async fn run(
     mode: Mode,
 ) -> Outcome {
     let cfg = &shared.config;
+    let rules = Rules {
+        origin_seeders: cfg.origin_seeders,
+        min_peer_time: cfg.min_peer_time,
+    };
     let mut tried: HashSet<PeerId> = HashSet::new();
     loop {
         // Register for `have` wake-ups before looking, so none is missed in between.
         let notified = swarm.have_notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let now = Instant::now();
+        let now = crate::clock::now();
         let until = *deadline.borrow_and_update();
         let cached = shared.cache.contains(&swarm.id, key);
-        let (decision, addr) = swarm.decide(
+        let ask = Ask {
             now,
-            until,
+            deadline: until,
             key,
             cached,
-            &tried,
-            cfg.origin_seeders,
-            cfg.min_peer_time,
-            shared.uplink(),
-        );
+            tried: &tried,
+            uplink: shared.uplink(),
+        };
+        let (decision, addr) = swarm.lock().decide(&ask, &rules);
         match decision {
             Decision::Cache => {
                 if let Some(bytes) = shared.cache.get(&swarm.id, key) {
-                    return Ok((bytes, swarm.provenance(key)));
+                    return Ok((bytes, swarm.lock().provenance(key)));
                 }
             }
             Decision::Peer(peer) => {
@@ -266,7 +267,7 @@ async fn run(
             Decision::Wait { until } => {
                 tokio::select! {
                     _ = &mut notified => {}
-                    _ = tokio::time::sleep_until(until) => {}
+                    _ = crate::clock::sleep_until(until) => {}
                     _ = deadline.changed() => {}
                 }
             }
@@ -326,8 +327,8 @@ async fn from_peer(
     deadline: &mut watch::Receiver<Instant>,
     origin_finishes: bool,
 ) -> PeerOutcome {
-    swarm.transfer_started(peer);
-    let started = Instant::now();
+    swarm.lock().transfer_started(peer);
+    let started = crate::clock::now();
     let budget = deadline.borrow().saturating_duration_since(started);
     tracing::debug!(me = %swarm.peer_id, %peer, %key, ?budget, "peer transfer started");
     let (tx, mut rx) = tokio::sync::oneshot::channel();
@@ -340,7 +341,7 @@ async fn from_peer(
             let outcome = tokio::select! {
                 o = attempt(&shared, &swarm, &key, &peer, addr, &received) => o,
                 _ = cancel.cancelled() => {
-                    swarm.transfer_abandoned(&peer);
+                    swarm.lock().transfer_abandoned(&peer);
                     PeerOutcome::Failed
                 }
             };
@@ -355,11 +356,11 @@ async fn from_peer(
         let until = *deadline.borrow_and_update();
         tokio::select! {
             r = &mut rx => return r.unwrap_or(PeerOutcome::Failed),
-            _ = tokio::time::sleep_until(until) => break,
+            _ = crate::clock::sleep_until(until) => break,
             // Tightened by a player: look again at the new deadline.
             changed = deadline.changed() => if changed.is_err() {
                 // The fetch's owner is gone; finish with the deadline we had.
-                if let Ok(Ok(r)) = tokio::time::timeout_at(until, &mut rx).await {
+                if let Ok(Ok(r)) = tokio::time::timeout_at(until.into(), &mut rx).await {
                     return r;
                 }
                 break;
@@ -446,7 +447,7 @@ struct Received {
 
 impl Received {
     fn push(&mut self, data: &Bytes) {
-        self.first_at.get_or_insert_with(Instant::now);
+        self.first_at.get_or_insert_with(crate::clock::now);
         self.len += data.len();
         self.chunks.push(data.clone());
         if let Some(w) = self.relay.as_ref() {
@@ -496,13 +497,15 @@ async fn attempt(
     );
     let (transfer, digest) =
         futures::future::join(transfer, trusted_digest(shared, swarm, key)).await;
-    let now = Instant::now();
+    let now = crate::clock::now();
     let transfer = match transfer {
         Ok(t) => t,
         Err(e) => return peer_error(shared, swarm, key, peer, e, now),
     };
     let n = transfer.bytes.len() as u64;
-    swarm.record_transfer(peer, now, Ok((n, transfer.elapsed)));
+    swarm
+        .lock()
+        .record_transfer(peer, now, Ok((n, transfer.elapsed)));
     let Some((sha256, size)) = digest else {
         tracing::debug!(%key, "no trusted digest; peer bytes dropped");
         return PeerOutcome::Unverifiable;
@@ -547,11 +550,11 @@ fn peer_error(
         // Spread the retries of the peer's many askers.
         let wait = wait.mul_f64(1.0 + rand::random::<f64>() * 0.5);
         tracing::debug!(me = %swarm.peer_id, %peer, %key, ?wait, "peer busy");
-        swarm.record_busy(peer, now, wait);
+        swarm.lock().record_busy(peer, now, wait);
         return PeerOutcome::Busy;
     }
     tracing::debug!(%peer, %key, error = %e, "peer transfer failed");
-    swarm.record_transfer(peer, now, Err(()));
+    swarm.lock().record_transfer(peer, now, Err(()));
     shared.metrics.peer_failures.inc();
     // We only ask peers that announced the segment: a 404 is a false `have`.
     let reason = match &e {
@@ -561,7 +564,7 @@ fn peer_error(
         _ => None,
     };
     if let Some(reason) = reason {
-        if swarm.strike(peer) {
+        if swarm.lock().strike(peer) {
             tracing::warn!(%peer, ?reason, "peer keeps misbehaving: banned and reported");
             swarm.ban(peer);
             shared.metrics.peers_banned.inc();
@@ -585,12 +588,12 @@ async fn try_split(
     until: Instant,
     tried: &mut HashSet<PeerId>,
 ) -> Option<PeerOutcome> {
-    let holders = swarm.idle_holders(key, Instant::now(), tried);
+    let holders = swarm.lock().idle_holders(key, crate::clock::now(), tried);
     if holders.len() < 2 {
         return None;
     }
     let rates: Vec<f64> = holders.iter().map(|h| h.2).collect();
-    let left = until.saturating_duration_since(Instant::now());
+    let left = until.saturating_duration_since(crate::clock::now());
     let (sha256, size) = trusted_digest(shared, swarm, key).await?;
     let k = scheduler::parts_for(size, &rates, left, MAX_PARTS);
     tracing::trace!(%key, holders = holders.len(), ?rates, ?left, k, "parts to fetch");
@@ -600,7 +603,7 @@ async fn try_split(
     let chosen = &holders[..k];
     for (p, _, _) in chosen {
         tried.insert(p.clone());
-        swarm.transfer_started(p);
+        swarm.lock().transfer_started(p);
     }
     let step = size / k as u64;
     let parts = chosen.iter().enumerate().map(|(i, (peer, addr, _))| {
@@ -621,20 +624,23 @@ async fn try_split(
             (peer, r)
         }
     });
-    let Ok(results) = tokio::time::timeout_at(until, futures::future::join_all(parts)).await else {
+    let Ok(results) = tokio::time::timeout_at(until.into(), futures::future::join_all(parts)).await
+    else {
         for (p, _, _) in chosen {
-            swarm.transfer_abandoned(p);
+            swarm.lock().transfer_abandoned(p);
         }
         shared.metrics.peer_failures.inc();
         return Some(PeerOutcome::Failed);
     };
-    let now = Instant::now();
+    let now = crate::clock::now();
     let mut body = bytes::BytesMut::with_capacity(size as usize);
     let mut outcome = None;
     for (peer, r) in results {
         match r {
             Ok(t) => {
-                swarm.record_transfer(peer, now, Ok((t.bytes.len() as u64, t.elapsed)));
+                swarm
+                    .lock()
+                    .record_transfer(peer, now, Ok((t.bytes.len() as u64, t.elapsed)));
                 body.extend_from_slice(&t.bytes);
             }
             Err(e) => {
@@ -757,12 +763,12 @@ async fn counted_origin_fetch(
     url: &url::Url,
     range: Option<(u64, u64)>,
 ) -> Result<crate::origin::Fetched, FetchError> {
-    let started = Instant::now();
+    let started = crate::clock::now();
     let fetched = shared
         .origin
         .fetch(url, range, shared.config.max_segment_bytes())
         .await?;
-    swarm.record_origin_time(started.elapsed());
+    swarm.lock().record_origin_time(started.elapsed());
     let n = fetched.body.len() as u64;
     shared.metrics.origin_bytes.inc_by(n);
     swarm.unreported_cdn.fetch_add(n, Ordering::Relaxed);
@@ -889,7 +895,7 @@ mod tests {
 
     #[test]
     fn a_player_replaces_a_prefetch_guess_and_otherwise_the_tighter_deadline_wins() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let (early, late) = (t0 + Duration::from_secs(2), t0 + Duration::from_secs(5));
         // The player's buffer allows more than the prefetch guessed: P2P gets the time.
         assert_eq!(

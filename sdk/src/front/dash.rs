@@ -12,9 +12,8 @@ use crate::swarm::{NewSegment, Swarm};
 use shoal_proto::{SegmentKey, SwarmId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use url::Url;
 
 /// Where a request URL belongs when its own key is not the segment's.
@@ -75,9 +74,9 @@ pub(super) fn learn(shared: &Arc<Shared>, mpd_url: &Url, mpd: &dash::Mpd) {
         shared
             .dash
             .clocks
-            .learn(shared, mpd_url, &mpd.utc_timing, SystemTime::now());
+            .learn(shared, mpd_url, &mpd.utc_timing, crate::clock::wall());
     }
-    let now = Instant::now();
+    let now = crate::clock::now();
     for rep in mpd.periods.iter().flat_map(|p| &p.representations) {
         let id = dash::swarm_id(mpd_url, &rep.id);
         let swarm = shared.join(id.clone());
@@ -96,7 +95,7 @@ pub(super) fn learn(shared: &Arc<Shared>, mpd_url: &Url, mpd: &dash::Mpd) {
         if let Some(f) = &rep.file {
             add_routes(shared, &id, f, true);
         }
-        let fresh = swarm.learn_segments(
+        let fresh = swarm.lock().learn_segments(
             now,
             rep.segments.iter().map(|s| {
                 let r = &s.resource;
@@ -147,8 +146,8 @@ pub(super) fn route(shared: &Arc<Shared>, url: &Url, closed: Option<ByteRange>) 
             let st = swarm.lock();
             (st.ended, st.target_duration)
         };
-        swarm.learn_segments(
-            Instant::now(),
+        swarm.lock().learn_segments(
+            crate::clock::now(),
             [NewSegment {
                 key,
                 url: url.clone(),
@@ -178,7 +177,8 @@ pub(super) fn register_requested(
         let map = shared.dash.live.lock().unwrap_or_else(|p| p.into_inner());
         map.iter().find_map(|(id, e)| {
             // The template's clock is the origin's.
-            let now = dash_clock::shift(SystemTime::now(), shared.dash.clocks.offset(&e.mpd_url));
+            let now =
+                dash_clock::shift(crate::clock::wall(), shared.dash.clocks.offset(&e.mpd_url));
             let seg = e.template.borrow().segment_named(url, now, CLOCK_SKEW)?;
             Some((id.clone(), e.swarm_addr, seg))
         })?
@@ -205,8 +205,8 @@ fn register(
     let target = swarm.lock().target_duration;
     let r = &seg.resource;
     add_routes(shared, &swarm.id, r, false);
-    swarm.learn_segments(
-        Instant::now(),
+    swarm.lock().learn_segments(
+        crate::clock::now(),
         [NewSegment {
             key: r.key.clone(),
             url: url.clone(),
@@ -267,7 +267,7 @@ async fn tick(
             .then(|| t.segment(n).zip(t.available_at(n)))
             .flatten();
         // Availability is on the origin's clock.
-        let now = dash_clock::shift(SystemTime::now(), shared.dash.clocks.offset(&mpd_url));
+        let now = dash_clock::shift(crate::clock::wall(), shared.dash.clocks.offset(&mpd_url));
         let wait = due
             .as_ref()
             .map(|(_, at)| at.duration_since(now).unwrap_or_default());

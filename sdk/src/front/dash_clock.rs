@@ -130,9 +130,9 @@ impl Clocks {
             .insert(mpd_url.clone(), (known, tokio::time::Instant::now()));
         let (shared, mpd_url) = (shared.clone(), mpd_url.clone());
         tokio::spawn(async move {
-            let before = SystemTime::now();
+            let before = crate::clock::wall();
             let fetched = shared.origin.fetch(&url, None, MAX_BODY).await;
-            let after = SystemTime::now();
+            let after = crate::clock::wall();
             // The answer was written about half way through the round trip.
             let local = before + after.duration_since(before).unwrap_or_default() / 2;
             let origin_time = fetched

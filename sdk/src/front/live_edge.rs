@@ -15,7 +15,6 @@ use crate::swarm::Swarm;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// How long before the expected next segment the first reload goes out.
 const LEAD: Duration = Duration::from_millis(300);
@@ -27,16 +26,15 @@ const MIN_STEP: Duration = Duration::from_millis(100);
 /// Starts the poller of `swarm`'s live playlist at `url`, unless one runs.
 pub(super) fn ensure(shared: &Arc<Shared>, swarm: &Arc<Swarm>, url: &url::Url) {
     {
-        let mut st = swarm.lock();
-        if st.edge_poller || st.ended || !st.p2p_allowed {
+        let st = swarm.lock();
+        if st.ended || !st.p2p_allowed || swarm.edge_poller.swap(true, Ordering::AcqRel) {
             return;
         }
-        st.edge_poller = true;
     }
     let (shared, swarm, url) = (shared.clone(), swarm.clone(), url.clone());
     tokio::spawn(async move {
         poll(&shared, &swarm, &url).await;
-        swarm.lock().edge_poller = false;
+        swarm.edge_poller.store(false, Ordering::Release);
     });
 }
 
@@ -59,7 +57,7 @@ async fn poll(shared: &Arc<Shared>, swarm: &Arc<Swarm>, url: &url::Url) {
             return;
         }
         let step = target.mul_f64(STEP_SHARE).max(MIN_STEP);
-        let now = Instant::now();
+        let now = crate::clock::now();
         let due = match last_fresh {
             Some(at) => (at + target).checked_sub(LEAD).unwrap_or(at) + step * retries,
             None => now + target,
@@ -74,7 +72,7 @@ async fn poll(shared: &Arc<Shared>, swarm: &Arc<Swarm>, url: &url::Url) {
             continue;
         }
         tokio::select! {
-            _ = tokio::time::sleep_until(due.max(now + MIN_STEP)) => {}
+            _ = crate::clock::sleep_until(due.max(now + MIN_STEP)) => {}
             _ = shared.shutdown.cancelled() => return,
         }
         let fetched = match shared.origin.fetch(url, None, max).await {

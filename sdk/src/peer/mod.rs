@@ -31,24 +31,9 @@ pub use server::{PeerServer, PeerServerConfig};
 use http::StatusCode;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use shoal_proto::{HaveParseError, SegmentKey, SwarmId};
-use std::net::SocketAddr;
 use std::time::Duration;
 
-/// A neighbour's peer server and the key the tracker vouched for: the client connects to
-/// `addr` and accepts only the certificate whose SHA-256 is `fingerprint`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PeerAddr {
-    /// Where its peer server listens.
-    pub addr: SocketAddr,
-    /// Lower-case hex SHA-256 of its certificate, as the tracker handed it out.
-    pub fingerprint: String,
-}
-
-impl std::fmt::Display for PeerAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (key {})", self.addr, self.fingerprint)
-    }
-}
+pub use shoal_core::swarm::PeerAddr;
 
 /// Path prefix of every peer protocol v1 route.
 pub const PATH_PREFIX: &str = "/p2p/v1/";

@@ -1,15 +1,18 @@
 //! The segment scheduler's decisions: pure functions over data and `now`, no I/O.
 //!
-//! The fetch engine (`fetch::engine`) calls [`decide`] whenever something changed (a start, a
-//! neighbour's `have`, a finished or failed transfer, a timer) and carries out the answer.
+//! The SDK's fetch runtime calls [`decide`] (through the swarm state's `decide`) whenever
+//! something changed (a start, a neighbour's `have`, a finished or failed transfer, a timer)
+//! and carries out the answer.
 //! Everything here is deterministic, so it is tested with simulated time.
 
-use crate::metrics::FallbackReason;
+pub mod capacity;
+
+use crate::source::FallbackReason;
 use sha2::{Digest, Sha256};
 use shoal_proto::{PeerId, SegmentKey};
 use std::collections::HashSet;
 use std::time::Duration;
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// What to do next for one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +51,7 @@ pub struct PeerStats {
     /// come back at this instant. Not a failure: a capped uplink serving one transfer at a
     /// time is the peer doing its job well.
     pub busy_until: Option<Instant>,
-    /// "Busy" answers since the node last reviewed its neighbours (see `node::announce`).
+    /// "Busy" answers since the node last reviewed its neighbours (the SDK's announce loop).
     pub busy_answers: u32,
 }
 
@@ -301,7 +304,7 @@ pub enum SeedRole {
     /// the rest of the first `2 × seeders` ranks, while their uplink would take an upload now.
     StandIn,
     /// Fetches it from the origin at once even when neighbours hold it: any rank, in a swarm
-    /// whose uplinks are slower than the stream (`fetch::capacity`), while this node's uplink
+    /// whose uplinks are slower than the stream ([`capacity`]), while this node's uplink
     /// is idle ([`Uplink::idle`]). There most transfers end at a deadline and the origin sends
     /// the rest anyway; fetched when the segment appears, those origin bytes give an idle
     /// uplink something the other members lack, instead of serving one player late.
@@ -372,7 +375,7 @@ mod tests {
             Self {
                 key: SegmentKey::new("cdn/live/seg1.ts").unwrap(),
                 tried: HashSet::new(),
-                now: Instant::now(),
+                now: crate::test_clock::start(),
             }
         }
         fn situation<'a>(&'a self, candidates: &'a [Candidate<'a>]) -> Situation<'a> {
