@@ -1,0 +1,365 @@
+//! The NAT lab's homes behave as their kinds say, checked with real packets: reflectors on
+//! the internet bridge report the source address they see, a host nobody contacted sends
+//! unsolicited datagrams, and the real `natpmpc` and `upnpc` map ports through `miniupnpd`.
+//!
+//! Needs root (network namespaces, iptables). Under `CI=true` it runs or fails; elsewhere it
+//! says why it skips.
+
+use shoal_testkit::netlab::{wait_for_datagram, Home, HomeKind, Host, NatLab, Reflector};
+use shoal_testkit::{which, Error};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long to wait for an answer that must come.
+const WAIT: Duration = Duration::from_secs(3);
+/// How long to wait for a packet that must not come.
+const SILENCE: Duration = Duration::from_millis(1500);
+/// The reflectors' port.
+const REFLECT: u16 = 3478;
+
+/// A lab, or `None` (with the reason printed) when it cannot run here and this is not CI.
+fn lab() -> Option<NatLab> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let made = [
+        ("natpmpc", "natpmpc"),
+        ("upnpc", "miniupnpc"),
+        ("miniupnpd", "miniupnpd-iptables"),
+    ]
+    .into_iter()
+    .try_for_each(|(program, package)| which(program, package).map(drop))
+    .and_then(|()| NatLab::new());
+    match made {
+        Ok(lab) => Some(lab),
+        Err(e @ (Error::NotRoot { .. } | Error::MissingProgram { .. })) if !ci => {
+            eprintln!("skipping the NAT lab test: {e}");
+            None
+        }
+        Err(e) => panic!("the NAT lab cannot run: {e}"),
+    }
+}
+
+/// The servers every check uses: two reflectors and a stranger no home ever contacts.
+struct Internet {
+    a: Reflector,
+    b: Reflector,
+    stranger: Reflector,
+    stranger_host: Host,
+}
+
+impl Internet {
+    fn new(lab: &mut NatLab) -> Internet {
+        let a = lab.add_server("reflector-a").unwrap();
+        let b = lab.add_server("reflector-b").unwrap();
+        let stranger_host = lab.add_server("stranger").unwrap();
+        Internet {
+            a: Reflector::start(&a, REFLECT).unwrap(),
+            b: Reflector::start(&b, REFLECT).unwrap(),
+            stranger: Reflector::start(&stranger_host, REFLECT).unwrap(),
+            stranger_host,
+        }
+    }
+}
+
+/// A token for one unsolicited datagram.
+fn token(what: &str, home: &Home) -> Vec<u8> {
+    format!("{what} to home {} ({})", home.index, home.kind).into_bytes()
+}
+
+/// Sends `payload` from `from` to `to`, and says whether `sock` got it within `wait`.
+fn arrives(
+    from: &Reflector,
+    to: SocketAddrV4,
+    sock: &std::net::UdpSocket,
+    payload: &[u8],
+    wait: Duration,
+) -> Option<SocketAddr> {
+    from.send_udp(to, payload).unwrap();
+    wait_for_datagram(sock, payload, wait).unwrap()
+}
+
+/// The mapped addresses reflectors `a` and `b` see for one UDP socket of `home`'s first
+/// host; also checks that a stranger cannot send to the mapping and reflector `a` can.
+fn udp_mappings(home: &Home, net: &Internet) -> (SocketAddrV4, SocketAddrV4) {
+    let sock = home.host().netns.udp_socket(0).unwrap();
+    let seen_a = Reflector::ask_udp(&sock, net.a.addr, WAIT).unwrap();
+    let seen_b = Reflector::ask_udp(&sock, net.b.addr, WAIT).unwrap();
+    let (Some(seen_a), Some(seen_b)) = (seen_a, seen_b) else {
+        panic!("home {home:?}: UDP reflectors answered {seen_a:?} and {seen_b:?}");
+    };
+    assert_eq!(*seen_a.ip(), home.public_ip(), "{home:?}");
+    assert_eq!(*seen_b.ip(), home.public_ip(), "{home:?}");
+    // Inbound: a host the inside host never sent to is dropped, one it sent to gets through.
+    let unsolicited = token("unsolicited", home);
+    assert_eq!(
+        arrives(&net.stranger, seen_a, &sock, &unsolicited, SILENCE),
+        None,
+        "home {} ({}): an unsolicited datagram from {} reached the inside host",
+        home.index,
+        home.kind,
+        net.stranger.addr
+    );
+    let reply = token("reply", home);
+    assert_eq!(
+        arrives(&net.a, seen_a, &sock, &reply, WAIT),
+        Some(SocketAddr::V4(net.a.addr)),
+        "home {} ({}): reflector a could not send back to {seen_a}",
+        home.index,
+        home.kind
+    );
+    (seen_a, seen_b)
+}
+
+/// An endpoint-independent mapping: both reflectors see the same external port.
+fn check_eim(home: &Home, net: &Internet) {
+    let (seen_a, seen_b) = udp_mappings(home, net);
+    assert_eq!(
+        seen_a, seen_b,
+        "home {} ({}): two destinations saw two mappings",
+        home.index, home.kind
+    );
+}
+
+fn check_public(home: &Home, net: &Internet) {
+    let host = home.host();
+    let sock = host.netns.udp_socket(0).unwrap();
+    let local = sock.local_addr().unwrap().port();
+    let seen = Reflector::ask_udp(&sock, net.a.addr, WAIT).unwrap();
+    assert_eq!(
+        seen,
+        Some(host.addr(local)),
+        "a public host is seen as itself"
+    );
+    // Reachable inbound without having sent anything: UDP and TCP.
+    let unsolicited = token("unsolicited", home);
+    assert_eq!(
+        arrives(&net.stranger, host.addr(local), &sock, &unsolicited, WAIT),
+        Some(SocketAddr::V4(net.stranger.addr))
+    );
+    let listener = host.netns.tcp_listener(0).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _conn = net
+        .stranger_host
+        .netns
+        .tcp_connect(host.addr(port), WAIT)
+        .unwrap();
+    let (_, from) = listener.accept().unwrap();
+    assert_eq!(from.ip(), std::net::IpAddr::V4(net.stranger_host.ip));
+}
+
+fn check_symmetric(home: &Home, net: &Internet) {
+    let (seen_a, seen_b) = udp_mappings(home, net);
+    assert_ne!(
+        seen_a.port(),
+        seen_b.port(),
+        "a symmetric NAT maps each destination to its own port"
+    );
+}
+
+fn check_udp_blocked(home: &Home, net: &Internet) {
+    let sock = home.host().netns.udp_socket(0).unwrap();
+    let seen = Reflector::ask_udp(&sock, net.a.addr, SILENCE).unwrap();
+    assert_eq!(seen, None, "UDP went through a UDP-blocking router");
+}
+
+fn check_shared_lan(home: &Home) {
+    assert!(home.hosts.len() >= 2);
+    let (h0, h1) = (&home.hosts[0], &home.hosts[1]);
+    // UDP and TCP between neighbours on their LAN addresses, not through the NAT.
+    let sock0 = h0.netns.udp_socket(0).unwrap();
+    let port0 = sock0.local_addr().unwrap().port();
+    let sock1 = h1.netns.udp_socket(0).unwrap();
+    let hello = token("neighbour", home);
+    sock1.send_to(&hello, h0.addr(port0)).unwrap();
+    let from = wait_for_datagram(&sock0, &hello, WAIT).unwrap();
+    assert_eq!(from.map(|a| a.ip()), Some(std::net::IpAddr::V4(h1.ip)));
+    let listener = h0.netns.tcp_listener(0).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _conn = h1.netns.tcp_connect(h0.addr(port), WAIT).unwrap();
+    let (_, from) = listener.accept().unwrap();
+    assert_eq!(from.ip(), std::net::IpAddr::V4(h1.ip));
+}
+
+/// Maps `port` with `natpmpc` (NAT-PMP) and with `upnpc` (UPnP IGD) from inside the home;
+/// a stranger's datagram to the mapped port is dropped before and delivered after.
+fn check_upnp(home: &Home, net: &Internet) {
+    let router = home.router.as_ref().unwrap();
+    let host = home.host();
+    for (port, tool) in [(40000u16, "natpmpc"), (40001, "upnpc")] {
+        let sock = host.netns.udp_socket(port).unwrap();
+        let external = SocketAddrV4::new(router.wan_ip, port);
+        let before = token(&format!("before {tool}"), home);
+        assert_eq!(
+            arrives(&net.stranger, external, &sock, &before, SILENCE),
+            None,
+            "{external} was open before {tool} mapped it"
+        );
+        let p = port.to_string();
+        let out = match tool {
+            "natpmpc" => host.netns.run(
+                "natpmpc",
+                ["-g", &router.lan_ip.to_string(), "-a", &p, &p, "udp", "600"],
+            ),
+            _ => host
+                .netns
+                .run("upnpc", ["-a", &host.ip.to_string(), &p, &p, "UDP"]),
+        }
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        let expect = match tool {
+            "natpmpc" => format!("Mapped public port {port} protocol UDP to local port {port}"),
+            _ => format!(
+                "external {}:{port} UDP is redirected to internal {}:{port}",
+                router.wan_ip, host.ip
+            ),
+        };
+        assert!(said.contains(&expect), "{tool} said:\n{said}");
+        let after = token(&format!("after {tool}"), home);
+        assert_eq!(
+            arrives(&net.stranger, external, &sock, &after, WAIT),
+            Some(SocketAddr::V4(net.stranger.addr)),
+            "{tool} mapped {external} but the stranger's datagram did not arrive"
+        );
+    }
+}
+
+#[test]
+fn every_home_kind_behaves_as_labelled() {
+    let Some(mut lab) = lab() else { return };
+    let started = Instant::now();
+    let net = Internet::new(&mut lab);
+    let homes: Vec<Home> = HomeKind::ALL
+        .into_iter()
+        .map(|kind| lab.add_home(kind).unwrap())
+        .collect();
+    eprintln!(
+        "lab of {} homes built in {:?}",
+        homes.len(),
+        started.elapsed()
+    );
+    // Every host of every home reaches a TCP server on the internet, from its public address.
+    for home in &homes {
+        for host in &home.hosts {
+            let seen = Reflector::ask_tcp(host, net.a.addr, WAIT)
+                .unwrap_or_else(|e| panic!("{} ({}): {e}", host.netns, home.kind));
+            assert_eq!(*seen.ip(), home.public_ip(), "{host:?}");
+        }
+    }
+    for home in &homes {
+        match home.kind {
+            HomeKind::Public => check_public(home, &net),
+            HomeKind::SharedLan => {
+                check_shared_lan(home);
+                check_eim(home, &net);
+            }
+            HomeKind::Eim => check_eim(home, &net),
+            HomeKind::Upnp => {
+                check_eim(home, &net);
+                check_upnp(home, &net);
+            }
+            HomeKind::Symmetric => check_symmetric(home, &net),
+            HomeKind::UdpBlocked => check_udp_blocked(home, &net),
+        }
+    }
+    eprintln!("checked in {:?}", started.elapsed());
+}
+
+/// Two labs at once (this test runs beside the others) give the same addresses to their
+/// machines, and no packet crosses from one to the other.
+#[test]
+fn two_labs_at_once_reuse_addresses_without_crossing() {
+    let (Some(mut one), Some(mut two)) = (lab(), lab()) else {
+        return;
+    };
+    let server_one = one.add_server("reflector").unwrap();
+    let server_two = two.add_server("reflector").unwrap();
+    let home_one = one.add_home(HomeKind::Eim).unwrap();
+    let home_two = two.add_home(HomeKind::Eim).unwrap();
+    assert_eq!(server_one.ip, server_two.ip);
+    assert_eq!(home_one.host().ip, home_two.host().ip);
+    assert_ne!(one.prefix(), two.prefix());
+    // A reflector only in lab one.
+    let reflector = Reflector::start(&server_one, REFLECT).unwrap();
+    let sock_one = home_one.host().netns.udp_socket(0).unwrap();
+    let sock_two = home_two.host().netns.udp_socket(0).unwrap();
+    assert!(Reflector::ask_udp(&sock_one, reflector.addr, WAIT)
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        Reflector::ask_udp(&sock_two, reflector.addr, SILENCE).unwrap(),
+        None,
+        "lab two reached lab one's reflector"
+    );
+    // Lab two's own server at the same address refuses: nothing listens there.
+    assert!(Reflector::ask_tcp(home_two.host(), reflector.addr, WAIT).is_err());
+    let own = Reflector::start(&server_two, REFLECT).unwrap();
+    assert!(Reflector::ask_udp(&sock_two, own.addr, WAIT)
+        .unwrap()
+        .is_some());
+}
+
+/// Dropping a lab, here while a test unwinds from a panic, removes its namespaces and kills
+/// what runs in them (`miniupnpd`, and a child the test did not guard).
+#[test]
+fn a_lab_is_removed_when_a_test_panics_midway() {
+    let Some(mut lab) = lab() else { return };
+    let home = lab.add_home(HomeKind::Upnp).unwrap();
+    let router = home.router.clone().unwrap();
+    let prefix = lab.prefix().to_owned();
+    let mut child = home
+        .host()
+        .netns
+        .command("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", router.netns.name()])
+        .output()
+        .unwrap();
+    let daemon_pids: Vec<u32> = String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert!(!daemon_pids.is_empty(), "miniupnpd runs in the router");
+    assert!(lab.existing_namespaces().len() >= 3);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _lab = lab;
+        panic!("a test failing midway");
+    }));
+    assert!(unwound.is_err());
+    let left: Vec<String> = String::from_utf8_lossy(
+        &std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .filter(|l| l.starts_with(&prefix))
+    .map(str::to_owned)
+    .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the child was not killed"
+    );
+    for pid in daemon_pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "miniupnpd {pid} still runs"
+        );
+    }
+}
