@@ -1,12 +1,14 @@
 //! The NAT lab's homes behave as their kinds say, checked with real packets: reflectors on
 //! the internet bridge report the source address they see, a host nobody contacted sends
-//! unsolicited datagrams, and the real `natpmpc` and `upnpc` map ports through `miniupnpd`.
+//! unsolicited datagrams, the real `natpmpc` and `upnpc` (and a PCP request) map ports
+//! through `miniupnpd`, and every host downloads a file from an nginx origin.
 //!
 //! Needs root (network namespaces, iptables). Under `CI=true` it runs or fails; elsewhere it
 //! says why it skips.
 
 use shoal_testkit::netlab::{wait_for_datagram, Home, HomeKind, Host, NatLab, Reflector};
-use shoal_testkit::{which, Error};
+use shoal_testkit::{which, Error, Nginx};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -25,6 +27,7 @@ fn lab() -> Option<NatLab> {
         ("natpmpc", "natpmpc"),
         ("upnpc", "miniupnpc"),
         ("miniupnpd", "miniupnpd-iptables"),
+        ("nginx", "nginx-light"),
     ]
     .into_iter()
     .try_for_each(|(program, package)| which(program, package).map(drop))
@@ -283,6 +286,28 @@ fn check_upnp(home: &Home, net: &Internet) {
     );
 }
 
+/// The body of `GET path` (HTTP/1.0, so the server closes) from `host` to `server`.
+fn http_get(host: &Host, server: SocketAddr, path: &str) -> Vec<u8> {
+    let SocketAddr::V4(server) = server else {
+        panic!("{server} is not IPv4")
+    };
+    let mut stream = host.netns.tcp_connect(server, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {server}\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP header");
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&response[..split])
+    );
+    response.split_off(split + 4)
+}
+
 /// A PCP MAP request (RFC 6887 §11.1) from `client` for UDP `port` to the same external
 /// port, 600 s. No Debian package has a PCP client, so the test writes the 60 bytes itself.
 fn pcp_map_request(client: std::net::Ipv4Addr, port: u16, nonce: [u8; 12]) -> Vec<u8> {
@@ -345,14 +370,32 @@ fn every_home_kind_behaves_as_labelled() {
         homes.len(),
         started.elapsed()
     );
-    // Every host of every home reaches a TCP server on the internet, from its public address.
+    // An nginx origin on the internet.
+    let origin_host = lab.add_server("origin").unwrap();
+    let site = tempfile::tempdir().unwrap();
+    let body = b"a segment from the lab's origin\n".repeat(4000);
+    std::fs::write(site.path().join("seg.ts"), &body).unwrap();
+    let origin = Nginx::start_in(&origin_host, 80, site.path()).unwrap();
+    // Every host of every home reaches TCP servers on the internet, from its public
+    // address, and downloads the origin's file intact.
     for home in &homes {
         for host in &home.hosts {
             let seen = Reflector::ask_tcp(host, net.a.addr, WAIT)
                 .unwrap_or_else(|e| panic!("{} ({}): {e}", host.netns, home.kind));
             assert_eq!(*seen.ip(), home.public_ip(), "{host:?}");
+            let got = http_get(host, origin.addr, "/seg.ts");
+            assert!(
+                got == body,
+                "{} ({}): the origin's file differs",
+                host.netns,
+                home.kind
+            );
         }
     }
+    let requests = origin.requests().unwrap();
+    let hosts: usize = homes.iter().map(|h| h.hosts.len()).sum();
+    assert_eq!(requests.len(), hosts, "{requests:?}");
+    assert!(requests.iter().all(|r| r.status == 200));
     // A host without a listener answers with ICMP port unreachable and a TCP reset (so the
     // silence below is the routers' doing).
     assert_eq!(
