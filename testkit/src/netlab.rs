@@ -164,14 +164,14 @@ impl Netns {
     /// Runs `program args…` inside the namespace to completion and returns its output, or
     /// [`Error::Exited`] with its stderr when it fails. Bounded by the program itself: use
     /// it for short commands.
-    pub fn run<I, S>(&self, program: &str, args: I) -> Result<Output>
+    pub fn run<I, S>(&self, program: impl AsRef<OsStr>, args: I) -> Result<Output>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        let what = format!("{} in {}", program.as_ref().to_string_lossy(), self.name);
         let mut cmd = self.command(program);
         cmd.args(args).stdin(Stdio::null());
-        let what = format!("{program} in {}", self.name);
         let out = cmd.output().map_err(io_err(format!("starting {what}")))?;
         if !out.status.success() {
             return Err(Error::Exited {
@@ -190,17 +190,22 @@ impl Netns {
     /// Spawns `program args…` inside the namespace as a long-running child (stdin closed,
     /// stdout and stderr inherited), killed and reaped when the guard drops. For other
     /// stdio, build it with [`Netns::command`] and wrap the child in [`ChildGuard`].
-    pub fn spawn<I, S>(&self, program: &str, args: I) -> Result<ChildGuard>
+    pub fn spawn<I, S>(&self, program: impl AsRef<OsStr>, args: I) -> Result<ChildGuard>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        let what = format!(
+            "starting {} in {}",
+            program.as_ref().to_string_lossy(),
+            self.name
+        );
         let child = self
             .command(program)
             .args(args)
             .stdin(Stdio::null())
             .spawn()
-            .map_err(io_err(format!("starting {program} in {}", self.name)))?;
+            .map_err(io_err(what))?;
         Ok(ChildGuard(child))
     }
 
