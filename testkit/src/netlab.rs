@@ -830,6 +830,9 @@ fn remove_netns(name: &str) {
                 String::from_utf8_lossy(&o.stdout)
                     .split_whitespace()
                     .filter_map(|p| p.parse().ok())
+                    // The test process itself is never in a lab namespace (only threads
+                    // enter one), but it must not kill itself should it be.
+                    .filter(|p| *p as u32 != std::process::id())
                     .collect()
             })
             .unwrap_or_default()
