@@ -53,7 +53,7 @@ pub enum Error {
         /// The Debian package that provides it.
         package: String,
     },
-    /// The helper needs root and the process is not root.
+    /// Something that needs root was started by a process that is not root.
     #[error("{what} needs root; run the tests as root (CI does)")]
     NotRoot {
         /// What needs it, and why.

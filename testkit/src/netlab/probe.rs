@@ -1,5 +1,5 @@
 //! A reflector on a lab host that tells each client the source address it saw (what a STUN
-//! server does, in plain text), over UDP and TCP, and helpers to ask it.
+//! server does, in plain text), over UDP and TCP, and the functions that ask it.
 
 use super::Host;
 use crate::{io_err, Error, Result};
