@@ -9,7 +9,8 @@ SUDO=""
 
 need=()
 for pair in redis-server:redis-server nginx:nginx-light ffmpeg:ffmpeg chromium:chromium \
-    prometheus:prometheus promtool:prometheus ip:iproute2 tc:iproute2; do
+    prometheus:prometheus promtool:prometheus ip:iproute2 tc:iproute2 \
+    iptables-legacy:iptables miniupnpd:miniupnpd-iptables natpmpc:natpmpc upnpc:miniupnpc; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
@@ -20,7 +21,16 @@ if [ ${#need[@]} -gt 0 ]; then
   if ! apt-cache show nginx-light >/dev/null 2>&1; then
     need=("${need[@]/#nginx-light/nginx}")
   fi
+  # No service may start during the install (miniupnpd-iptables has none; the lab runs its
+  # own daemons inside namespaces): policy-rc.d says no, unless the machine already has one.
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d && own_policy=1
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  [ -z "$own_policy" ] || { $SUDO rm -f /usr/sbin/policy-rc.d; trap - EXIT; }
 fi
 
 # The browser test's players and driver, pinned by e2e/browser/package-lock.json.

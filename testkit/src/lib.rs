@@ -14,11 +14,13 @@
 //! | [`encode_vod_ladder`] | a cached two-rendition VOD ladder (fMP4 + TS) and a byte-range rendition |
 //! | [`FfmpegPlayer`] | ffmpeg as a player that downloads a stream and reports its errors |
 //! | [`RecordingRelay`] | an HTTP relay that records a SHA-256 of every response body it forwards |
+//! | [`netlab::NatLab`] | a NAT lab in network namespaces: an internet bridge, servers, and homes behind NAT routers of each [`netlab::HomeKind`] (root) |
 
 mod archive;
 mod ffmpeg;
 mod live;
 mod live_dash;
+pub mod netlab;
 mod nginx;
 mod player;
 mod redis;
@@ -50,6 +52,12 @@ pub enum Error {
         program: String,
         /// The Debian package that provides it.
         package: String,
+    },
+    /// Something that needs root was started by a process that is not root.
+    #[error("{what} needs root; run the tests as root (CI does)")]
+    NotRoot {
+        /// What needs it, and why.
+        what: String,
     },
     /// A file, socket or process operation failed.
     #[error("{what}: {source}")]

@@ -1,13 +1,15 @@
 //! nginx as the origin CDN.
 
 use crate::ffmpeg::{poll_async, poll_blocking};
+use crate::netlab::{Host, Netns};
 use crate::{free_port, io_err, which, ChildGuard, Error, Result};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// A real nginx serving a folder as a static origin on an ephemeral loopback port.
+/// A real nginx serving a folder as a static origin on an ephemeral loopback port (or, with
+/// [`Nginx::start_in`], on a NAT lab host).
 ///
 /// HLS/DASH MIME types, `Cache-Control: no-cache` on playlists and MPDs, byte ranges, and an
 /// access log that [`Nginx::requests`] parses so tests can count real origin egress.
@@ -49,7 +51,8 @@ impl Nginx {
         let mut attempts = 3;
         loop {
             attempts -= 1;
-            match Self::start_on(&bin, &root, free_port()) {
+            let addr = ([127, 0, 0, 1], free_port()).into();
+            match Self::start_on(&bin, &root, addr, None) {
                 Err(Error::Exited { log, .. })
                     if attempts > 0 && log.contains("Address already in use") => {}
                 started => return started,
@@ -57,13 +60,28 @@ impl Nginx {
         }
     }
 
-    fn start_on(bin: &Path, root: &Path, port: u16) -> Result<Self> {
+    /// Starts nginx serving `root` on `host.ip:port` inside a [`NatLab`](crate::netlab::NatLab)
+    /// host's namespace (an origin on the lab's internet, say), and waits until it accepts
+    /// connections there. [`Nginx::url`] and [`Nginx::host_port`] then name that address,
+    /// which only the lab's namespaces reach.
+    pub fn start_in(host: &Host, port: u16, root: &Path) -> Result<Self> {
+        let bin = which("nginx", "nginx-light")?;
+        let root = root
+            .canonicalize()
+            .map_err(io_err(format!("resolving {}", root.display())))?;
+        Self::start_on(&bin, &root, host.addr(port).into(), Some(&host.netns))
+    }
+
+    fn start_on(bin: &Path, root: &Path, addr: SocketAddr, netns: Option<&Netns>) -> Result<Self> {
         let dir = tempfile::tempdir().map_err(io_err("creating a temp dir"))?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let conf = dir.path().join("nginx.conf");
         std::fs::write(&conf, config(dir.path(), root, addr)?)
             .map_err(io_err("writing nginx.conf"))?;
-        let child = Command::new(bin)
+        let mut command = match netns {
+            Some(netns) => netns.command(bin),
+            None => Command::new(bin),
+        };
+        let child = command
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
@@ -95,11 +113,12 @@ impl Nginx {
                     log: nginx.error_log(),
                 });
             }
-            Ok(
-                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-                    .is_ok()
-                    .then_some(()),
-            )
+            let wait = Duration::from_millis(200);
+            let accepts = match (netns, addr) {
+                (Some(netns), SocketAddr::V4(v4)) => netns.tcp_connect(v4, wait).is_ok(),
+                _ => TcpStream::connect_timeout(&addr, wait).is_ok(),
+            };
+            Ok(accepts.then_some(()))
         })?;
         match ready {
             Some(()) => Ok(nginx),
@@ -116,12 +135,13 @@ impl Nginx {
         self.child.0.id()
     }
 
-    /// `127.0.0.1:PORT`, the origin host as the edge proxy's path-preserving URLs name it.
+    /// `IP:PORT` (`127.0.0.1:PORT` unless started in a lab), the origin host as the edge
+    /// proxy's path-preserving URLs name it.
     pub fn host_port(&self) -> String {
         self.addr.to_string()
     }
 
-    /// `http://127.0.0.1:PORT/<path>`.
+    /// `http://IP:PORT/<path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
     }
