@@ -6,6 +6,7 @@
 //! Everything here is deterministic, so it is tested with simulated time.
 
 pub mod capacity;
+pub mod verdict;
 
 use crate::source::FallbackReason;
 use sha2::{Digest, Sha256};
@@ -60,6 +61,9 @@ pub struct PeerStats {
 /// congested uplink), so a few are forgiven.
 pub const STRIKES_TO_BAN: u32 = 3;
 
+/// Failures after which the back-off is at its longest ([`PeerStats::in_backoff`]).
+const LASTING_FAILURES: u32 = 6;
+
 /// Weight of the newest sample in the throughput average.
 const EWMA_ALPHA: f64 = 0.3;
 /// Throughput assumed for a peer with no history (optimistic, so new peers get tried).
@@ -81,6 +85,13 @@ impl PeerStats {
     pub fn record_failure(&mut self, now: Instant) {
         self.recent_failures = self.recent_failures.saturating_add(1);
         self.last_failure = Some(now);
+    }
+
+    /// Records a failure at `now` that asking again soon will not mend (the peer presented
+    /// another key, or broke the protocol): it sits out the longest back-off at once.
+    pub fn record_lasting_failure(&mut self, now: Instant) {
+        self.recent_failures = self.recent_failures.max(LASTING_FAILURES);
+        self.record_failure(now);
     }
 
     /// Records a "busy, retry after `retry`" answer at `now`.

@@ -10,9 +10,10 @@
 
 use crate::manifest::ByteRange;
 use crate::scheduler::capacity::{self, Capacity};
+use crate::scheduler::verdict::Verdict;
 use crate::scheduler::{self, Candidate, Decision, PeerStats, Situation, Uplink};
 use crate::source::{Provenance, Source};
-use shoal_proto::{PeerId, SegmentKey};
+use shoal_proto::{PeerId, ReportReason, SegmentKey};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -546,14 +547,6 @@ impl SwarmState {
         }
     }
 
-    /// Records that `peer` answered busy at `now` and asked us to come back after `wait`.
-    pub fn record_busy(&mut self, peer: &PeerId, now: Instant, wait: Duration) {
-        if let Some(n) = self.neighbours.get_mut(peer) {
-            n.stats.in_flight = n.stats.in_flight.saturating_sub(1);
-            n.stats.record_busy(now, wait);
-        }
-    }
-
     /// Records that a transfer from `peer` was given up for want of time (not the peer's
     /// fault: our deadline came).
     pub fn transfer_abandoned(&mut self, peer: &PeerId) {
@@ -579,15 +572,31 @@ impl SwarmState {
         }
     }
 
-    /// Records a misbehaviour of `peer`; true when it has reached the ban threshold (the
-    /// caller bans and reports it).
-    pub fn strike(&mut self, peer: &PeerId) -> bool {
-        match self.neighbours.get_mut(peer) {
-            Some(n) => {
-                n.stats.strikes += 1;
-                n.stats.strikes >= scheduler::STRIKES_TO_BAN
+    /// Records what a failed transfer from `peer` at `now` means ([`crate::scheduler::verdict`]). Returns the
+    /// reason to ban and report the peer for when it has reached the ban threshold.
+    pub fn record_verdict(
+        &mut self,
+        peer: &PeerId,
+        now: Instant,
+        verdict: Verdict,
+    ) -> Option<ReportReason> {
+        let n = self.neighbours.get_mut(peer)?;
+        n.stats.in_flight = n.stats.in_flight.saturating_sub(1);
+        match verdict {
+            Verdict::Busy { wait } => {
+                n.stats.record_busy(now, wait);
+                None
             }
-            None => false,
+            Verdict::Failed { strike, retryable } => {
+                if retryable {
+                    n.stats.record_failure(now);
+                } else {
+                    n.stats.record_lasting_failure(now);
+                }
+                let reason = strike?;
+                n.stats.strikes += 1;
+                (n.stats.strikes >= scheduler::STRIKES_TO_BAN).then_some(reason)
+            }
         }
     }
 

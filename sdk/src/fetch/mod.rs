@@ -16,6 +16,7 @@ use crate::peer::PeerError;
 use crate::swarm::{Ask, Rules, Swarm};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use shoal_core::scheduler::verdict::{verdict, Verdict};
 use shoal_core::scheduler::{self as scheduler, Decision};
 use shoal_proto::{PeerId, ReportReason, ReportRequest, SegmentKey, PROTOCOL_VERSION};
 use std::collections::HashSet;
@@ -281,12 +282,6 @@ async fn run(
     }
 }
 
-/// Wait before asking a busy peer again when it did not say.
-const DEFAULT_BUSY_WAIT: Duration = Duration::from_millis(250);
-/// Bounds on the wait a busy peer asks for (a peer could ask for anything).
-const MIN_BUSY_WAIT: Duration = Duration::from_millis(20);
-const MAX_BUSY_WAIT: Duration = Duration::from_secs(5);
-
 /// What one peer attempt gave.
 enum PeerOutcome {
     /// Bytes whose digest matches the trusted one.
@@ -534,7 +529,8 @@ fn ban_for_bad_bytes(shared: &Arc<Shared>, swarm: &Arc<Swarm>, peer: &PeerId, ke
 }
 
 /// Records a failed transfer from `peer` (busy, failed, misbehaving: struck, and banned and
-/// reported at the threshold) and says what it means for the fetch.
+/// reported at the threshold, by `shoal_core::scheduler::verdict`'s rules) and says what it
+/// means for the fetch.
 fn peer_error(
     shared: &Arc<Shared>,
     swarm: &Arc<Swarm>,
@@ -543,33 +539,19 @@ fn peer_error(
     e: PeerError,
     now: Instant,
 ) -> PeerOutcome {
-    if let PeerError::Busy { retry_after } = e {
-        let wait = retry_after
-            .unwrap_or(DEFAULT_BUSY_WAIT)
-            .clamp(MIN_BUSY_WAIT, MAX_BUSY_WAIT);
-        // Spread the retries of the peer's many askers.
-        let wait = wait.mul_f64(1.0 + rand::random::<f64>() * 0.5);
+    let v = verdict(e.failure(), rand::random::<f64>());
+    let ban = swarm.lock().record_verdict(peer, now, v);
+    if let Verdict::Busy { wait } = v {
         tracing::debug!(me = %swarm.peer_id, %peer, %key, ?wait, "peer busy");
-        swarm.lock().record_busy(peer, now, wait);
         return PeerOutcome::Busy;
     }
     tracing::debug!(%peer, %key, error = %e, "peer transfer failed");
-    swarm.lock().record_transfer(peer, now, Err(()));
     shared.metrics.peer_failures.inc();
-    // We only ask peers that announced the segment: a 404 is a false `have`.
-    let reason = match &e {
-        PeerError::NotFound => Some(ReportReason::FalseHave),
-        PeerError::Stalled(_) => Some(ReportReason::Stall),
-        e if e.is_misbehaviour() => Some(ReportReason::Stall),
-        _ => None,
-    };
-    if let Some(reason) = reason {
-        if swarm.lock().strike(peer) {
-            tracing::warn!(%peer, ?reason, "peer keeps misbehaving: banned and reported");
-            swarm.ban(peer);
-            shared.metrics.peers_banned.inc();
-            report(shared, swarm, peer, key, reason);
-        }
+    if let Some(reason) = ban {
+        tracing::warn!(%peer, ?reason, "peer keeps misbehaving: banned and reported");
+        swarm.ban(peer);
+        shared.metrics.peers_banned.inc();
+        report(shared, swarm, peer, key, reason);
     }
     PeerOutcome::Failed
 }

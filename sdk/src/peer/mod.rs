@@ -30,6 +30,7 @@ pub use server::{PeerServer, PeerServerConfig};
 
 use http::StatusCode;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+use shoal_core::scheduler::verdict::PeerFailure;
 use shoal_proto::{HaveParseError, SegmentKey, SwarmId};
 use std::time::Duration;
 
@@ -217,6 +218,21 @@ impl PeerError {
             | PeerError::Busy { .. } => true,
             PeerError::Status(s) => s.is_server_error(),
             _ => false,
+        }
+    }
+
+    /// The failure as the scheduler's rules weigh it (`shoal_core::scheduler::verdict`).
+    pub fn failure(&self) -> PeerFailure {
+        match self {
+            PeerError::Busy { retry_after } => PeerFailure::Busy {
+                retry_after: *retry_after,
+            },
+            PeerError::NotFound => PeerFailure::NotFound,
+            PeerError::Stalled(_) => PeerFailure::Stalled,
+            e if e.is_misbehaviour() => PeerFailure::Misbehaved,
+            e => PeerFailure::Other {
+                retryable: e.is_retryable(),
+            },
         }
     }
 
