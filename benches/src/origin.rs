@@ -408,7 +408,7 @@ impl Origin {
                 segment_duration: config.segment_duration,
                 window: config.window,
             },
-            started_wall: SystemTime::now(),
+            started_wall: shoal::clock::wall(),
             config,
             segments,
             time_fields,

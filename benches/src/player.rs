@@ -404,7 +404,7 @@ struct DashView {
 
 impl DashView {
     fn parse(body: &[u8], url: &url::Url) -> Option<Self> {
-        let received = SystemTime::now();
+        let received = shoal::clock::wall();
         let skew_ns = dash::parse(body, url, received)
             .ok()?
             .utc_timing
@@ -433,7 +433,7 @@ impl DashView {
     }
 
     fn server_now(&self) -> SystemTime {
-        let now = SystemTime::now();
+        let now = shoal::clock::wall();
         let d = Duration::from_nanos(self.skew_ns.unsigned_abs().min(u64::MAX as u128) as u64);
         if self.skew_ns >= 0 {
             now + d

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use shoal_testkit::{LiveDash, LiveDashOpts, LiveHls, LiveHlsOpts, Nginx};
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 use support::{assert_swarm_offload, Edge};
 
 /// Seconds each player is watched after its startup.
@@ -78,7 +78,7 @@ async fn run_browser(page_url: &str, screenshot: &Path) -> Value {
 }
 
 fn unix_now() -> f64 {
-    SystemTime::now()
+    shoal::clock::wall()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()

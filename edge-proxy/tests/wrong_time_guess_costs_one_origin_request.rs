@@ -20,7 +20,10 @@ const SEG_MS: u64 = 1000;
 
 /// Media milliseconds complete at `now` for a stream that started at `ast`, on the grid.
 fn complete_ms(ast: SystemTime) -> u64 {
-    let ms = SystemTime::now().duration_since(ast).unwrap().as_millis() as u64;
+    let ms = shoal::clock::wall()
+        .duration_since(ast)
+        .unwrap()
+        .as_millis() as u64;
     ms / SEG_MS * SEG_MS
 }
 
@@ -56,7 +59,7 @@ fn publish(root: &Path, ast: SystemTime, complete: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_guess_is_asked_of_the_origin_once_per_swarm() {
     let dir = tempfile::tempdir().unwrap();
-    let ast = SystemTime::now() - Duration::from_secs(6);
+    let ast = shoal::clock::wall() - Duration::from_secs(6);
     publish(dir.path(), ast, complete_ms(ast));
     let nginx = Nginx::start(dir.path()).unwrap();
     let host = nginx.host_port();
@@ -81,7 +84,13 @@ async fn a_wrong_guess_is_asked_of_the_origin_once_per_swarm() {
 
     // Just after a segment is complete, the packager publishes it and its MPD, both nodes
     // load that MPD, and the packager stops: nothing past what it lists will ever exist.
-    while SystemTime::now().duration_since(ast).unwrap().as_millis() as u64 % SEG_MS > 200 {
+    while shoal::clock::wall()
+        .duration_since(ast)
+        .unwrap()
+        .as_millis() as u64
+        % SEG_MS
+        > 200
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let listed_end = complete_ms(ast);

@@ -457,7 +457,7 @@ fn serve_mpd(
 ) -> Response<Body> {
     let n = fetched.body.len() as u64;
     // Live segments are listed by the origin's clock, as far as `UTCTiming` told it.
-    let now = dash_clock::shift(crate::clock::wall(), shared.dash.clocks.offset(url));
+    let now = shared.dash.clocks.origin_now(url);
     let processed = manifest::dash::process(&fetched.body, url, &shared.mapper, now);
     match &processed.mpd {
         Ok(mpd) => dash::learn(shared, url, mpd),

@@ -28,7 +28,7 @@ async fn origin(ast: SystemTime, ahead: Option<Duration>) -> std::net::SocketAdd
         let timing = ahead.map_or(String::new(), |a| {
             format!(
                 r#"<UTCTiming schemeIdUri="urn:mpeg:dash:utc:direct:2014" value="{}"/>"#,
-                datetime(SystemTime::now() + a)
+                datetime(shoal::clock::wall() + a)
             )
         });
         format!(
@@ -92,7 +92,7 @@ async fn source_of(url: String) -> Option<String> {
 async fn a_segment_asked_for_at_availability_goes_through_the_scheduler() {
     // Segment 9 is complete 0.9 s from now, so the ticker registers it 0.9 s from now; the
     // player asks before that, within the node's clock-skew allowance (1 s).
-    let available = SystemTime::now() + Duration::from_millis(900);
+    let available = shoal::clock::wall() + Duration::from_millis(900);
     let ast = available - Duration::from_secs_f64(10.0 * SEG);
     let host = origin(ast, None).await.to_string();
     let node = node_for(&host).await;
@@ -101,7 +101,7 @@ async fn a_segment_asked_for_at_availability_goes_through_the_scheduler() {
         node.player_url(&u).unwrap()
     };
     assert_eq!(source_of(proxied("m.mpd")).await, None);
-    let asked = SystemTime::now();
+    let asked = shoal::clock::wall();
     assert_eq!(source_of(proxied("seg9.m4s")).await.as_deref(), Some("cdn"));
     assert!(
         asked < available,
@@ -128,7 +128,7 @@ async fn a_node_whose_clock_lags_reads_live_templates_by_the_origins_utc_timing(
     // complete 0.9 s from now: a player that set its clock by the MPD's `UTCTiming` asks for
     // it now, which by the node's own clock is 30.9 s early.
     let ahead = Duration::from_secs(30);
-    let available = SystemTime::now() + ahead + Duration::from_millis(900);
+    let available = shoal::clock::wall() + ahead + Duration::from_millis(900);
     let ast = available - Duration::from_secs_f64(10.0 * SEG);
     let host = origin(ast, Some(ahead)).await.to_string();
     let node = node_for(&host).await;

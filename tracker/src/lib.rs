@@ -5,6 +5,7 @@
 //! the `shoal-tracker` binary is a thin `main` around it.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod digest;
 pub mod metrics;

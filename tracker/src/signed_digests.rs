@@ -187,7 +187,7 @@ fn entries(path: &Path, suffix: &str) -> Result<Vec<Entry>, SignError> {
 /// alternatives, which must then be the file beside the MPD). `SegmentBase` Representations
 /// are refused: the player chooses their byte ranges, so no list can name them.
 fn mpd_entries(bytes: &[u8], url: &Url, list_url: &Url) -> Result<Vec<Entry>, String> {
-    let mpd = dash::parse(bytes, url, std::time::SystemTime::now()).map_err(|e| e.to_string())?;
+    let mpd = dash::parse(bytes, url, crate::clock::wall()).map_err(|e| e.to_string())?;
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for rep in mpd.periods.iter().flat_map(|p| &p.representations) {

@@ -388,7 +388,7 @@ fn read_key_file(path: &Path) -> Result<String, KeyFileError> {
 
 /// Seconds since the Unix epoch by the system clock (tokens carry wall-clock times).
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
+    crate::clock::wall()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)

@@ -211,7 +211,7 @@ fn a_signed_mpd_list_names_every_representations_segments_as_its_swarm_keys_them
     let model = dash::parse(
         &std::fs::read(&mpd).unwrap(),
         &origin,
-        std::time::SystemTime::now(),
+        shoal_tracker::clock::wall(),
     )
     .unwrap();
     let want: Vec<_> = model.periods[0]

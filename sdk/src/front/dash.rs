@@ -3,7 +3,7 @@
 //! for request URLs whose segment key the URL alone does not give (a CDN alternative's
 //! BaseURL, byte ranges of a `SegmentBase` file).
 
-use super::dash_clock::{self, Clocks};
+use super::dash_clock::Clocks;
 use super::prefetch;
 use crate::fetch::Mode;
 use crate::manifest::{dash, segment_key, ByteRange};
@@ -177,8 +177,7 @@ pub(super) fn register_requested(
         let map = shared.dash.live.lock().unwrap_or_else(|p| p.into_inner());
         map.iter().find_map(|(id, e)| {
             // The template's clock is the origin's.
-            let now =
-                dash_clock::shift(crate::clock::wall(), shared.dash.clocks.offset(&e.mpd_url));
+            let now = shared.dash.clocks.origin_now(&e.mpd_url);
             let seg = e.template.borrow().segment_named(url, now, CLOCK_SKEW)?;
             Some((id.clone(), e.swarm_addr, seg))
         })?
@@ -267,7 +266,7 @@ async fn tick(
             .then(|| t.segment(n).zip(t.available_at(n)))
             .flatten();
         // Availability is on the origin's clock.
-        let now = dash_clock::shift(crate::clock::wall(), shared.dash.clocks.offset(&mpd_url));
+        let now = shared.dash.clocks.origin_now(&mpd_url);
         let wait = due
             .as_ref()
             .map(|(_, at)| at.duration_since(now).unwrap_or_default());

@@ -7,83 +7,26 @@
 //! keeps, per MPD, the difference between the origin's clock and its own, and reads live
 //! templates with it.
 //!
-//! Schemes read: `urn:mpeg:dash:utc:direct:2014` (the date in the MPD itself, taken at the
-//! moment the MPD arrived), and `http-iso`/`http-xsdate` (a URL whose body is the date,
-//! fetched at most once per [`REFRESH`]). Other schemes (`http-head`, NTP, ...) leave the
-//! node's own clock, as before.
+//! The rules (schemes, offsets) are `shoal_core::manifest::dash::clock`; this keeps the
+//! offsets per MPD and fetches time URLs, at most once per [`REFRESH`].
 
+use crate::manifest::dash::clock::{direct, offset_over_round_trip, shift, time_url, OffsetMs};
 use crate::manifest::dash::template::parse_datetime;
 use crate::node::Shared;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use url::Url;
 
-/// Schemes whose `value` is the date itself.
-const DIRECT: [&str; 2] = [
-    "urn:mpeg:dash:utc:direct:2014",
-    "urn:mpeg:dash:utc:direct:2012",
-];
-/// Schemes whose `value` is a URL answering with the date in its body.
-const HTTP_BODY: [&str; 4] = [
-    "urn:mpeg:dash:utc:http-iso:2014",
-    "urn:mpeg:dash:utc:http-xsdate:2014",
-    "urn:mpeg:dash:utc:http-iso:2012",
-    "urn:mpeg:dash:utc:http-xsdate:2012",
-];
 /// How long a clock read from a time URL is trusted before it is read again.
 const REFRESH: Duration = Duration::from_secs(300);
-/// Offsets beyond this are taken for a broken time source, not a clock, and ignored.
-const MAX_OFFSET: Duration = Duration::from_secs(24 * 3600);
 /// Largest time-URL body read.
 const MAX_BODY: u64 = 1024;
-
-/// The origin's clock minus the node's, in milliseconds (positive: the origin is ahead).
-pub type OffsetMs = i64;
-
-/// `t` on a clock `offset` ahead of the one `t` was read from.
-pub fn shift(t: SystemTime, offset: OffsetMs) -> SystemTime {
-    let d = Duration::from_millis(offset.unsigned_abs());
-    if offset >= 0 {
-        t + d
-    } else {
-        t.checked_sub(d).unwrap_or(t)
-    }
-}
-
-/// The offset of `origin_time` (read from the origin) against `local` (the node's clock at
-/// that moment), or `None` when it is absurd.
-fn offset_between(origin_time: SystemTime, local: SystemTime) -> Option<OffsetMs> {
-    let ms = match origin_time.duration_since(local) {
-        Ok(ahead) => i64::try_from(ahead.as_millis()).ok()?,
-        Err(e) => -i64::try_from(e.duration().as_millis()).ok()?,
-    };
-    (ms.unsigned_abs() <= MAX_OFFSET.as_millis() as u64).then_some(ms)
-}
-
-/// The offset a `direct` `UTCTiming` of an MPD that arrived at `received` gives, if any.
-pub fn direct(timing: &[(String, String)], received: SystemTime) -> Option<OffsetMs> {
-    timing
-        .iter()
-        .filter(|(scheme, _)| DIRECT.contains(&scheme.trim()))
-        .find_map(|(_, value)| offset_between(parse_datetime(value)?, received))
-}
-
-/// The first time URL of an `http-iso`/`http-xsdate` `UTCTiming`, resolved against the MPD's.
-pub fn time_url(timing: &[(String, String)], mpd_url: &Url) -> Option<Url> {
-    timing
-        .iter()
-        .filter(|(scheme, _)| HTTP_BODY.contains(&scheme.trim()))
-        .find_map(|(_, value)| {
-            let u = mpd_url.join(value.split_whitespace().next()?).ok()?;
-            matches!(u.scheme(), "http" | "https").then_some(u)
-        })
-}
 
 /// The node's record of origin clocks, by MPD URL.
 #[derive(Debug)]
 pub struct Clocks {
     /// MPD URL → (offset, when it was read). Bounded.
-    offsets: moka::sync::Cache<Url, (OffsetMs, tokio::time::Instant)>,
+    offsets: moka::sync::Cache<Url, (OffsetMs, Instant)>,
 }
 
 impl Default for Clocks {
@@ -95,6 +38,12 @@ impl Default for Clocks {
 }
 
 impl Clocks {
+    /// Now on the clock of the origin of the MPD at `mpd_url` (the node's own until an offset
+    /// is known).
+    pub fn origin_now(&self, mpd_url: &Url) -> SystemTime {
+        shift(crate::clock::wall(), self.offset(mpd_url))
+    }
+
     /// The offset known for the MPD at `mpd_url` (0 until one is known).
     pub fn offset(&self, mpd_url: &Url) -> OffsetMs {
         self.offsets.get(mpd_url).map_or(0, |(o, _)| o)
@@ -111,7 +60,7 @@ impl Clocks {
     ) {
         if let Some(o) = direct(timing, received) {
             self.offsets
-                .insert(mpd_url.clone(), (o, tokio::time::Instant::now()));
+                .insert(mpd_url.clone(), (o, crate::clock::now()));
             return;
         }
         let Some(url) = time_url(timing, mpd_url) else {
@@ -120,119 +69,35 @@ impl Clocks {
         if self
             .offsets
             .get(mpd_url)
-            .is_some_and(|(_, at)| at.elapsed() < REFRESH)
+            .is_some_and(|(_, at)| crate::clock::now().saturating_duration_since(at) < REFRESH)
         {
             return;
         }
         // Marked as read now, so that MPD loads meanwhile do not ask again.
         let known = self.offset(mpd_url);
         self.offsets
-            .insert(mpd_url.clone(), (known, tokio::time::Instant::now()));
+            .insert(mpd_url.clone(), (known, crate::clock::now()));
         let (shared, mpd_url) = (shared.clone(), mpd_url.clone());
         tokio::spawn(async move {
-            let before = crate::clock::wall();
+            let sent = crate::clock::wall();
             let fetched = shared.origin.fetch(&url, None, MAX_BODY).await;
-            let after = crate::clock::wall();
-            // The answer was written about half way through the round trip.
-            let local = before + after.duration_since(before).unwrap_or_default() / 2;
+            let received = crate::clock::wall();
             let origin_time = fetched
                 .ok()
                 .and_then(|f| parse_datetime(std::str::from_utf8(&f.body).ok()?));
-            match origin_time.and_then(|t| offset_between(t, local)) {
+            match origin_time.and_then(|t| offset_over_round_trip(t, sent, received)) {
                 Some(o) => {
                     tracing::debug!(%url, offset_ms = o, "origin clock read");
                     shared
                         .dash
                         .clocks
                         .offsets
-                        .insert(mpd_url, (o, tokio::time::Instant::now()));
+                        .insert(mpd_url, (o, crate::clock::now()));
                 }
                 None => {
                     tracing::warn!(%url, "UTCTiming time source gave no usable date; the node's own clock is used")
                 }
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn timing(scheme: &str, value: &str) -> Vec<(String, String)> {
-        vec![(scheme.to_string(), value.to_string())]
-    }
-
-    #[test]
-    fn a_direct_date_gives_the_offset_at_the_moment_the_mpd_arrived() {
-        let received = parse_datetime("2026-11-27T12:00:00Z").unwrap();
-        let ahead = timing("urn:mpeg:dash:utc:direct:2014", "2026-11-27T12:00:20.500Z");
-        assert_eq!(direct(&ahead, received), Some(20_500));
-        let behind = timing("urn:mpeg:dash:utc:direct:2014", "2026-11-27T11:59:55Z");
-        assert_eq!(direct(&behind, received), Some(-5_000));
-        // Not a date, another scheme, or absurdly far: no offset.
-        assert_eq!(
-            direct(&timing("urn:mpeg:dash:utc:direct:2014", "soon"), received),
-            None
-        );
-        assert_eq!(
-            direct(
-                &timing("urn:mpeg:dash:utc:ntp:2014", "pool.ntp.org"),
-                received
-            ),
-            None
-        );
-        assert_eq!(
-            direct(
-                &timing("urn:mpeg:dash:utc:direct:2014", "2027-11-27T12:00:00Z"),
-                received
-            ),
-            None
-        );
-    }
-
-    #[test]
-    fn time_urls_resolve_against_the_mpd_and_only_for_body_schemes() {
-        let mpd = Url::parse("https://cdn.example.com/live/stream.mpd").unwrap();
-        let t = timing("urn:mpeg:dash:utc:http-iso:2014", "/time?iso");
-        assert_eq!(
-            time_url(&t, &mpd).unwrap().as_str(),
-            "https://cdn.example.com/time?iso"
-        );
-        let t = timing(
-            "urn:mpeg:dash:utc:http-xsdate:2014",
-            "https://time.example.net/xs https://backup.example.net/xs",
-        );
-        assert_eq!(
-            time_url(&t, &mpd).unwrap().as_str(),
-            "https://time.example.net/xs"
-        );
-        assert_eq!(
-            time_url(
-                &timing("urn:mpeg:dash:utc:http-head:2014", "https://t.example/"),
-                &mpd
-            ),
-            None
-        );
-        assert_eq!(
-            time_url(
-                &timing("urn:mpeg:dash:utc:http-iso:2014", "file:///etc/passwd"),
-                &mpd
-            ),
-            None
-        );
-    }
-
-    #[test]
-    fn shifting_moves_either_way() {
-        let t = parse_datetime("2026-11-27T12:00:00Z").unwrap();
-        assert_eq!(
-            shift(t, 1_500),
-            parse_datetime("2026-11-27T12:00:01.5Z").unwrap()
-        );
-        assert_eq!(
-            shift(t, -2_000),
-            parse_datetime("2026-11-27T11:59:58Z").unwrap()
-        );
     }
 }

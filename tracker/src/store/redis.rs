@@ -21,7 +21,7 @@ use super::{
 use ::redis::aio::ConnectionManager;
 use ::redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 use shoal_proto::{AnnounceRequest, LeaveRequest, PeerId, SwarmId};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const PEERS_KEY: &str = "shoal:stats:peers";
 const SWARMS_KEY: &str = "shoal:stats:swarms";
@@ -169,10 +169,7 @@ fn swarm_keys(swarm: &str) -> [String; 2] {
 }
 
 fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    crate::clock::unix_ms()
 }
 
 fn is_noscript(e: &RedisError) -> bool {

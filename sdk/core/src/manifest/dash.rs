@@ -8,6 +8,7 @@
 //! read from a small element tree: dash-mpd-core's serde model drops unmodelled elements,
 //! and we need only addressing, BaseURLs and timing (see `docs/dash.md`).
 
+pub mod clock;
 mod model;
 mod rewrite;
 pub mod template;
