@@ -154,13 +154,21 @@ fn wait_healthy(addr: SocketAddr, what: &str, log: impl Fn() -> String) {
     }
 }
 
+/// An announce whose peer address is on loopback (the discard port): edge proxies in these
+/// tests may be handed it as a neighbour and dial it.
+fn loopback_announce(peer: &str, swarm: &str) -> Value {
+    let mut body = common::announce_body(peer, swarm, None);
+    body["addrs"] = json!(["127.0.0.1:9"]);
+    body
+}
+
 /// Announces `peer` into `swarm` at `addr`; expects 200 and returns the answer.
 fn announce(addr: SocketAddr, peer: &str, swarm: &str) -> AnnounceResponse {
     let (status, body) = http(
         addr,
         "POST",
         "/v1/announce",
-        Some(&common::announce_body(peer, swarm, None)),
+        Some(&loopback_announce(peer, swarm)),
     );
     assert_eq!(status, 200, "announce of {peer} through {addr}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("announce answer {body}: {e}"))
@@ -709,6 +717,39 @@ fn bind_mounts(service: &Yaml) -> Vec<(String, String)> {
         .collect()
 }
 
+/// nginx running `server_conf` (a conf.d file: the official nginx image includes those inside
+/// its http block) in the smallest main file that runs unprivileged in `dir/name`.
+fn start_nginx(nginx: &Path, dir: &Path, name: &str, server_conf: &str) -> ChildGuard {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("server.conf"), server_conf).unwrap();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n\
+             access_log {d}/access.log;\nclient_body_temp_path {d}/cb;\nproxy_temp_path {d}/px;\n\
+             fastcgi_temp_path {d}/fc;\nuwsgi_temp_path {d}/uw;\nscgi_temp_path {d}/sc;\n\
+             include {d}/server.conf;\n}}\n"
+        ),
+    )
+    .unwrap();
+    ChildGuard(
+        Command::new(nginx)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nginx"),
+    )
+}
+
 #[test]
 fn compose_file_parses_and_its_topology_runs_on_loopback() {
     let test = "compose_file_parses_and_its_topology_runs_on_loopback";
@@ -772,6 +813,55 @@ fn compose_file_parses_and_its_topology_runs_on_loopback() {
             &format!("compose service {name}"),
             env.iter().map(|(k, _)| k.as_str()),
         );
+    }
+    // podman-compose resolves the file but checks no references: do that here.
+    let doc = yaml_file(&repo().join(COMPOSE));
+    let declared_volumes: Vec<&str> = doc["volumes"]
+        .as_hash()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, _)| k.as_str())
+        .collect();
+    let mut published = Vec::new();
+    for (name, s) in &services {
+        assert!(
+            s["image"].as_str().is_some() || s["build"].as_hash().is_some(),
+            "service {name} has neither image nor build"
+        );
+        let deps: Vec<String> = match &s["depends_on"] {
+            Yaml::Array(a) => a
+                .iter()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect(),
+            Yaml::Hash(h) => h
+                .keys()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for d in deps {
+            assert!(
+                services.contains_key(&d),
+                "{name} depends on {d}: no such service"
+            );
+        }
+        for v in s["volumes"].as_vec().into_iter().flatten() {
+            let source = v.as_str().unwrap().split(':').next().unwrap();
+            if !source.starts_with('.') && !source.starts_with('/') {
+                assert!(
+                    declared_volumes.contains(&source),
+                    "{name} uses volume {source}, not declared at the top level"
+                );
+            }
+        }
+        for p in s["ports"].as_vec().into_iter().flatten() {
+            let host = p.as_str().unwrap().split(':').next().unwrap().to_owned();
+            assert!(
+                !published.contains(&host),
+                "host port {host} published twice"
+            );
+            published.push(host);
+        }
     }
     let redis_nodes = services
         .iter()
@@ -875,37 +965,10 @@ fn compose_file_parses_and_its_topology_runs_on_loopback() {
     }
     assert!(server_conf.contains("listen 7070;"));
     server_conf = server_conf.replace("listen 7070;", &format!("listen {};", addrs["tracker-lb"]));
-    std::fs::write(dir.path().join("lb.conf"), server_conf).unwrap();
-    // The official nginx image includes conf.d/*.conf inside its http block; this is the
-    // smallest such main file that runs unprivileged in a temp dir.
-    let d = dir.path().display();
-    std::fs::write(
-        dir.path().join("nginx.conf"),
-        format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-             error_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n\
-             access_log {d}/access.log;\nclient_body_temp_path {d}/cb;\nproxy_temp_path {d}/px;\n\
-             fastcgi_temp_path {d}/fc;\nuwsgi_temp_path {d}/uw;\nscgi_temp_path {d}/sc;\n\
-             include {d}/lb.conf;\n}}\n"
-        ),
-    )
-    .unwrap();
-    let _lb = ChildGuard(
-        Command::new(nginx)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nginx"),
-    );
+    let _lb = start_nginx(&nginx, dir.path(), "tracker-lb", &server_conf);
     let lb_addr = addrs["tracker-lb"];
     wait_healthy(lb_addr, "the tracker load balancer", || {
-        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        std::fs::read_to_string(dir.path().join("tracker-lb/error.log")).unwrap_or_default()
     });
 
     // Announces through the load balancer reach both instances, and every peer sees the
@@ -931,6 +994,153 @@ fn compose_file_parses_and_its_topology_runs_on_loopback() {
         status, 400,
         "a bad announce through the LB is the tracker's 400"
     );
+
+    // The origin and the two edges as the compose file configures them: each edge's player
+    // front serves the origin's live playlist, which joins the edge to its swarm through the
+    // load balancer.
+    let edge_bin = PathBuf::from(env!("CARGO_BIN_EXE_shoal-tracker")).with_file_name("shoal-edge");
+    if edge_bin.is_file() {
+        // Where ffmpeg writes the playlist (its last argument, in the volume it shares with
+        // the origin) is where the origin serves it from.
+        let ffmpeg = &services["ffmpeg"];
+        let out = ffmpeg["command"]
+            .as_vec()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_str()
+            .unwrap();
+        let hls_mount = ffmpeg["volumes"][0].as_str().unwrap();
+        let (volume, hls_dir) = hls_mount.split_once(':').unwrap();
+        let playlist = out
+            .strip_prefix(hls_dir)
+            .expect("ffmpeg writes into its volume");
+        let origin = &services["origin"];
+        let served = origin["volumes"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .filter_map(Yaml::as_str)
+            .find_map(|v| v.strip_prefix(&format!("{volume}:")))
+            .expect("the origin mounts the encoder's volume");
+        let web_root = served.split(':').next().unwrap();
+        let html = dir.path().join("html");
+        let media = html.join(playlist.trim_start_matches('/'));
+        std::fs::create_dir_all(media.parent().unwrap()).unwrap();
+        std::fs::write(
+            &media,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXTINF:2.0,\nseg_00000.ts\n#EXTINF:2.0,\nseg_00001.ts\n",
+        )
+        .unwrap();
+        for seg in ["seg_00000.ts", "seg_00001.ts"] {
+            std::fs::write(media.with_file_name(seg), [0x47u8; 188 * 8]).unwrap();
+        }
+        let (conf, _) = bind_mounts(origin)
+            .into_iter()
+            .find(|(_, t)| t.starts_with("/etc/nginx/conf.d/"))
+            .expect("the origin's conf file");
+        let origin_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let origin_conf = std::fs::read_to_string(compose_dir.join(conf)).unwrap();
+        assert!(
+            origin_conf.contains("listen 80;")
+                && origin_conf.contains(&format!("root {web_root};"))
+        );
+        let origin_conf = origin_conf
+            .replace("listen 80;", &format!("listen {origin_addr};"))
+            .replace(
+                &format!("root {web_root};"),
+                &format!("root {};", html.display()),
+            );
+        let _origin = start_nginx(&nginx, dir.path(), "origin", &origin_conf);
+        wait_until(Duration::from_secs(10), "the origin to listen", || {
+            TcpStream::connect(origin_addr).is_ok()
+        });
+
+        let mut edges = Vec::new();
+        for name in ["edge-1", "edge-2"] {
+            let s = &services[name];
+            assert_eq!(s["build"]["dockerfile"].as_str(), Some(DOCKERFILES[1]));
+            let front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let peer: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let fixed_ip = s["networks"]["default"]["ipv4_address"]
+                .as_str()
+                .expect("a fixed address");
+            let mut cmd = Command::new(&edge_bin);
+            for (k, v) in service_env(s) {
+                let v = match k.as_str() {
+                    "SHOAL_EDGE_LISTEN" => {
+                        assert_eq!(v, "0.0.0.0:8080");
+                        front.to_string()
+                    }
+                    "SHOAL_EDGE_PEER_LISTEN" => {
+                        assert_eq!(v, "0.0.0.0:9000");
+                        peer.to_string()
+                    }
+                    "SHOAL_EDGE_PEER_ADVERTISE" => {
+                        assert_eq!(
+                            v,
+                            format!("{fixed_ip}:9000"),
+                            "{name} advertises its own address"
+                        );
+                        peer.to_string()
+                    }
+                    "SHOAL_EDGE_TRACKER" => {
+                        assert_eq!(v, "http://tracker-lb:7070");
+                        format!("http://{lb_addr}")
+                    }
+                    "SHOAL_EDGE_ORIGIN" => {
+                        assert_eq!(v, "origin");
+                        origin_addr.to_string()
+                    }
+                    "SHOAL_EDGE_ORIGIN_SCHEME" => {
+                        assert_eq!(v, "origin=http");
+                        format!("{origin_addr}=http")
+                    }
+                    _ => v,
+                };
+                cmd.env(k, v);
+            }
+            let log = dir.path().join(format!("{name}.log"));
+            cmd.stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+            let child = ChildGuard(cmd.spawn().expect("starting the edge"));
+            wait_healthy(front, name, || {
+                std::fs::read_to_string(&log).unwrap_or_default()
+            });
+            let (status, body) = http(front, "GET", &format!("/{origin_addr}{playlist}"), None);
+            assert_eq!(status, 200, "{name} serving the origin's playlist: {body}");
+            assert!(body.starts_with("#EXTM3U"), "{body}");
+            edges.push((name, child, log));
+        }
+        wait_until(
+            Duration::from_secs(15),
+            "both edges to join through the LB",
+            || {
+                let (_, m) = http(lb_addr, "GET", "/metrics", None);
+                common::metric(&m, "shoal_tracker_peers") == 6.0
+            },
+        );
+        for (name, child, log) in &mut edges {
+            sigterm(&child.0);
+            assert!(
+                exits_cleanly(&mut child.0, Duration::from_secs(15)),
+                "{name} did not stop on SIGTERM:\n{}",
+                std::fs::read_to_string(&*log).unwrap_or_default()
+            );
+        }
+        // Leaving on shutdown goes through the load balancer too.
+        wait_until(Duration::from_secs(10), "the edges to leave", || {
+            let (_, m) = http(lb_addr, "GET", "/metrics", None);
+            common::metric(&m, "shoal_tracker_peers") == 4.0
+        });
+    } else {
+        skip_or_fail(
+            test,
+            "no shoal-edge binary beside shoal-tracker (cargo build -p shoal-edge-proxy): \
+             the edges were not started",
+        );
+    }
 
     for (name, child, log) in &mut trackers {
         sigterm(&child.0);
