@@ -1150,6 +1150,116 @@ fn compose_file_parses_and_its_topology_runs_on_loopback() {
             std::fs::read_to_string(&*log).unwrap_or_default()
         );
     }
+    compose_redis_cluster_forms_on_loopback(&services, dir.path());
+}
+
+/// The compose file's six Redis nodes, each with its compose command (plus a loopback address
+/// of its own, 127.77.0.N, so that all keep port 6379, and a data folder), joined by
+/// the init job's own script. Its `getent hosts` lookups are answered with those addresses by
+/// a stand-in `getent` first on PATH; `redis-server` and `redis-cli` are the real ones.
+fn compose_redis_cluster_forms_on_loopback(services: &BTreeMap<String, Yaml>, dir: &Path) {
+    let redis_cli = which("redis-cli", "redis-tools").expect("redis-cli");
+    let mut nodes = Vec::new();
+    let mut hosts = String::new();
+    for n in 1..=6 {
+        let name = format!("redis-{n}");
+        let ip = format!("127.77.0.{n}");
+        let args: Vec<&str> = services[&name]["command"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+        let (program, args) = args.split_first().unwrap();
+        assert_eq!(*program, "redis-server");
+        let data = dir.join(&name);
+        std::fs::create_dir_all(&data).unwrap();
+        let child = Command::new(which("redis-server", "redis-server").unwrap())
+            .args(args)
+            // Outgoing cluster-bus connections from its own address too: from 127.0.0.1 the
+            // others would learn a wrong address for it and the cluster would never join.
+            .args(["--bind", &ip, "--bind-source-addr", &ip, "--save", ""])
+            .arg("--dir")
+            .arg(&data)
+            .stdout(std::fs::File::create(data.join("log")).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        nodes.push(ChildGuard(child));
+        hosts.push_str(&format!("  {name}) echo \"{ip} {name}\" ;;\n"));
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{name} to answer PING"),
+            || {
+                Command::new(&redis_cli)
+                    .args(["-h", &ip, "-p", "6379", "ping"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+            },
+        );
+    }
+    let stubs = dir.join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    let getent = stubs.join("getent");
+    std::fs::write(
+        &getent,
+        format!("#!/bin/sh\n[ \"$1\" = hosts ] || exit 2\ncase \"$2\" in\n{hosts}  *) exit 2 ;;\nesac\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&getent, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let init = &services["redis-cluster-init"];
+    let entrypoint: Vec<&str> = init["entrypoint"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(entrypoint, ["sh", "-ec"]);
+    // `$$` is compose's escape for a literal `$`.
+    let script = init["command"][0].as_str().unwrap().replace("$$", "$");
+    let path = format!(
+        "{}:{}",
+        stubs.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("timeout")
+        .args(["60", "sh", "-ec", &script])
+        .env("PATH", path)
+        .output()
+        .expect("running the init job's script");
+    let said = format!("{}{}", text(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "redis-cluster-init failed:\n{said}");
+    assert!(said.contains("All 16384 slots covered"), "{said}");
+    // The nodes agree on the new configuration through gossip, within seconds: the cluster
+    // is up with three masters, each followed by one replica.
+    let cluster = |what: &str| {
+        text(&run_ok(Command::new(&redis_cli).args([
+            "-h",
+            "127.77.0.1",
+            "-p",
+            "6379",
+            "cluster",
+            what,
+        ])))
+    };
+    let roles = || {
+        let nodes = cluster("nodes");
+        let count = |role: &str| nodes.lines().filter(|l| l.contains(role)).count();
+        (count("master"), count("slave"))
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "three masters and three replicas",
+        || {
+            let info = cluster("info");
+            info.contains("cluster_state:ok")
+                && info.contains("cluster_size:3")
+                && roles() == (3, 3)
+        },
+    );
+    drop(nodes);
 }
 
 // ---------------------------------------------------------------------------------------
