@@ -1380,6 +1380,44 @@ fn check_hardened(what: &str, workload: &Yaml, c: &Yaml) {
     assert_known_env(what, env);
 }
 
+/// The value of a container's environment variable.
+fn env_value<'a>(c: &'a Yaml, name: &str) -> &'a str {
+    c["env"]
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"].as_str() == Some(name))
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_else(|| panic!("no env {name}"))
+}
+
+/// The pod volume a container sees at `path` (a file or a folder under one of its mounts),
+/// and the file's name within that volume.
+fn volume_at<'a>(workload: &'a Yaml, c: &'a Yaml, path: &str) -> (&'a Yaml, String) {
+    let (mount, file) = c["volumeMounts"]
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .find_map(|m| {
+            let at = m["mountPath"].as_str()?;
+            if at == path {
+                Some((m, m["subPath"].as_str().unwrap_or_default().to_owned()))
+            } else {
+                let rest = path.strip_prefix(at)?.strip_prefix('/')?;
+                Some((m, rest.to_owned()))
+            }
+        })
+        .unwrap_or_else(|| panic!("nothing is mounted at {path}"));
+    let name = mount["name"].as_str().unwrap();
+    let volume = workload["spec"]["template"]["spec"]["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no volume {name}"));
+    (volume, file)
+}
+
 /// A generated ConfigMap's file, by the generator's name prefix.
 fn config_file<'a>(docs: &'a [(Yaml, String)], prefix: &str, key: &str) -> &'a str {
     docs.iter()
@@ -1457,6 +1495,25 @@ fn kustomize_renders_and_the_manifests_validate() {
         }
         shoal_tracker::config::Config::from_toml(&toml::to_string(&table).unwrap())
             .unwrap_or_else(|e| panic!("{dir}: tracker.toml: {e}"));
+        // The config file and the key file are where the tracker is told to read them.
+        let tracker = container(deploy, "tracker");
+        let (volume, file) = volume_at(deploy, tracker, env_value(tracker, "SHOAL_TRACKER_CONFIG"));
+        assert!(
+            volume["configMap"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("shoal-tracker-config"))
+                && file == "tracker.toml",
+            "{dir}: SHOAL_TRACKER_CONFIG is not the ConfigMap's tracker.toml"
+        );
+        let keys_path = table["auth_keys_file"].as_str().expect("auth_keys_file");
+        let (volume, file) = volume_at(deploy, tracker, keys_path);
+        assert!(
+            volume["secret"]["secretName"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("shoal-tracker-token-keys"))
+                && file == "token-keys",
+            "{dir}: auth_keys_file {keys_path} is not the Secret's token-keys"
+        );
         // The token keys Secret is a key file the tracker accepts.
         let secret = docs
             .iter()
@@ -1484,6 +1541,20 @@ fn kustomize_renders_and_the_manifests_validate() {
     validate(dir, &docs, work.path());
     let ds = find(&docs, "DaemonSet", "shoal-edge");
     check_hardened(dir, ds, container(ds, "edge"));
+    let edge = container(ds, "edge");
+    let (volume, file) = volume_at(ds, edge, env_value(edge, "SHOAL_EDGE_CONFIG"));
+    assert!(
+        volume["configMap"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("shoal-edge-config"))
+            && file == "edge.toml",
+        "{dir}: SHOAL_EDGE_CONFIG is not the ConfigMap's edge.toml"
+    );
+    let (volume, _) = volume_at(ds, edge, env_value(edge, "SHOAL_EDGE_DATA_DIR"));
+    assert!(
+        volume["hostPath"]["path"].as_str().is_some(),
+        "{dir}: the node key must outlive the pod (a hostPath)"
+    );
     let edge_toml = config_file(&docs, "shoal-edge-config", "edge.toml");
     toml::from_str::<shoal::NodeConfig>(edge_toml)
         .unwrap_or_else(|e| panic!("{dir}: edge.toml is not an edge config: {e}"));
