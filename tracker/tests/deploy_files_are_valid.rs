@@ -892,6 +892,36 @@ fn compose_file_parses_and_its_topology_runs_on_loopback() {
         );
     }
 
+    // ... and the edges through the file service discovery the compose file mounts, at the
+    // port their player front (which serves /metrics) listens on.
+    let (sd_file, sd_target) = bind_mounts(&services["prometheus"])
+        .into_iter()
+        .find(|(_, t)| t.starts_with("/etc/prometheus/targets/"))
+        .expect("the compose edges' target file");
+    assert!(sd_target.ends_with(".yml") && sd_target.contains("shoal-edge-"));
+    let sd = yaml_file(&compose_dir.join(sd_file));
+    let mut sd_targets: Vec<String> = sd[0]["targets"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect();
+    sd_targets.sort();
+    let mut edge_fronts: Vec<String> = services
+        .iter()
+        .filter(|(_, s)| s["build"]["dockerfile"].as_str() == Some(DOCKERFILES[1]))
+        .map(|(name, s)| {
+            let listen = service_env(s)
+                .into_iter()
+                .find(|(k, _)| k == "SHOAL_EDGE_LISTEN")
+                .map(|(_, v)| v)
+                .expect("edges listen on a reachable address");
+            format!("{name}:{}", listen.rsplit(':').next().unwrap())
+        })
+        .collect();
+    edge_fronts.sort();
+    assert_eq!(sd_targets, edge_fronts, "Prometheus's edge targets");
+
     // 3. The same topology without containers: the trackers as the compose file starts them,
     // the load balancer with the compose file's nginx configuration, on loopback.
     let Some(nginx) = tool(test, "nginx", "apt-get install nginx-light") else {
