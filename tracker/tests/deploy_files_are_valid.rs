@@ -5,8 +5,9 @@
 //! `kubectl kustomize` + `kubernetes-validate` on the Kubernetes base and overlays, and
 //! `systemd-analyze verify` + `security` on the units.
 //!
-//! Containers themselves cannot run here: the container runtime (crun) refuses its cgroup
-//! and rlimit setup in this sandbox. The image checks therefore build the image, mount its
+//! Containers themselves cannot run here: the container runtime refuses to create one in
+//! this sandbox (crun: "cgroups in hybrid mode not supported"), and no registry image can be
+//! pulled. The image checks therefore build the image, mount its
 //! filesystem and run its entrypoint with `chroot`, which runs the same files with the same
 //! user, environment and arguments, in the host's network namespace (loopback only).
 //!
