@@ -257,6 +257,41 @@ fn dockerfiles_are_clean_under_hadolint() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // The build stage cannot run here (no rust image): check that it builds a binary that
+    // exists, of the package that has it, and leaves it where the runtime stage copies from.
+    for file in DOCKERFILES {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let after = |flag: &str| {
+            let i = words
+                .iter()
+                .position(|w| *w == flag)
+                .unwrap_or_else(|| panic!("{file}: no {flag}"));
+            words[i + 1]
+        };
+        let (package, bin) = (after("-p"), after("--bin"));
+        let manifest = ["tracker", "edge-proxy"]
+            .iter()
+            .map(|d| std::fs::read_to_string(repo().join(d).join("Cargo.toml")).unwrap())
+            .find(|m| m.contains(&format!("name = \"{package}\"")))
+            .unwrap_or_else(|| panic!("{file}: no package {package}"));
+        assert!(
+            manifest.contains(&format!("[[bin]]\nname = \"{bin}\"")),
+            "{file}: {package} has no binary {bin}"
+        );
+        let built = format!("target/release/{bin} /out/{bin}");
+        assert!(
+            text.contains(&built),
+            "{file}: the build stage does not install {built}"
+        );
+        assert!(
+            text.contains(&format!(
+                "COPY --from=build /out/{bin} /usr/local/bin/{bin}"
+            )) && text.contains(&format!("ENTRYPOINT [\"/usr/local/bin/{bin}\"]")),
+            "{file}: the runtime stage does not run the built {bin}"
+        );
+    }
+
     // The checker must be able to say no: an unpinned base image and apt install are flagged.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("Dockerfile");
