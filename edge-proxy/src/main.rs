@@ -32,6 +32,11 @@ struct Cli {
     /// Print the effective configuration as TOML (defaults merged with file, env and flags) and exit.
     #[arg(long)]
     print_config: bool,
+    /// Ask the proxy at the configured --listen address (same flags, env and file) for
+    /// /healthz and exit 0 if it answers 200, 1 otherwise: a container health check for
+    /// images without a shell or curl.
+    #[arg(long)]
+    healthcheck: bool,
     /// Player front address (players, /metrics, /healthz). [default: 127.0.0.1:8080]
     #[arg(long, env = "SHOAL_EDGE_LISTEN")]
     listen: Option<SocketAddr>,
@@ -193,15 +198,53 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     }
 }
 
+/// GETs `/healthz` from a proxy listening on `listen` (an unspecified address is asked on
+/// loopback) and succeeds on a 200 answer. Plain HTTP/1.0 over a socket, bounded by timeouts.
+fn probe_healthz(listen: SocketAddr) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let timeout = Duration::from_secs(3);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut head = Vec::new();
+    s.take(4096).read_to_end(&mut head)?;
+    let head = String::from_utf8_lossy(&head);
+    let status = head.lines().next().unwrap_or_default();
+    anyhow::ensure!(
+        status.split_whitespace().nth(1) == Some("200"),
+        "http://{addr}/healthz answered {status:?}"
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let log_format = cli.log_format;
     let print = cli.print_config;
+    let healthcheck = cli.healthcheck;
     let config = cli.resolve()?;
     if print {
         print!("{}", toml::to_string(&config)?);
         return Ok(());
+    }
+    if healthcheck {
+        match probe_healthz(config.listen) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                std::process::exit(1);
+            }
+        }
     }
     init_logs(log_format);
     let stop = shutdown_signal()?;

@@ -1,7 +1,7 @@
 //! `shoal-tracker`: the swarm service. See `shoal-tracker --help` and docs/tracker.md.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use shoal_tracker::config::{Cli, Command, LogFormat, TokenCommand};
 use shoal_tracker::token::{unix_now, Alg, Claims, Key, Keys};
 use std::path::{Path, PathBuf};
@@ -15,7 +15,22 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut cli = Cli::parse();
+    // `--healthcheck` is added here rather than in `Cli`: it is a client of a running
+    // tracker, for container images without a shell (a Dockerfile HEALTHCHECK).
+    let matches = Cli::command()
+        .arg(
+            clap::Arg::new("healthcheck")
+                .long("healthcheck")
+                .action(clap::ArgAction::SetTrue)
+                .help(
+                    "Ask the tracker at the configured --listen address (same flags, env and \
+                     file) for /healthz and exit 0 if it answers 200, 1 otherwise: a \
+                     container health check for images without a shell or curl",
+                ),
+        )
+        .get_matches();
+    let healthcheck = matches.get_flag("healthcheck");
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command.take() {
         Some(Command::Token(cmd)) => {
             println!("{}", token_command(cmd)?);
@@ -32,6 +47,15 @@ async fn main() -> anyhow::Result<()> {
     if print_config {
         print!("{}", config.to_documented_toml());
         return Ok(());
+    }
+    if healthcheck {
+        match probe_healthz(config.listen) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                std::process::exit(1);
+            }
+        }
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
@@ -124,6 +148,35 @@ fn write_new(path: &Path, line: &str, mode: u32) -> anyhow::Result<()> {
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
     writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
+}
+
+/// GETs `/healthz` from a tracker listening on `listen` (an unspecified address is asked on
+/// loopback) and succeeds on a 200 answer. Plain HTTP/1.0 over a socket, bounded by timeouts.
+fn probe_healthz(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let timeout = Duration::from_secs(3);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut head = Vec::new();
+    s.take(4096).read_to_end(&mut head)?;
+    let head = String::from_utf8_lossy(&head);
+    let status = head.lines().next().unwrap_or_default();
+    anyhow::ensure!(
+        status.split_whitespace().nth(1) == Some("200"),
+        "http://{addr}/healthz answered {status:?}"
+    );
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT; the handlers are registered when this is called.
