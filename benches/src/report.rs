@@ -1,9 +1,9 @@
 //! What a run measured, how it is summarised in a table, and the JSON written next to it.
 
-use crate::origin::OriginTotals;
 use crate::pauses::{CpuSecond, Pause};
-use crate::player::{PlayerReport, StallEvent};
 use crate::run::{NodeTotals, RunConfig};
+use crate::simulated_origin::OriginTotals;
+use crate::simulated_player::{PlayerReport, StallEvent};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -271,8 +271,8 @@ impl Report {
                 "{} {}, {} s segments",
                 c.format.label(),
                 match c.mode {
-                    crate::origin::StreamMode::Live => "live",
-                    crate::origin::StreamMode::Vod => "VOD",
+                    crate::simulated_origin::StreamMode::Live => "live",
+                    crate::simulated_origin::StreamMode::Vod => "VOD",
                 },
                 c.segment_duration.as_secs_f64()
             )

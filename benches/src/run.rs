@@ -6,14 +6,14 @@
 //! player talks to its node on the namespace's loopback, and everything else (peers, tracker,
 //! origin) goes over the node's shaped veth, through relays that add the round trip.
 
+use crate::counting_relay::Relay;
 use crate::netns::{LinkReport, Network, NodeLink, ShapedError, Shaping};
-use crate::origin::{Format, Origin, OriginConfig, OriginTotals, StreamMode};
-use crate::player::{play, LiveCounters, PlayerReport};
-use crate::relay::Relay;
 use crate::report::RunResult;
+use crate::simulated_origin::{Format, Origin, OriginConfig, OriginTotals, StreamMode};
+use crate::simulated_player::{play, LiveCounters, PlayerReport};
 use rand::{Rng, SeedableRng};
 use shoal::config::Rate;
-use shoal::node::Shared;
+use shoal::metrics::NodeMetrics;
 use shoal::{Node, NodeConfig};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -195,14 +195,14 @@ struct ViewerPlan {
     origin: Origin,
     origin_host: String,
     segment_duration: Duration,
-    players: Arc<crate::player::LiveCounters>,
+    players: Arc<crate::simulated_player::LiveCounters>,
     stop: CancellationToken,
     shutdown: CancellationToken,
 }
 
 /// A started viewer's node, as the harness counts it.
 struct Started {
-    shared: Arc<Shared>,
+    metrics: NodeMetrics,
     player_addr: SocketAddr,
     url: String,
 }
@@ -259,7 +259,7 @@ async fn viewer_main(
         plan.stop,
     ));
     let _ = started.send(Ok(Started {
-        shared: node.shared().clone(),
+        metrics: node.metrics().clone(),
         player_addr: node.player_addr(),
         url,
     }));
@@ -312,7 +312,7 @@ struct Ctx {
     /// The shaped mode's network.
     net: Option<Arc<Network>>,
     /// Every node ever started (their counters outlive them).
-    all: Vec<Arc<Shared>>,
+    all: Vec<NodeMetrics>,
     started: usize,
     label: &'static str,
 }
@@ -395,7 +395,7 @@ impl Ctx {
         };
         let id = format!("{}{}", self.label, self.started - 1);
         let started = started_rx.await.map_err(|_| RunError::Viewer(id))??;
-        self.all.push(started.shared);
+        self.all.push(started.metrics);
         self.progress.nodes.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut list) = self.progress.started.lock() {
             list.push((
@@ -586,7 +586,7 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
     // Fetches the players started (and prefetches) finish on their own; wait until what the
     // nodes counted from the origin matches what the origin sent, bounded.
     let node_origin =
-        |all: &[Arc<Shared>]| -> u64 { all.iter().map(|s| s.metrics.origin_bytes.get()).sum() };
+        |all: &[NodeMetrics]| -> u64 { all.iter().map(|m| m.origin_bytes.get()).sum() };
     let settle = Instant::now() + Duration::from_secs(10);
     while node_origin(&ctx.all) != origin.totals().to_nodes() && Instant::now() < settle {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -664,14 +664,13 @@ pub struct NodeTotals {
 }
 
 impl NodeTotals {
-    fn sum(all: &[Arc<Shared>]) -> Self {
+    fn sum(all: &[NodeMetrics]) -> Self {
         use shoal::metrics::{FallbackReason, ReasonLabel, Source};
         let mut t = NodeTotals {
             nodes: all.len() as u64,
             ..Default::default()
         };
-        for s in all {
-            let m = &s.metrics;
+        for m in all {
             t.origin_bytes += m.origin_bytes.get();
             t.p2p_bytes += m.delivered_total(Source::P2p);
             t.cdn_bytes += m.delivered_total(Source::Cdn);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use shoal_bench::origin::Format;
+use shoal_bench::simulated_origin::Format;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn short_dash_swarm_run_delivers_origin_bytes_mostly_shared_and_counts_them_exactly() {

@@ -160,7 +160,7 @@ impl Cli {
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
-    shoal::peer::limits::parse_net(s).map_err(|e| e.to_string())
+    shoal::peer::exclusions::parse_net(s).map_err(|e| e.to_string())
 }
 
 fn init_logs(format: LogFormat) {

@@ -14,14 +14,11 @@ use support::{load_playlist, node_config, play_node, tracker_for};
 /// The peer id `node` uses in its only swarm, and the ids of the neighbours it follows there.
 fn swarm_view(node: &Node) -> (PeerId, Vec<PeerId>) {
     let swarm = node
-        .shared()
-        .swarms
-        .iter()
+        .swarms()
+        .into_iter()
         .next()
-        .map(|s| s.value().clone())
         .expect("the node joined a swarm");
-    let neighbours = swarm.lock().neighbours.keys().cloned().collect();
-    (swarm.peer_id.clone(), neighbours)
+    (swarm.peer_id, swarm.neighbours)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

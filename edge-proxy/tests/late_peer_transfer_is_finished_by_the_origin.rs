@@ -86,7 +86,7 @@ async fn a_late_peer_transfer_is_finished_with_an_origin_range_request() {
     assert_eq!(ranged[0].body_bytes, seg1.len() as u64 - p2p);
 
     // The node counts each byte toward where it came from.
-    let m = &second.shared().metrics;
+    let m = second.metrics();
     assert_eq!(m.origin_completions.get(), 1);
     let stats = second.stats();
     assert_eq!(stats.p2p_bytes, p2p);

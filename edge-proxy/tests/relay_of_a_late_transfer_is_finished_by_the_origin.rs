@@ -33,7 +33,7 @@ async fn a_relayed_late_transfer_is_finished_from_the_origin_and_frees_the_uploa
         ..node_config(&origin, &tracker.url())
     };
     let (holder, segments) = holder_behind(holder_config, rate, &playlist_url).await;
-    let uploaded_before = holder.shared().metrics.uploaded.get();
+    let uploaded_before = holder.metrics().uploaded.get();
 
     let relay = Node::start(NodeConfig {
         p2p_budget: BUDGET,
@@ -76,7 +76,7 @@ async fn a_relayed_late_transfer_is_finished_from_the_origin_and_frees_the_uploa
     });
     // The relay's transfer from the holder is under way before the last node asks.
     let started = tokio::time::Instant::now() + Duration::from_secs(5);
-    while holder.shared().metrics.uploaded.get() == uploaded_before {
+    while holder.metrics().uploaded.get() == uploaded_before {
         assert!(tokio::time::Instant::now() < started, "no transfer began");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -108,13 +108,13 @@ async fn a_relayed_late_transfer_is_finished_from_the_origin_and_frees_the_uploa
     // The holder stopped when the relay's time ran out: it sent about the bytes the relay had
     // by then, not the whole segment.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let sent = holder.shared().metrics.uploaded.get() - uploaded_before;
+    let sent = holder.metrics().uploaded.get() - uploaded_before;
     assert!(
         sent < seg1.len() as u64,
         "the holder sent {sent} bytes for a segment of {}; the relay had {relay_p2p} from it",
         seg1.len()
     );
-    assert!(relay.shared().metrics.uploaded.get() >= seg1.len() as u64);
+    assert!(relay.metrics().uploaded.get() >= seg1.len() as u64);
 
     last.shutdown().await;
     relay.shutdown().await;

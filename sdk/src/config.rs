@@ -273,7 +273,7 @@ mod nets {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
-            .map(|e| crate::peer::limits::parse_net(e).map_err(serde::de::Error::custom))
+            .map(|e| crate::peer::exclusions::parse_net(e).map_err(serde::de::Error::custom))
             .collect()
     }
 }

@@ -14,7 +14,7 @@ use crate::fetch::{self, FetchError, Mode};
 use crate::manifest::{self, hls, ByteRange, MapError};
 use crate::metrics::Source;
 use crate::node::Shared;
-use crate::origin::OriginError;
+use crate::origin_client::OriginError;
 use crate::swarm::{NewSegment, Swarm};
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -453,7 +453,7 @@ fn learn_media(shared: &Arc<Shared>, swarm: &Arc<Swarm>, media: &hls::Media) {
 fn serve_mpd(
     shared: &Arc<Shared>,
     url: &url::Url,
-    fetched: crate::origin::Fetched,
+    fetched: crate::origin_client::Fetched,
 ) -> Response<Body> {
     let n = fetched.body.len() as u64;
     // Live segments are listed by the origin's clock, as far as `UTCTiming` told it.

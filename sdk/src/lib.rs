@@ -10,10 +10,10 @@ mod front;
 pub use shoal_core::manifest;
 pub mod metrics;
 pub mod node;
-pub mod origin;
+pub mod origin_client;
 pub mod peer;
 pub mod swarm;
 pub mod tracker_client;
 
 pub use config::NodeConfig;
-pub use node::{Node, NodeStats};
+pub use node::{Node, NodeStats, SwarmView};

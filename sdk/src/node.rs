@@ -7,7 +7,7 @@ use crate::cache::SegmentCache;
 use crate::config::NodeConfig;
 use crate::manifest::UrlMapper;
 use crate::metrics::NodeMetrics;
-use crate::origin::OriginClient;
+use crate::origin_client::OriginClient;
 use crate::peer::{
     DownloadLimits, Exclusions, IdentityError, NodeIdentity, PeerAddr, PeerClient,
     PeerClientConfig, PeerServer, PeerServerConfig,
@@ -506,6 +506,17 @@ pub struct NodeStats {
     pub peers: i64,
 }
 
+/// A swarm as [`Node::swarms`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmView {
+    /// The swarm's id.
+    pub id: SwarmId,
+    /// This node's peer id in it.
+    pub peer_id: PeerId,
+    /// The neighbours it follows there, sorted.
+    pub neighbours: Vec<PeerId>,
+}
+
 impl Node {
     /// Binds the player front and the peer server and starts serving.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
@@ -544,7 +555,7 @@ impl Node {
                 max_concurrent_uploads: config.max_uploads,
                 max_connections: config.max_peers * 4,
                 uploaded: metrics.uploaded.clone(),
-                refused: crate::peer::limits::Exclusions::new(config.exclude.clone()),
+                refused: crate::peer::Exclusions::new(config.exclude.clone()),
                 backlog: upload_backlog.clone(),
                 ..Default::default()
             },
@@ -646,9 +657,34 @@ impl Node {
         }
     }
 
-    /// Shared state, for embedding apps that need more than the accessors above.
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// The node's metric handles (cheap to clone, and live after the node moved elsewhere):
+    /// for an embedding app or a harness that reads counters without scraping.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.shared.metrics
+    }
+
+    /// Hex SHA-256 of the node's peer certificate: the key the tracker vouches for.
+    pub fn fingerprint(&self) -> &str {
+        self.shared.identity.fingerprint()
+    }
+
+    /// The swarms this node is in now, with its peer id in each and the neighbours it
+    /// follows there.
+    pub fn swarms(&self) -> Vec<SwarmView> {
+        self.shared
+            .swarms
+            .iter()
+            .map(|s| {
+                let swarm = s.value();
+                let mut neighbours: Vec<PeerId> = swarm.lock().neighbours.keys().cloned().collect();
+                neighbours.sort();
+                SwarmView {
+                    id: swarm.id.clone(),
+                    peer_id: swarm.peer_id.clone(),
+                    neighbours,
+                }
+            })
+            .collect()
     }
 
     /// Stops serving: leaves every swarm (reporting final counters), stops the peer server and
@@ -675,7 +711,7 @@ fn random_node_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::limits::parse_net;
+    use crate::peer::exclusions::parse_net;
 
     #[test]
     fn neighbours_with_only_excluded_addresses_are_dropped() {

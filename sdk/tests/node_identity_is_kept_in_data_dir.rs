@@ -19,7 +19,7 @@ fn config(data_dir: &Path) -> NodeConfig {
 
 async fn fingerprint_of_node(data_dir: &Path) -> String {
     let node = Node::start(config(data_dir)).await.unwrap();
-    let fp = node.shared().identity.fingerprint().to_string();
+    let fp = node.fingerprint().to_string();
     node.shutdown().await;
     fp
 }

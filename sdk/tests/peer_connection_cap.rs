@@ -35,7 +35,7 @@ async fn connection_over_the_cap_is_refused_and_others_keep_working() {
 
 #[tokio::test]
 async fn connections_from_excluded_addresses_are_refused() {
-    use shoal::peer::limits::{parse_net, Exclusions};
+    use shoal::peer::exclusions::{parse_net, Exclusions};
     let excluded = PeerServerConfig {
         refused: Exclusions::new(vec![parse_net("127.0.0.0/8").unwrap()]),
         ..PeerServerConfig::default()

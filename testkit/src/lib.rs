@@ -18,21 +18,21 @@
 
 mod archive;
 mod ffmpeg;
+mod ffmpeg_player;
 mod live;
 mod live_dash;
 pub mod netlab;
 mod nginx;
-mod player;
+mod recording_relay;
 mod redis;
-mod relay;
 mod vod;
 
+pub use ffmpeg_player::{FfmpegPlayer, PlayerOpts, PlayerOutcome};
 pub use live::{LiveHls, LiveHlsOpts, SegmentFormat};
 pub use live_dash::{LiveDash, LiveDashOpts};
 pub use nginx::{AccessLogEntry, Nginx};
-pub use player::{FfmpegPlayer, PlayerOpts, PlayerOutcome};
+pub use recording_relay::{Record, RecordingRelay};
 pub use redis::RedisServer;
-pub use relay::{Record, RecordingRelay};
 pub use vod::{encode_vod_ladder, VodLadder};
 
 use sha2::{Digest, Sha256};

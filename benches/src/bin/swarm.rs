@@ -8,7 +8,7 @@
 use clap::Parser;
 use shoal::config::Rate;
 use shoal_bench::netns::Shaping;
-use shoal_bench::origin::{Format, StreamMode};
+use shoal_bench::simulated_origin::{Format, StreamMode};
 use shoal_bench::RunConfig;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,9 +1,7 @@
 //! The peer client: fetches segments from neighbours and follows their `haves` streams, over
 //! TLS pinned to the key the tracker vouched for.
 
-use super::{
-    haves_path, limits::DownloadLimits, segment_path, tls, NodeIdentity, PeerAddr, PeerError,
-};
+use super::{haves_path, segment_path, tls, DownloadLimits, NodeIdentity, PeerAddr, PeerError};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use futures::{Stream, StreamExt, TryStreamExt};

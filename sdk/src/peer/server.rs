@@ -75,7 +75,7 @@ pub struct PeerServerConfig {
     /// How long [`PeerServer::shutdown`] lets in-flight uploads finish.
     pub shutdown_grace: Duration,
     /// Addresses whose connections are closed as soon as accepted (the node's exclusion list).
-    pub refused: super::limits::Exclusions,
+    pub refused: super::Exclusions,
     /// Bytes of admitted uploads not yet sent under the upload cap; shared so that the node
     /// can tell whether its uplink would take one more upload now (see [`ADMIT_BACKLOG`]).
     pub backlog: Arc<AtomicU64>,
@@ -93,7 +93,7 @@ impl Default for PeerServerConfig {
             header_read_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
-            refused: super::limits::Exclusions::default(),
+            refused: super::Exclusions::default(),
             backlog: Arc::default(),
         }
     }

@@ -18,14 +18,16 @@
 //! [`client::PeerClient`] fetches from and subscribes to neighbours.
 
 pub mod client;
+pub mod download_limits;
+pub mod exclusions;
 pub mod identity;
-pub mod limits;
 pub mod server;
 pub mod tls;
 
 pub use client::{PeerClient, PeerClientConfig, Transfer};
+pub use download_limits::DownloadLimits;
+pub use exclusions::Exclusions;
 pub use identity::{IdentityError, NodeIdentity};
-pub use limits::{DownloadLimits, Exclusions};
 pub use server::{PeerServer, PeerServerConfig};
 
 use http::StatusCode;

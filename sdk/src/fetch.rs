@@ -10,7 +10,7 @@ mod digest_list;
 use crate::cache::PartialWriter;
 use crate::metrics::{FallbackReason, Provenance, Source, SourceLabel};
 use crate::node::Shared;
-use crate::origin::OriginError;
+use crate::origin_client::OriginError;
 use crate::peer::client::Progress;
 use crate::peer::PeerError;
 use crate::swarm::{Ask, Rules, Swarm};
@@ -744,7 +744,7 @@ async fn counted_origin_fetch(
     swarm: &Arc<Swarm>,
     url: &url::Url,
     range: Option<(u64, u64)>,
-) -> Result<crate::origin::Fetched, FetchError> {
+) -> Result<crate::origin_client::Fetched, FetchError> {
     let started = crate::clock::now();
     let fetched = shared
         .origin
@@ -821,7 +821,7 @@ async fn complete_from_origin(
 /// The bytes `offset..offset + len` of the resource out of an origin answer to a range
 /// request for them: a `206` carrying exactly those bytes, or a `200` carrying the whole
 /// resource (an origin that ignores ranges). `None` for anything else.
-fn rest_of(fetched: &crate::origin::Fetched, offset: u64, len: u64) -> Option<Bytes> {
+fn rest_of(fetched: &crate::origin_client::Fetched, offset: u64, len: u64) -> Option<Bytes> {
     let body = &fetched.body;
     match fetched.status {
         206 if body.len() as u64 == len => Some(body.clone()),
@@ -838,8 +838,8 @@ fn rest_of(fetched: &crate::origin::Fetched, offset: u64, len: u64) -> Option<By
 mod tests {
     use super::*;
 
-    fn answer(status: u16, body: &'static [u8]) -> crate::origin::Fetched {
-        crate::origin::Fetched {
+    fn answer(status: u16, body: &'static [u8]) -> crate::origin_client::Fetched {
+        crate::origin_client::Fetched {
             status,
             content_type: None,
             cache_control: None,

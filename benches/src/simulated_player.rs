@@ -7,7 +7,7 @@
 //!
 //! [`Playback`] is the buffer model, pure and driven with `now`; [`play`] is the HTTP loop.
 
-use crate::origin::{Format, Origin};
+use crate::simulated_origin::{Format, Origin};
 use sha2::{Digest, Sha256};
 use shoal::manifest::dash::{self, LiveTemplate};
 use std::time::{Duration, SystemTime};
@@ -307,7 +307,8 @@ pub async fn play(
                             report.received.push(seq);
                             pb.advance(now);
                             if let PlayState::Stalled { since } = pb.state() {
-                                let is_live = origin.mode() == crate::origin::StreamMode::Live;
+                                let is_live =
+                                    origin.mode() == crate::simulated_origin::StreamMode::Live;
                                 report.stall_events.push(StallEvent {
                                     ended_by: Some(seq),
                                     published_s: is_live
