@@ -7,9 +7,12 @@ mod support;
 
 use shoal::{Node, NodeConfig};
 use shoal_proto::PeerId;
-use shoal_testkit::{encode_vod_ladder, Nginx, VodLadder};
+use shoal_testkit::{encode_vod_ladder, eventually, poll_until, Nginx, VodLadder};
 use std::time::Duration;
 use support::{load_playlist, node_config, play_node, tracker_for};
+
+/// How long the swarm may take to rearrange itself.
+const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The peer id `node` uses in its only swarm, and the ids of the neighbours it follows there.
 fn swarm_view(node: &Node) -> (PeerId, Vec<PeerId>) {
@@ -48,14 +51,9 @@ async fn a_neighbour_that_keeps_answering_busy_makes_way_for_another_member() {
     let http = reqwest::Client::new();
     let (base, _) = load_playlist(&viewer, &url).await;
     let (first_id, _) = swarm_view(&first);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while swarm_view(&viewer).1 != [first_id.clone()] {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the viewer never followed the first member"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let follows = |id: &PeerId| swarm_view(&viewer).1 == [id.clone()];
+    let followed = || async { follows(&first_id) };
+    eventually(TIMEOUT, "the viewer to follow the first member", followed).await;
     // A second member with a free uplink arrives.
     let second = Node::start(node_config(&origin, &tracker.url()))
         .await
@@ -70,18 +68,15 @@ async fn a_neighbour_that_keeps_answering_busy_makes_way_for_another_member() {
         assert!(r.status().is_success());
         r.bytes().await.unwrap();
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, neighbours) = swarm_view(&viewer);
-        if neighbours == [second_id.clone()] {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the viewer still follows {neighbours:?}, not the idle member {second_id}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let rotated = poll_until(TIMEOUT, Duration::from_millis(100), || async {
+        follows(&second_id).then_some(())
+    })
+    .await;
+    assert!(
+        rotated.is_some(),
+        "the viewer still follows {:?}, not the idle member {second_id}",
+        swarm_view(&viewer).1
+    );
     viewer.shutdown().await;
     second.shutdown().await;
     first.shutdown().await;

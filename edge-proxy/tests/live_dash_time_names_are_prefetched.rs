@@ -97,16 +97,18 @@ async fn the_next_time_named_segments_are_fetched_without_an_mpd_reload() {
             .filter(|r| r.uri == uri && !is_tracker(r))
             .collect::<Vec<_>>()
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while guessed.iter().any(|g| seen(g).is_empty()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node did not fetch {guessed:?} after the MPD listed up to {}; nginx saw {:?}",
-            path(last),
-            nginx.requests().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let fetched =
+        shoal_testkit::poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+            let all = guessed.iter().all(|g| !seen(g).is_empty());
+            async move { all.then_some(()) }
+        })
+        .await;
+    assert!(
+        fetched.is_some(),
+        "the node did not fetch {guessed:?} after the MPD listed up to {}; nginx saw {:?}",
+        path(last),
+        nginx.requests().unwrap()
+    );
     for g in &guessed {
         let r = seen(g);
         assert_eq!(r.len(), 1, "{g}: {r:?}");

@@ -389,15 +389,17 @@ async fn hostile_peers_are_banned_and_players_never_see_a_bad_byte() {
         "tracker banned nobody"
     );
     let corrupt = &hostiles[0].1;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while corrupt.refused.lock().unwrap().as_deref() != Some("banned") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the tracker still accepts {}: {:?}",
-            corrupt.peer_id,
-            corrupt.refused.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let banned =
+        shoal_testkit::poll_until(Duration::from_secs(10), Duration::from_millis(200), || {
+            let refused = corrupt.refused.lock().unwrap().as_deref() == Some("banned");
+            async move { refused.then_some(()) }
+        })
+        .await;
+    assert!(
+        banned.is_some(),
+        "the tracker still accepts {}: {:?}",
+        corrupt.peer_id,
+        corrupt.refused.lock().unwrap()
+    );
     drop(live);
 }

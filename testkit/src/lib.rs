@@ -13,6 +13,8 @@
 //! | [`LiveDash`] | an ffmpeg live DASH encoder (`$Number$` template or `SegmentTimeline`) |
 //! | [`encode_vod_ladder`] | a cached two-rendition VOD ladder (fMP4 + TS) and a byte-range rendition |
 //! | [`FfmpegPlayer`] | ffmpeg as a player that downloads a stream and reports its errors |
+//! | [`eventually`], [`poll_until`] | bounded waits for a condition no event signals |
+//! | [`metrics_text`] | reads a `/metrics` page into series values |
 //! | [`RecordingRelay`] | an HTTP relay that records a SHA-256 of every response body it forwards |
 //! | [`netlab::NatLab`] | a NAT lab in network namespaces: an internet bridge, servers, and homes behind NAT routers of each [`netlab::HomeKind`] (root) |
 
@@ -21,8 +23,10 @@ mod ffmpeg;
 mod ffmpeg_player;
 mod live;
 mod live_dash;
+pub mod metrics_text;
 pub mod netlab;
 mod nginx;
+mod poll;
 mod recording_relay;
 mod redis;
 mod vod;
@@ -31,6 +35,7 @@ pub use ffmpeg_player::{FfmpegPlayer, PlayerOpts, PlayerOutcome};
 pub use live::{LiveHls, LiveHlsOpts, SegmentFormat};
 pub use live_dash::{LiveDash, LiveDashOpts};
 pub use nginx::{AccessLogEntry, Nginx};
+pub use poll::{eventually, poll_until};
 pub use recording_relay::{Record, RecordingRelay};
 pub use redis::RedisServer;
 pub use vod::{encode_vod_ladder, VodLadder};

@@ -2,9 +2,10 @@
 
 mod common;
 
-use common::{announce_body, eventually, Harness, StoreKind};
+use common::{announce_body, Harness, StoreKind};
 use reqwest::StatusCode;
 use serde_json::json;
+use shoal_testkit::eventually;
 use std::time::Duration;
 
 fn leave_body(peer: &str, swarm: &str, key: &str) -> serde_json::Value {

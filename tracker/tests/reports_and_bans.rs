@@ -91,7 +91,7 @@ async fn a_ban_expires(kind: StoreKind) {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // The ban's end is a time, not an event: poll for it with a bound.
-    common::eventually(Duration::from_secs(10), "the ban to expire", || async {
+    shoal_testkit::eventually(Duration::from_secs(10), "the ban to expire", || async {
         h.post("/v1/announce", &announce_body("bad", "s", None))
             .await
             .0

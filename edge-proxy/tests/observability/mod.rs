@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
@@ -154,7 +153,7 @@ impl Prometheus {
             _dir: dir,
         };
         let ready = format!("{}/-/ready", prometheus.url);
-        poll(Duration::from_secs(30), "prometheus ready", || async {
+        shoal_testkit::eventually(Duration::from_secs(30), "prometheus ready", || async {
             reqwest::get(&ready)
                 .await
                 .is_ok_and(|r| r.status().is_success())
@@ -166,7 +165,7 @@ impl Prometheus {
     /// Waits until every target has been scraped successfully.
     pub async fn wait_targets_up(&self, n: usize) {
         let url = format!("{}/api/v1/targets?state=active", self.url);
-        poll(Duration::from_secs(30), "every target up", || async {
+        shoal_testkit::eventually(Duration::from_secs(30), "every target up", || async {
             let Ok(r) = reqwest::get(&url).await else {
                 return false;
             };
@@ -224,18 +223,5 @@ impl Prometheus {
             )
             .await?;
         Ok(data["result"].as_array().cloned().unwrap_or_default())
-    }
-}
-
-/// Polls `check` every 200 ms until it holds, or panics after `timeout`.
-pub async fn poll<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -77,22 +77,10 @@ pub async fn scrape(url: &str) -> HashMap<String, f64> {
         .text()
         .await
         .expect("metrics body");
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
+    shoal_testkit::metrics_text::parse(&text)
 }
 
-/// Sum of every series whose name+labels start with `prefix`.
-pub fn sum(m: &HashMap<String, f64>, prefix: &str) -> f64 {
-    m.iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .map(|(_, v)| *v)
-        .sum()
-}
+pub use shoal_testkit::metrics_text::sum;
 
 /// Every media response (`.ts`, `.m4s`, `.mp4`) the relay saw, at least `at_least` of them, is
 /// complete and equals nginx's file (the requested range of it, for range requests).
@@ -238,14 +226,8 @@ pub async fn assert_swarm_offload(edges: &[Edge]) {
 /// Waits until every in-process node has at least `peers` neighbours over all its swarms:
 /// from then on the nodes agree on who seeds each segment.
 pub async fn wait_until_met(nodes: &[shoal::Node], peers: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while nodes.iter().any(|n| n.stats().peers < peers) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the nodes never met"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let met = || async { nodes.iter().all(|n| n.stats().peers >= peers) };
+    shoal_testkit::eventually(Duration::from_secs(20), "the nodes to meet", met).await;
 }
 
 /// Whether the tracker's digest service made this origin request (it fetches on its own

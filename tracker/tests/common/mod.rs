@@ -163,23 +163,3 @@ pub fn announce_body(peer: &str, swarm: &str, key: Option<&str>) -> Value {
     }
     v
 }
-
-/// Polls `check` until it returns true or `timeout` passes; for time-driven behaviour such
-/// as expiry, where no event can be awaited.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
