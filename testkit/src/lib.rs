@@ -8,6 +8,7 @@
 //! | helper | what |
 //! |---|---|
 //! | [`RedisServer`] | `redis-server` without persistence |
+//! | [`RedisCluster`] | six `redis-server` processes joined into a Redis Cluster (three masters, three replicas); kill a master, stop and restart it all |
 //! | [`Nginx`] | nginx as the origin CDN, with HLS/DASH MIME types and a parseable access log |
 //! | [`LiveHls`] | an ffmpeg live HLS encoder (TS or fMP4) writing into a folder nginx serves |
 //! | [`LiveDash`] | an ffmpeg live DASH encoder (`$Number$` template or `SegmentTimeline`) |
@@ -22,6 +23,7 @@ mod live_dash;
 mod nginx;
 mod player;
 mod redis;
+mod redis_cluster;
 mod relay;
 mod vod;
 
@@ -30,6 +32,7 @@ pub use live_dash::{LiveDash, LiveDashOpts};
 pub use nginx::{AccessLogEntry, Nginx};
 pub use player::{FfmpegPlayer, PlayerOpts, PlayerOutcome};
 pub use redis::RedisServer;
+pub use redis_cluster::{ClusterMaster, RedisCluster, CLUSTER_NODES};
 pub use relay::{Record, RecordingRelay};
 pub use vod::{encode_vod_ladder, VodLadder};
 

@@ -24,6 +24,9 @@ use tokio::time::Instant;
 /// Largest request body accepted; a valid announce is well under 2 KiB.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// `Retry-After` (seconds) of a 503 while the store is down: about a Redis Cluster failover.
+pub const STORE_RETRY_AFTER_SECS: u32 = 5;
+
 /// What every handler shares.
 pub struct AppState {
     /// Swarm membership.
@@ -52,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/report", post(report))
         .route("/v1/digest", get(digest))
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -149,17 +153,34 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "store failed");
-        }
-        let message = match &self {
-            Self::Store(StoreError::Redis(_) | StoreError::Corrupt(_)) => {
-                "the tracker's store is unavailable; retry after the announce interval".to_owned()
+        match &self {
+            // Counted and logged (at most once a second) by the store wrapper.
+            Self::Store(StoreError::Redis(_) | StoreError::Corrupt(_)) => store_down(),
+            other => {
+                if status.is_server_error() {
+                    tracing::error!(error = %other, "request failed");
+                }
+                error_response(status, code, other.to_string())
             }
-            other => other.to_string(),
-        };
-        error_response(status, code, message)
+        }
     }
+}
+
+/// 503 `store_unavailable` with `Retry-After`: the store (Redis) is down or failing over.
+fn store_down() -> Response {
+    let mut r = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        format!(
+            "the tracker's store (Redis) is down or failing over; retry after \
+             {STORE_RETRY_AFTER_SECS} s (players keep fetching from the CDN meanwhile)"
+        ),
+    );
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(STORE_RETRY_AFTER_SECS),
+    );
+    r
 }
 
 fn error_response(status: StatusCode, code: &str, message: String) -> Response {
@@ -384,9 +405,17 @@ async fn leave(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Readiness: 200 while the store answers, 503 `store_unavailable` (with `Retry-After`) while
+/// it does not, so that a load balancer or Kubernetes stops sending announces here.
 async fn healthz(State(app): State<Arc<AppState>>) -> Result<&'static str, ApiError> {
-    app.store.counts().await?;
+    app.store.ready().await?;
     Ok("ok\n")
+}
+
+/// Liveness: 200 whenever the process serves HTTP, store or not (restarting the tracker does
+/// not bring Redis back).
+async fn livez() -> &'static str {
+    "ok\n"
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
@@ -406,7 +435,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 }
 
 const ROUTES: &str = "POST /v1/announce, POST /v1/leave, POST /v1/report, GET /v1/digest, \
-                      GET /metrics, GET /healthz";
+                      GET /metrics, GET /healthz, GET /livez";
 
 async fn not_found(method: Method, uri: Uri) -> Response {
     error_response(

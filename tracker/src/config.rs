@@ -25,8 +25,9 @@ pub const MAX_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(3600);
 pub struct Config {
     /// Address and port the HTTP API (announce, leave, metrics, healthz) listens on.
     pub listen: SocketAddr,
-    /// Where swarms live: `memory` (this process only, nothing to install) or
-    /// `redis://HOST:PORT` (shared by every tracker instance pointed at the same Redis).
+    /// Where swarms live: `memory` (this process only, nothing to install),
+    /// `redis://HOST:PORT` or `redis+cluster://HOST:PORT,HOST:PORT,...` (shared by every
+    /// tracker instance pointed at the same Redis or Redis Cluster).
     pub store: StoreSpec,
     /// Origins (`host` or `host:port`) the digest service may fetch segments from.
     pub origins: Vec<String>,
@@ -73,7 +74,7 @@ const FIELD_DOCS: &[(&str, &str)] = &[
     ),
     (
         "store",
-        "Where swarms live: \"memory\" (this process only) or \"redis://HOST:PORT\" (shared by instances).",
+        "Where swarms live: \"memory\" (this process only), \"redis://HOST:PORT\" or \"redis+cluster://HOST:PORT,HOST:PORT,...\" (shared by instances).",
     ),
     (
         "origins",
@@ -269,6 +270,49 @@ pub enum StoreSpec {
     Memory,
     /// In the Redis server at this URL (`redis://HOST:PORT[/DB]`).
     Redis(String),
+    /// In the Redis Cluster with these seed nodes
+    /// (`redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]`).
+    RedisCluster(String),
+}
+
+/// Scheme of a Redis Cluster store URL.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// The seed nodes of a `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]` URL, each as
+/// `redis://[USER:PASSWORD@]HOST:PORT` (the credentials apply to every node). The client
+/// discovers the other nodes from any seed that answers.
+pub fn cluster_nodes(url: &str) -> Result<Vec<String>, ConfigError> {
+    let bad = |why: &str| ConfigError::ClusterUrl {
+        url: url.to_owned(),
+        why: why.to_owned(),
+    };
+    let rest = url
+        .strip_prefix(CLUSTER_SCHEME)
+        .ok_or_else(|| bad("it must start with redis+cluster://"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), rest),
+    };
+    if hosts.contains(['/', '?', '#']) {
+        return Err(bad(
+            "a cluster has no databases or options: give only HOST:PORT,HOST:PORT,...",
+        ));
+    }
+    let mut nodes = Vec::new();
+    for node in hosts.split(',') {
+        let (host, port) = node
+            .rsplit_once(':')
+            .ok_or_else(|| bad(&format!("node {node:?} has no :PORT")))?;
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(bad(&format!("node {node:?} has no host")));
+        }
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad(&format!("node {node:?} has no valid port")));
+        }
+        nodes.push(format!("redis://{auth}{host}:{port}"));
+    }
+    Ok(nodes)
 }
 
 impl FromStr for StoreSpec {
@@ -278,6 +322,16 @@ impl FromStr for StoreSpec {
             Ok(Self::Memory)
         } else if s.starts_with("redis://") || s.starts_with("rediss://") {
             Ok(Self::Redis(s.to_owned()))
+        } else if s.starts_with(CLUSTER_SCHEME) {
+            cluster_nodes(s)?;
+            Ok(Self::RedisCluster(s.to_owned()))
+        } else if s.starts_with("rediss+cluster://") {
+            Err(ConfigError::ClusterUrl {
+                url: s.to_owned(),
+                why: "TLS to a Redis Cluster is not supported yet; use redis+cluster:// on a \
+                      private network (or redis+cluster:// behind a TLS tunnel)"
+                    .to_owned(),
+            })
         } else {
             Err(ConfigError::Store(s.to_owned()))
         }
@@ -301,7 +355,7 @@ impl fmt::Display for StoreSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.write_str("memory"),
-            Self::Redis(url) => f.write_str(url),
+            Self::Redis(url) | Self::RedisCluster(url) => f.write_str(url),
         }
     }
 }
@@ -336,8 +390,16 @@ pub enum ConfigError {
         source: Box<toml::de::Error>,
     },
     /// The store is neither `memory` nor a Redis URL.
-    #[error("store {0:?} is not understood: use \"memory\" or \"redis://HOST:PORT\"")]
+    #[error("store {0:?} is not understood: use \"memory\", \"redis://HOST:PORT\" or \"redis+cluster://HOST:PORT,HOST:PORT,...\"")]
     Store(String),
+    /// A `redis+cluster://` URL that cannot be used.
+    #[error("store {url:?} is not a usable Redis Cluster URL: {why}")]
+    ClusterUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The announce interval is out of range.
     #[error("announce interval {0:?} is out of range: use 1s..=1h")]
     Interval(Duration),
@@ -373,6 +435,7 @@ pub enum ConfigError {
     long_about = None,
     after_help = "Examples:\n  shoal-tracker                                   # memory store on 0.0.0.0:7070\n  \
                   shoal-tracker --store redis://127.0.0.1:6379    # share swarms with other instances\n  \
+                  shoal-tracker --store redis+cluster://r1:6379,r2:6379,r3:6379   # on a Redis Cluster\n  \
                   shoal-tracker --print-config > tracker.toml     # a config file to edit"
 )]
 pub struct Cli {
@@ -382,12 +445,13 @@ pub struct Cli {
     /// Address and port to listen on [default: 0.0.0.0:7070].
     #[arg(long, env = "SHOAL_TRACKER_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
-    /// Where swarms live: "memory" or "redis://HOST:PORT" to share them between instances
-    /// [default: memory].
+    /// Where swarms live: "memory", or to share them between instances "redis://HOST:PORT" (one
+    /// Redis server) or "redis+cluster://HOST:PORT,HOST:PORT,..." (seed nodes of a Redis
+    /// Cluster) [default: memory].
     #[arg(
         long,
         env = "SHOAL_TRACKER_STORE",
-        value_name = "memory|redis://HOST:PORT"
+        value_name = "memory|redis://HOST:PORT|redis+cluster://HOST:PORT,..."
     )]
     pub store: Option<StoreSpec>,
     /// Origins the digest service may fetch segments from, comma-separated.
@@ -650,5 +714,35 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("10.0.0.0/40"), "{e}");
         assert!(Cli::try_parse_from(["shoal-tracker", "--announce-interval", "soon"]).is_err());
+        for (url, says) in [
+            ("redis+cluster://", "no :PORT"),
+            ("redis+cluster://a:1,b", "no :PORT"),
+            ("redis+cluster://a:0", "valid port"),
+            ("redis+cluster://a:1/2", "no databases"),
+            ("rediss+cluster://a:1", "not supported yet"),
+        ] {
+            let e = url.parse::<StoreSpec>().unwrap_err();
+            assert!(e.to_string().contains(says), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_url_names_every_seed_node() {
+        let spec: StoreSpec = "redis+cluster://u:p@10.0.0.1:7000,[::1]:7001,r3.example:7002/"
+            .parse()
+            .unwrap();
+        let StoreSpec::RedisCluster(url) = &spec else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(
+            cluster_nodes(url).unwrap(),
+            [
+                "redis://u:p@10.0.0.1:7000",
+                "redis://u:p@[::1]:7001",
+                "redis://u:p@r3.example:7002"
+            ]
+        );
+        let c = Config::from_toml("store = \"redis+cluster://h:1,h:2\"").unwrap();
+        assert_eq!(c.store.to_string(), "redis+cluster://h:1,h:2");
     }
 }
