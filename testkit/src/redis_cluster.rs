@@ -179,6 +179,44 @@ impl RedisCluster {
         Ok(out)
     }
 
+    /// The master serving `key`'s hash slot now (by `CLUSTER KEYSLOT` and each master's own
+    /// line of `CLUSTER NODES`).
+    pub fn master_for_key(&self, key: &str) -> Result<ClusterMaster> {
+        let any = self
+            .ports()
+            .first()
+            .copied()
+            .ok_or_else(|| Error::Invalid {
+                what: "asking the cluster for a key's master".into(),
+                detail: "no node is running".into(),
+            })?;
+        let slot: u16 = self
+            .cli(any, &["cluster", "keyslot", key])?
+            .trim()
+            .parse()
+            .map_err(|e| Error::Invalid {
+                what: format!("CLUSTER KEYSLOT {key}"),
+                detail: format!("{e}"),
+            })?;
+        for m in self.masters()? {
+            let nodes = self.cli(m.port, &["cluster", "nodes"])?;
+            let Some(me) = nodes.lines().find(|l| l.contains("myself")) else {
+                continue;
+            };
+            let serves = me.split(' ').skip(8).any(|range| {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+            });
+            if serves {
+                return Ok(m);
+            }
+        }
+        Err(Error::Invalid {
+            what: format!("finding the master of slot {slot}"),
+            detail: "no running master serves it".into(),
+        })
+    }
+
     /// SIGKILLs the node listening on `port` (by its pid); it stays down until
     /// [`Self::start_all`].
     pub fn kill(&mut self, port: u16) -> Result<()> {
@@ -309,6 +347,8 @@ mod tests {
         assert!(c.url.starts_with("redis+cluster://127.0.0.1:"), "{}", c.url);
         let masters = c.masters().unwrap();
         assert_eq!(masters.len(), 3, "{masters:?}");
+        let owner = c.master_for_key("k").unwrap();
+        assert!(masters.contains(&owner));
         let port = c.ports()[0];
         assert!(c
             .cli(port, &["-c", "set", "k", "v"])
