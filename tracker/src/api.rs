@@ -1,5 +1,6 @@
 //! The HTTP API: routes, request parsing, and every error mapped to a JSON `ErrorBody`.
 
+use crate::client_addr::ClientAddrs;
 use crate::digest::{DigestError, DigestService};
 use crate::metrics::{AnnounceResult, DigestResult, Metrics};
 use crate::policy::{Applied, Policies};
@@ -45,6 +46,32 @@ pub struct AppState {
     pub auth_required: bool,
     /// When reports ban a peer.
     pub ban_rule: BanRule,
+    /// Where a client's address comes from (the connection, or trusted proxies' headers).
+    pub client_addrs: ClientAddrs,
+}
+
+/// Header of an announce answer: the address the tracker sees the client at (behind trusted
+/// proxies, the one they forwarded).
+pub const CLIENT_ADDR_HEADER: &str = "shoal-client-addr";
+
+/// The connection's peer address, when the server records it (`spawn` does; a router used
+/// without `into_make_service_with_connect_info` has none).
+struct Peer(Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
 }
 
 /// The tracker's routes.
@@ -226,12 +253,21 @@ fn field_error(e: InvalidField) -> ApiError {
 
 async fn announce(
     State(app): State<Arc<AppState>>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let start = Instant::now();
     let (result, response) = match announce_inner(&app, &headers, body).await {
-        Ok(response) => (AnnounceResult::Ok, response),
+        Ok(mut response) => {
+            if let Some(peer) = peer {
+                let client = app.client_addrs.client(peer, &headers);
+                if let Ok(v) = header::HeaderValue::from_str(&client.to_string()) {
+                    response.headers_mut().insert(CLIENT_ADDR_HEADER, v);
+                }
+            }
+            (AnnounceResult::Ok, response)
+        }
         Err(e) => (e.result(), e.into_response()),
     };
     app.metrics.announce(result, start.elapsed().as_secs_f64());

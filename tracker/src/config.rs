@@ -1,6 +1,7 @@
 //! Configuration: defaults, overridden by a TOML file, overridden by `SHOAL_TRACKER_*` env vars,
 //! overridden by flags.
 
+use crate::client_addr::{ClientAddrs, ForwardedHeader};
 use crate::digest::{DigestConfig, Scheme};
 use crate::policy::{Policies, PolicyError, PolicyRule};
 use crate::store::BanRule;
@@ -64,6 +65,12 @@ pub struct Config {
     pub p2p: bool,
     /// Log line format: "text" for people, "json" for log collectors.
     pub log_format: LogFormat,
+    /// Load balancers and proxies (CIDRs or addresses) whose `forwarded_header` gives the
+    /// client's address; from any other peer the header is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies append the client's address to: `x-forwarded-for` or
+    /// `forwarded` (RFC 7239).
+    pub forwarded_header: ForwardedHeader,
 }
 
 /// One line of documentation per config key, in file order, for `--print-config`.
@@ -126,6 +133,14 @@ const FIELD_DOCS: &[(&str, &str)] = &[
         "log_format",
         "Log line format: \"text\" for people, \"json\" for log collectors.",
     ),
+    (
+        "trusted_proxies",
+        "Load balancers (CIDRs or addresses) whose forwarded_header gives the client's address, e.g. [\"10.0.0.0/8\"].",
+    ),
+    (
+        "forwarded_header",
+        "Header the trusted proxies append the client's address to: \"x-forwarded-for\" or \"forwarded\" (RFC 7239).",
+    ),
 ];
 
 impl Default for Config {
@@ -147,6 +162,8 @@ impl Default for Config {
             announce_interval: Duration::from_secs(20),
             p2p: true,
             log_format: LogFormat::Text,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
         }
     }
 }
@@ -200,7 +217,20 @@ impl Config {
             return Err(ConfigError::AuthWithoutKeys);
         }
         self.policies()?;
+        self.client_addrs()?;
         Ok(())
+    }
+
+    /// How client addresses are read: the trusted proxies and their header.
+    pub fn client_addrs(&self) -> Result<ClientAddrs, ConfigError> {
+        let nets = self
+            .trusted_proxies
+            .iter()
+            .map(|e| {
+                crate::policy::parse_net(e).ok_or_else(|| ConfigError::TrustedProxy(e.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ClientAddrs::new(nets, self.forwarded_header))
     }
 
     /// The digest service's settings.
@@ -411,6 +441,9 @@ pub enum ConfigError {
     /// `ban_threshold` is 0.
     #[error("ban_threshold must be at least 1")]
     BanThreshold,
+    /// A `trusted_proxies` entry is neither a CIDR nor an address.
+    #[error("trusted proxy {0:?} is neither a CIDR (10.0.0.0/8, fd00::/8) nor an IP address")]
+    TrustedProxy(String),
     /// `auth_required` without keys to check tokens with.
     #[error("auth_required is set but no auth_keys_file is given: the tracker could not verify any token")]
     AuthWithoutKeys,
@@ -491,6 +524,18 @@ pub struct Cli {
     /// Log format [default: text]. Set the level with RUST_LOG, e.g. RUST_LOG=debug.
     #[arg(long, env = "SHOAL_TRACKER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Load balancers whose forwarded header gives the client's address (CIDRs or addresses,
+    /// comma-separated); from other peers the header is ignored [default: none].
+    #[arg(
+        long,
+        env = "SHOAL_TRACKER_TRUSTED_PROXIES",
+        value_name = "CIDR[,CIDR...]",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Header the trusted proxies append the client's address to [default: x-forwarded-for].
+    #[arg(long, env = "SHOAL_TRACKER_FORWARDED_HEADER", value_enum)]
+    pub forwarded_header: Option<ForwardedHeader>,
     /// Print the effective configuration as a commented TOML file and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -609,6 +654,12 @@ impl Cli {
         if let Some(v) = self.log_format {
             c.log_format = v;
         }
+        if let Some(v) = self.trusted_proxies {
+            c.trusted_proxies = v.into_iter().filter(|o| !o.is_empty()).collect();
+        }
+        if let Some(v) = self.forwarded_header {
+            c.forwarded_header = v;
+        }
         c.check()?;
         Ok(c)
     }
@@ -648,6 +699,8 @@ mod tests {
             announce_interval: Duration::from_secs(90),
             p2p: false,
             log_format: LogFormat::Json,
+            trusted_proxies: vec!["10.0.0.0/8".into(), "fd00::1".into()],
+            forwarded_header: ForwardedHeader::Forwarded,
         };
         let text = c.to_documented_toml();
         assert_eq!(Config::from_toml(&text).unwrap(), c);
@@ -688,6 +741,10 @@ mod tests {
             "127.0.0.1:2000",
             "--origin",
             "a.example,b.example:8443",
+            "--trusted-proxies",
+            "10.0.0.0/8,fd00::1",
+            "--forwarded-header",
+            "forwarded",
         ])
         .unwrap();
         let c = cli.into_config().unwrap();
@@ -695,6 +752,8 @@ mod tests {
         assert_eq!(c.announce_interval, Duration::from_secs(5));
         assert!(!c.p2p);
         assert_eq!(c.origins, ["a.example", "b.example:8443"]);
+        assert_eq!(c.trusted_proxies, ["10.0.0.0/8", "fd00::1"]);
+        assert_eq!(c.forwarded_header, ForwardedHeader::Forwarded);
         assert_eq!(c.store, StoreSpec::Memory);
     }
 
@@ -710,6 +769,8 @@ mod tests {
         assert!(e.to_string().contains("origin list"), "{e}");
         let e = Config::from_toml("auth_required = true").unwrap_err();
         assert!(e.to_string().contains("auth_keys_file"), "{e}");
+        let e = Config::from_toml("trusted_proxies = [\"10.0.0.0/33\"]").unwrap_err();
+        assert!(e.to_string().contains("10.0.0.0/33"), "{e}");
         let e = Config::from_toml("[[policy]]\nswarm = \"*\"\nexclude = [\"10.0.0.0/40\"]\n")
             .unwrap_err();
         assert!(e.to_string().contains("10.0.0.0/40"), "{e}");

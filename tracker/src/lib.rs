@@ -5,6 +5,7 @@
 //! the `shoal-tracker` binary is a thin `main` around it.
 
 pub mod api;
+pub mod client_addr;
 pub mod config;
 pub mod digest;
 pub mod metrics;
@@ -144,11 +145,14 @@ pub async fn spawn_with_store(
         let _ = tcp.set_nodelay(true);
     });
     let server = tokio::spawn(async move {
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        })
+        .await
     });
     tracing::info!(%addr, store = %config.store, interval = ?config.announce_interval, "tracker listening");
     Ok(RunningTracker {
@@ -176,6 +180,7 @@ pub fn app_state(config: &Config, store: Arc<dyn Store>) -> Result<AppState, Err
         keys,
         auth_required: config.auth_required,
         ban_rule: config.ban_rule(),
+        client_addrs: config.client_addrs()?,
     })
 }
 
