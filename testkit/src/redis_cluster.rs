@@ -55,34 +55,66 @@ impl RedisCluster {
         let redis_server = which("redis-server", "redis-server")?;
         let redis_cli = which("redis-cli", "redis-tools")?;
         let dir = tempfile::tempdir().map_err(io_err("creating a temp dir"))?;
+        // Twelve distinct ports (client and bus port per node): `free_port` may hand out a
+        // port again once it is released.
+        let mut taken = std::collections::HashSet::new();
         let mut nodes = Vec::new();
         for i in 0..CLUSTER_NODES {
             let node_dir = dir.path().join(format!("node{i}"));
             std::fs::create_dir(&node_dir).map_err(io_err("creating a node folder"))?;
             nodes.push(Node {
-                port: free_port(),
-                bus_port: free_port(),
+                port: distinct_port(&mut taken),
+                bus_port: distinct_port(&mut taken),
                 dir: node_dir,
                 child: None,
             });
         }
-        let url = format!(
-            "redis+cluster://{}",
-            nodes
-                .iter()
-                .map(|n| format!("127.0.0.1:{}", n.port))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
         let mut cluster = Self {
-            url,
+            url: String::new(),
             nodes,
             node_timeout,
             redis_server,
             redis_cli,
             _dir: dir,
         };
-        cluster.spawn_all()?;
+        // A node whose port another process took in the meantime exits at once: give it other
+        // ports and start it again (a few times at most).
+        for attempt in 0.. {
+            cluster.spawn_all()?;
+            std::thread::sleep(Duration::from_millis(100));
+            let mut died = false;
+            for n in &mut cluster.nodes {
+                let exited = n
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| c.0.try_wait().ok().flatten().is_some());
+                if exited {
+                    died = true;
+                    n.child = None;
+                    n.port = distinct_port(&mut taken);
+                    n.bus_port = distinct_port(&mut taken);
+                }
+            }
+            if !died {
+                break;
+            }
+            if attempt == 4 {
+                return Err(Error::Timeout {
+                    what: "every cluster node to bind its ports".into(),
+                    timeout: Duration::from_millis(500),
+                    log: cluster.log_tails(),
+                });
+            }
+        }
+        cluster.url = format!(
+            "redis+cluster://{}",
+            cluster
+                .nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", n.port))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         let mut create = Command::new(&cluster.redis_cli);
         create.arg("--cluster").arg("create");
         for n in &cluster.nodes {
@@ -114,8 +146,30 @@ impl RedisCluster {
                 self.spawn(i)?;
             }
         }
-        for n in &self.nodes {
-            crate::wait_for_port(([127, 0, 0, 1], n.port).into(), Duration::from_secs(10))?;
+        // Until each node listens, or has exited (a port taken: the caller sees it).
+        for n in &mut self.nodes {
+            let addr = ([127, 0, 0, 1], n.port).into();
+            let start = Instant::now();
+            loop {
+                if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    break;
+                }
+                let exited = n
+                    .child
+                    .as_mut()
+                    .is_none_or(|c| c.0.try_wait().ok().flatten().is_some());
+                if exited {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(10) {
+                    return Err(Error::Timeout {
+                        what: format!("redis-server to listen on {addr}"),
+                        timeout: Duration::from_secs(10),
+                        log: String::new(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         Ok(())
     }
@@ -322,6 +376,17 @@ impl RedisCluster {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// A free loopback port not in `taken` (which it joins).
+fn distinct_port(taken: &mut std::collections::HashSet<u16>) -> u16 {
+    for _ in 0..1000 {
+        let p = free_port();
+        if taken.insert(p) {
+            return p;
+        }
+    }
+    panic!("the kernel handed out only ports already in use 1000 times in a row");
 }
 
 fn dir_name(p: &Path) -> String {
