@@ -8,6 +8,7 @@
 //! | helper | what |
 //! |---|---|
 //! | [`RedisServer`] | `redis-server` without persistence |
+//! | [`RedisCluster`] | six `redis-server` processes joined into a Redis Cluster (three masters, three replicas); kill a master, stop and restart it all |
 //! | [`Nginx`] | nginx as the origin CDN, with HLS/DASH MIME types and a parseable access log |
 //! | [`LiveHls`] | an ffmpeg live HLS encoder (TS or fMP4) writing into a folder nginx serves |
 //! | [`LiveDash`] | an ffmpeg live DASH encoder (`$Number$` template or `SegmentTimeline`) |
@@ -29,6 +30,7 @@ mod nginx;
 mod poll;
 mod recording_relay;
 mod redis;
+mod redis_cluster;
 mod vod;
 
 pub use ffmpeg_player::{FfmpegPlayer, PlayerOpts, PlayerOutcome};
@@ -38,6 +40,7 @@ pub use nginx::{AccessLogEntry, Nginx};
 pub use poll::{eventually, poll_until};
 pub use recording_relay::{Record, RecordingRelay};
 pub use redis::RedisServer;
+pub use redis_cluster::{ClusterMaster, RedisCluster, CLUSTER_NODES};
 pub use vod::{encode_vod_ladder, VodLadder};
 
 use sha2::{Digest, Sha256};

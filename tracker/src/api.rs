@@ -1,5 +1,6 @@
 //! The HTTP API: routes, request parsing, and every error mapped to a JSON `ErrorBody`.
 
+use crate::client_addr::ClientAddrs;
 use crate::digest::{DigestError, DigestService};
 use crate::metrics::{AnnounceResult, DigestResult, Metrics};
 use crate::policy::{Applied, Policies};
@@ -24,6 +25,9 @@ use tokio::time::Instant;
 /// Largest request body accepted; a valid announce is well under 2 KiB.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// `Retry-After` (seconds) of a 503 while the store is down: about a Redis Cluster failover.
+pub const STORE_RETRY_AFTER_SECS: u32 = 5;
+
 /// What every handler shares.
 pub struct AppState {
     /// Swarm membership.
@@ -42,6 +46,32 @@ pub struct AppState {
     pub auth_required: bool,
     /// When reports ban a peer.
     pub ban_rule: BanRule,
+    /// Where a client's address comes from (the connection, or trusted proxies' headers).
+    pub client_addrs: ClientAddrs,
+}
+
+/// Header of an announce answer: the address the tracker sees the client at (behind trusted
+/// proxies, the one they forwarded).
+pub const CLIENT_ADDR_HEADER: &str = "shoal-client-addr";
+
+/// The connection's peer address, when the server records it (`spawn` does; a router used
+/// without `into_make_service_with_connect_info` has none).
+struct Peer(Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
 }
 
 /// The tracker's routes.
@@ -52,6 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/report", post(report))
         .route("/v1/digest", get(digest))
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -149,17 +180,34 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "store failed");
-        }
-        let message = match &self {
-            Self::Store(StoreError::Redis(_) | StoreError::Corrupt(_)) => {
-                "the tracker's store is unavailable; retry after the announce interval".to_owned()
+        match &self {
+            // Counted and logged (at most once a second) by the store wrapper.
+            Self::Store(StoreError::Redis(_) | StoreError::Corrupt(_)) => store_down(),
+            other => {
+                if status.is_server_error() {
+                    tracing::error!(error = %other, "request failed");
+                }
+                error_response(status, code, other.to_string())
             }
-            other => other.to_string(),
-        };
-        error_response(status, code, message)
+        }
     }
+}
+
+/// 503 `store_unavailable` with `Retry-After`: the store (Redis) is down or failing over.
+fn store_down() -> Response {
+    let mut r = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        format!(
+            "the tracker's store (Redis) is down or failing over; retry after \
+             {STORE_RETRY_AFTER_SECS} s (players keep fetching from the CDN meanwhile)"
+        ),
+    );
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(STORE_RETRY_AFTER_SECS),
+    );
+    r
 }
 
 fn error_response(status: StatusCode, code: &str, message: String) -> Response {
@@ -205,12 +253,21 @@ fn field_error(e: InvalidField) -> ApiError {
 
 async fn announce(
     State(app): State<Arc<AppState>>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let start = Instant::now();
     let (result, response) = match announce_inner(&app, &headers, body).await {
-        Ok(response) => (AnnounceResult::Ok, response),
+        Ok(mut response) => {
+            if let Some(peer) = peer {
+                let client = app.client_addrs.client(peer, &headers);
+                if let Ok(v) = header::HeaderValue::from_str(&client.to_string()) {
+                    response.headers_mut().insert(CLIENT_ADDR_HEADER, v);
+                }
+            }
+            (AnnounceResult::Ok, response)
+        }
         Err(e) => (e.result(), e.into_response()),
     };
     app.metrics.announce(result, start.elapsed().as_secs_f64());
@@ -384,9 +441,17 @@ async fn leave(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Readiness: 200 while the store answers, 503 `store_unavailable` (with `Retry-After`) while
+/// it does not, so that a load balancer or Kubernetes stops sending announces here.
 async fn healthz(State(app): State<Arc<AppState>>) -> Result<&'static str, ApiError> {
-    app.store.counts().await?;
+    app.store.ready().await?;
     Ok("ok\n")
+}
+
+/// Liveness: 200 whenever the process serves HTTP, store or not (restarting the tracker does
+/// not bring Redis back).
+async fn livez() -> &'static str {
+    "ok\n"
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
@@ -406,7 +471,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 }
 
 const ROUTES: &str = "POST /v1/announce, POST /v1/leave, POST /v1/report, GET /v1/digest, \
-                      GET /metrics, GET /healthz";
+                      GET /metrics, GET /healthz, GET /livez";
 
 async fn not_found(method: Method, uri: Uri) -> Response {
     error_response(

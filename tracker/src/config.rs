@@ -1,6 +1,7 @@
 //! Configuration: defaults, overridden by a TOML file, overridden by `SHOAL_TRACKER_*` env vars,
 //! overridden by flags.
 
+use crate::client_addr::{ClientAddrs, ForwardedHeader};
 use crate::digest::{DigestConfig, Scheme};
 use crate::policy::{Policies, PolicyError, PolicyRule};
 use crate::store::BanRule;
@@ -25,8 +26,9 @@ pub const MAX_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(3600);
 pub struct Config {
     /// Address and port the HTTP API (announce, leave, metrics, healthz) listens on.
     pub listen: SocketAddr,
-    /// Where swarms live: `memory` (this process only, nothing to install) or
-    /// `redis://HOST:PORT` (shared by every tracker instance pointed at the same Redis).
+    /// Where swarms live: `memory` (this process only, nothing to install),
+    /// `redis://HOST:PORT` or `redis+cluster://HOST:PORT,HOST:PORT,...` (shared by every
+    /// tracker instance pointed at the same Redis or Redis Cluster).
     pub store: StoreSpec,
     /// Origins (`host` or `host:port`) the digest service may fetch segments from.
     pub origins: Vec<String>,
@@ -63,6 +65,12 @@ pub struct Config {
     pub p2p: bool,
     /// Log line format: "text" for people, "json" for log collectors.
     pub log_format: LogFormat,
+    /// Load balancers and proxies (CIDRs or addresses) whose `forwarded_header` gives the
+    /// client's address; from any other peer the header is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies append the client's address to: `x-forwarded-for` or
+    /// `forwarded` (RFC 7239).
+    pub forwarded_header: ForwardedHeader,
 }
 
 /// One line of documentation per config key, in file order, for `--print-config`.
@@ -73,7 +81,7 @@ const FIELD_DOCS: &[(&str, &str)] = &[
     ),
     (
         "store",
-        "Where swarms live: \"memory\" (this process only) or \"redis://HOST:PORT\" (shared by instances).",
+        "Where swarms live: \"memory\" (this process only), \"redis://HOST:PORT\" or \"redis+cluster://HOST:PORT,HOST:PORT,...\" (shared by instances).",
     ),
     (
         "origins",
@@ -125,6 +133,14 @@ const FIELD_DOCS: &[(&str, &str)] = &[
         "log_format",
         "Log line format: \"text\" for people, \"json\" for log collectors.",
     ),
+    (
+        "trusted_proxies",
+        "Load balancers (CIDRs or addresses) whose forwarded_header gives the client's address, e.g. [\"10.0.0.0/8\"].",
+    ),
+    (
+        "forwarded_header",
+        "Header the trusted proxies append the client's address to: \"x-forwarded-for\" or \"forwarded\" (RFC 7239).",
+    ),
 ];
 
 impl Default for Config {
@@ -146,6 +162,8 @@ impl Default for Config {
             announce_interval: Duration::from_secs(20),
             p2p: true,
             log_format: LogFormat::Text,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
         }
     }
 }
@@ -199,7 +217,20 @@ impl Config {
             return Err(ConfigError::AuthWithoutKeys);
         }
         self.policies()?;
+        self.client_addrs()?;
         Ok(())
+    }
+
+    /// How client addresses are read: the trusted proxies and their header.
+    pub fn client_addrs(&self) -> Result<ClientAddrs, ConfigError> {
+        let nets = self
+            .trusted_proxies
+            .iter()
+            .map(|e| {
+                crate::policy::parse_net(e).ok_or_else(|| ConfigError::TrustedProxy(e.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ClientAddrs::new(nets, self.forwarded_header))
     }
 
     /// The digest service's settings.
@@ -269,6 +300,49 @@ pub enum StoreSpec {
     Memory,
     /// In the Redis server at this URL (`redis://HOST:PORT[/DB]`).
     Redis(String),
+    /// In the Redis Cluster with these seed nodes
+    /// (`redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]`).
+    RedisCluster(String),
+}
+
+/// Scheme of a Redis Cluster store URL.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// The seed nodes of a `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]` URL, each as
+/// `redis://[USER:PASSWORD@]HOST:PORT` (the credentials apply to every node). The client
+/// discovers the other nodes from any seed that answers.
+pub fn cluster_nodes(url: &str) -> Result<Vec<String>, ConfigError> {
+    let bad = |why: &str| ConfigError::ClusterUrl {
+        url: url.to_owned(),
+        why: why.to_owned(),
+    };
+    let rest = url
+        .strip_prefix(CLUSTER_SCHEME)
+        .ok_or_else(|| bad("it must start with redis+cluster://"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), rest),
+    };
+    if hosts.contains(['/', '?', '#']) {
+        return Err(bad(
+            "a cluster has no databases or options: give only HOST:PORT,HOST:PORT,...",
+        ));
+    }
+    let mut nodes = Vec::new();
+    for node in hosts.split(',') {
+        let (host, port) = node
+            .rsplit_once(':')
+            .ok_or_else(|| bad(&format!("node {node:?} has no :PORT")))?;
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(bad(&format!("node {node:?} has no host")));
+        }
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad(&format!("node {node:?} has no valid port")));
+        }
+        nodes.push(format!("redis://{auth}{host}:{port}"));
+    }
+    Ok(nodes)
 }
 
 impl FromStr for StoreSpec {
@@ -278,6 +352,16 @@ impl FromStr for StoreSpec {
             Ok(Self::Memory)
         } else if s.starts_with("redis://") || s.starts_with("rediss://") {
             Ok(Self::Redis(s.to_owned()))
+        } else if s.starts_with(CLUSTER_SCHEME) {
+            cluster_nodes(s)?;
+            Ok(Self::RedisCluster(s.to_owned()))
+        } else if s.starts_with("rediss+cluster://") {
+            Err(ConfigError::ClusterUrl {
+                url: s.to_owned(),
+                why: "TLS to a Redis Cluster is not supported yet; use redis+cluster:// on a \
+                      private network (or redis+cluster:// behind a TLS tunnel)"
+                    .to_owned(),
+            })
         } else {
             Err(ConfigError::Store(s.to_owned()))
         }
@@ -301,7 +385,7 @@ impl fmt::Display for StoreSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.write_str("memory"),
-            Self::Redis(url) => f.write_str(url),
+            Self::Redis(url) | Self::RedisCluster(url) => f.write_str(url),
         }
     }
 }
@@ -336,8 +420,16 @@ pub enum ConfigError {
         source: Box<toml::de::Error>,
     },
     /// The store is neither `memory` nor a Redis URL.
-    #[error("store {0:?} is not understood: use \"memory\" or \"redis://HOST:PORT\"")]
+    #[error("store {0:?} is not understood: use \"memory\", \"redis://HOST:PORT\" or \"redis+cluster://HOST:PORT,HOST:PORT,...\"")]
     Store(String),
+    /// A `redis+cluster://` URL that cannot be used.
+    #[error("store {url:?} is not a usable Redis Cluster URL: {why}")]
+    ClusterUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The announce interval is out of range.
     #[error("announce interval {0:?} is out of range: use 1s..=1h")]
     Interval(Duration),
@@ -349,6 +441,9 @@ pub enum ConfigError {
     /// `ban_threshold` is 0.
     #[error("ban_threshold must be at least 1")]
     BanThreshold,
+    /// A `trusted_proxies` entry is neither a CIDR nor an address.
+    #[error("trusted proxy {0:?} is neither a CIDR (10.0.0.0/8, fd00::/8) nor an IP address")]
+    TrustedProxy(String),
     /// `auth_required` without keys to check tokens with.
     #[error("auth_required is set but no auth_keys_file is given: the tracker could not verify any token")]
     AuthWithoutKeys,
@@ -373,6 +468,7 @@ pub enum ConfigError {
     long_about = None,
     after_help = "Examples:\n  shoal-tracker                                   # memory store on 0.0.0.0:7070\n  \
                   shoal-tracker --store redis://127.0.0.1:6379    # share swarms with other instances\n  \
+                  shoal-tracker --store redis+cluster://r1:6379,r2:6379,r3:6379   # on a Redis Cluster\n  \
                   shoal-tracker --print-config > tracker.toml     # a config file to edit"
 )]
 pub struct Cli {
@@ -382,12 +478,13 @@ pub struct Cli {
     /// Address and port to listen on [default: 0.0.0.0:7070].
     #[arg(long, env = "SHOAL_TRACKER_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
-    /// Where swarms live: "memory" or "redis://HOST:PORT" to share them between instances
-    /// [default: memory].
+    /// Where swarms live: "memory", or to share them between instances "redis://HOST:PORT" (one
+    /// Redis server) or "redis+cluster://HOST:PORT,HOST:PORT,..." (seed nodes of a Redis
+    /// Cluster) [default: memory].
     #[arg(
         long,
         env = "SHOAL_TRACKER_STORE",
-        value_name = "memory|redis://HOST:PORT"
+        value_name = "memory|redis://HOST:PORT|redis+cluster://HOST:PORT,..."
     )]
     pub store: Option<StoreSpec>,
     /// Origins the digest service may fetch segments from, comma-separated.
@@ -427,6 +524,18 @@ pub struct Cli {
     /// Log format [default: text]. Set the level with RUST_LOG, e.g. RUST_LOG=debug.
     #[arg(long, env = "SHOAL_TRACKER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Load balancers whose forwarded header gives the client's address (CIDRs or addresses,
+    /// comma-separated); from other peers the header is ignored [default: none].
+    #[arg(
+        long,
+        env = "SHOAL_TRACKER_TRUSTED_PROXIES",
+        value_name = "CIDR[,CIDR...]",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Header the trusted proxies append the client's address to [default: x-forwarded-for].
+    #[arg(long, env = "SHOAL_TRACKER_FORWARDED_HEADER", value_enum)]
+    pub forwarded_header: Option<ForwardedHeader>,
     /// Print the effective configuration as a commented TOML file and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -545,6 +654,12 @@ impl Cli {
         if let Some(v) = self.log_format {
             c.log_format = v;
         }
+        if let Some(v) = self.trusted_proxies {
+            c.trusted_proxies = v.into_iter().filter(|o| !o.is_empty()).collect();
+        }
+        if let Some(v) = self.forwarded_header {
+            c.forwarded_header = v;
+        }
         c.check()?;
         Ok(c)
     }
@@ -584,6 +699,8 @@ mod tests {
             announce_interval: Duration::from_secs(90),
             p2p: false,
             log_format: LogFormat::Json,
+            trusted_proxies: vec!["10.0.0.0/8".into(), "fd00::1".into()],
+            forwarded_header: ForwardedHeader::Forwarded,
         };
         let text = c.to_documented_toml();
         assert_eq!(Config::from_toml(&text).unwrap(), c);
@@ -624,6 +741,10 @@ mod tests {
             "127.0.0.1:2000",
             "--origin",
             "a.example,b.example:8443",
+            "--trusted-proxies",
+            "10.0.0.0/8,fd00::1",
+            "--forwarded-header",
+            "forwarded",
         ])
         .unwrap();
         let c = cli.into_config().unwrap();
@@ -631,6 +752,8 @@ mod tests {
         assert_eq!(c.announce_interval, Duration::from_secs(5));
         assert!(!c.p2p);
         assert_eq!(c.origins, ["a.example", "b.example:8443"]);
+        assert_eq!(c.trusted_proxies, ["10.0.0.0/8", "fd00::1"]);
+        assert_eq!(c.forwarded_header, ForwardedHeader::Forwarded);
         assert_eq!(c.store, StoreSpec::Memory);
     }
 
@@ -646,9 +769,41 @@ mod tests {
         assert!(e.to_string().contains("origin list"), "{e}");
         let e = Config::from_toml("auth_required = true").unwrap_err();
         assert!(e.to_string().contains("auth_keys_file"), "{e}");
+        let e = Config::from_toml("trusted_proxies = [\"10.0.0.0/33\"]").unwrap_err();
+        assert!(e.to_string().contains("10.0.0.0/33"), "{e}");
         let e = Config::from_toml("[[policy]]\nswarm = \"*\"\nexclude = [\"10.0.0.0/40\"]\n")
             .unwrap_err();
         assert!(e.to_string().contains("10.0.0.0/40"), "{e}");
         assert!(Cli::try_parse_from(["shoal-tracker", "--announce-interval", "soon"]).is_err());
+        for (url, says) in [
+            ("redis+cluster://", "no :PORT"),
+            ("redis+cluster://a:1,b", "no :PORT"),
+            ("redis+cluster://a:0", "valid port"),
+            ("redis+cluster://a:1/2", "no databases"),
+            ("rediss+cluster://a:1", "not supported yet"),
+        ] {
+            let e = url.parse::<StoreSpec>().unwrap_err();
+            assert!(e.to_string().contains(says), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_url_names_every_seed_node() {
+        let spec: StoreSpec = "redis+cluster://u:p@10.0.0.1:7000,[::1]:7001,r3.example:7002/"
+            .parse()
+            .unwrap();
+        let StoreSpec::RedisCluster(url) = &spec else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(
+            cluster_nodes(url).unwrap(),
+            [
+                "redis://u:p@10.0.0.1:7000",
+                "redis://u:p@[::1]:7001",
+                "redis://u:p@r3.example:7002"
+            ]
+        );
+        let c = Config::from_toml("store = \"redis+cluster://h:1,h:2\"").unwrap();
+        assert_eq!(c.store.to_string(), "redis+cluster://h:1,h:2");
     }
 }

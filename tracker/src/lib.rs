@@ -5,6 +5,7 @@
 //! the `shoal-tracker` binary is a thin `main` around it.
 
 pub mod api;
+pub mod client_addr;
 pub mod clock;
 pub mod config;
 pub mod digest;
@@ -18,7 +19,7 @@ use crate::api::AppState;
 use crate::config::{Config, ConfigError, StoreSpec};
 use crate::digest::DigestService;
 use crate::metrics::Metrics;
-use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+use crate::store::{MemoryStore, Observed, RedisStore, Store, StoreError};
 use crate::token::Keys;
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
@@ -41,7 +42,7 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// The store could not be opened (Redis unreachable, bad URL).
+    /// The store could not be opened (Redis or Redis Cluster unreachable, bad URL).
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
     /// The HTTP client of the digest service could not be built (no TLS roots).
@@ -111,6 +112,10 @@ pub async fn spawn(config: Config) -> Result<RunningTracker, Error> {
         StoreSpec::Redis(url) => {
             Arc::new(RedisStore::connect(url, config.announce_interval).await?)
         }
+        StoreSpec::RedisCluster(url) => {
+            let nodes = config::cluster_nodes(url)?;
+            Arc::new(RedisStore::connect_cluster(&nodes, config.announce_interval).await?)
+        }
     };
     spawn_with_store(config, store).await
 }
@@ -121,8 +126,9 @@ pub async fn spawn_with_store(
     store: Arc<dyn Store>,
 ) -> Result<RunningTracker, Error> {
     config.check()?;
-    let state = Arc::new(app_state(&config, store.clone())?);
+    let state = Arc::new(app_state(&config, store)?);
     let metrics = state.metrics.clone();
+    let store = state.store.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Bind {
@@ -140,11 +146,14 @@ pub async fn spawn_with_store(
         let _ = tcp.set_nodelay(true);
     });
     let server = tokio::spawn(async move {
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        })
+        .await
     });
     tracing::info!(%addr, store = %config.store, interval = ?config.announce_interval, "tracker listening");
     Ok(RunningTracker {
@@ -155,7 +164,8 @@ pub async fn spawn_with_store(
     })
 }
 
-/// Everything the routes share, built from `config` around `store` (for [`api::router`]).
+/// Everything the routes share, built from `config` around `store` (for [`api::router`]);
+/// the store's failures are counted in `shoal_tracker_store_errors_total` and logged.
 pub fn app_state(config: &Config, store: Arc<dyn Store>) -> Result<AppState, Error> {
     let metrics = Arc::new(Metrics::new());
     let keys = match &config.auth_keys_file {
@@ -163,7 +173,7 @@ pub fn app_state(config: &Config, store: Arc<dyn Store>) -> Result<AppState, Err
         None => None,
     };
     Ok(AppState {
-        store,
+        store: Arc::new(Observed::new(store, metrics.clone())),
         digests: DigestService::new(&config.digest(), metrics.clone())?,
         metrics,
         interval_secs: config.interval_secs(),
@@ -171,6 +181,7 @@ pub fn app_state(config: &Config, store: Arc<dyn Store>) -> Result<AppState, Err
         keys,
         auth_required: config.auth_required,
         ban_rule: config.ban_rule(),
+        client_addrs: config.client_addrs()?,
     })
 }
 

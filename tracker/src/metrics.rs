@@ -140,6 +140,15 @@ struct ReasonLabel {
     reason: Reason,
 }
 
+/// Kinds of store failure, the `kind` label of `shoal_tracker_store_errors_total`
+/// (see `StoreError::failure_kind`).
+pub const STORE_ERROR_KINDS: [&str; 5] = ["unreachable", "timeout", "script", "data", "other"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DigestLabel {
     result: DigestResult,
@@ -175,6 +184,8 @@ pub struct Metrics {
     /// In `REASONS` order.
     reports: [Counter; 4],
     banned_peers: Gauge,
+    /// In `STORE_ERROR_KINDS` order.
+    store_errors: [Counter; 5],
 }
 
 impl Default for Metrics {
@@ -260,6 +271,14 @@ impl Metrics {
             "Peers banned from a swarm now",
             banned_peers.clone(),
         );
+        let store_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "shoal_tracker_store_errors",
+            "Store operations that failed (Redis unreachable, timed out, ...), by kind",
+            store_errors.clone(),
+        );
+        let store_errors =
+            STORE_ERROR_KINDS.map(|kind| store_errors.get_or_create(&KindLabel { kind }).clone());
         let digest_requests = DIGEST_RESULTS.map(|result| {
             digest_requests
                 .get_or_create(&DigestLabel { result })
@@ -294,7 +313,17 @@ impl Metrics {
             digest_origin_bytes,
             reports,
             banned_peers,
+            store_errors,
         }
+    }
+
+    /// Counts one failed store operation of `kind` (one of [`STORE_ERROR_KINDS`]).
+    pub fn store_error(&self, kind: &str) {
+        let i = STORE_ERROR_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(STORE_ERROR_KINDS.len() - 1);
+        self.store_errors[i].inc();
     }
 
     /// Counts one digest request.

@@ -54,7 +54,7 @@ pub fn check_pattern(pattern: &str) -> Result<(), PolicyError> {
     Ok(())
 }
 
-fn parse_net(entry: &str) -> Option<IpNet> {
+pub(crate) fn parse_net(entry: &str) -> Option<IpNet> {
     entry
         .parse::<IpNet>()
         .ok()

@@ -112,7 +112,7 @@ async fn a_swarm_without_p2p_hands_out_no_neighbours(kind: StoreKind) {
     assert!(r.neighbours.is_empty());
 }
 
-both_stores!(
+each_store!(
     first_announce_gets_a_key_the_interval_and_the_policy,
     neighbours_are_other_members_with_their_addresses,
     a_large_swarm_spreads_its_members,

@@ -81,7 +81,7 @@ async fn silent_peers_expire_and_empty_swarms_disappear(kind: StoreKind) {
     h.join("silent", "t").await;
 }
 
-both_stores!(
+each_store!(
     a_peer_that_leaves_is_no_longer_handed_out,
     silent_peers_expire_and_empty_swarms_disappear,
 );

@@ -78,4 +78,4 @@ async fn reported_bytes_are_summed_across_the_fleet(kind: StoreKind) {
     assert!(m.contains("# TYPE shoal_tracker_announce_duration_seconds histogram"));
 }
 
-both_stores!(reported_bytes_are_summed_across_the_fleet);
+each_store!(reported_bytes_are_summed_across_the_fleet);

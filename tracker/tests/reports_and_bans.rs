@@ -145,7 +145,7 @@ async fn only_live_members_with_their_key_may_report_and_never_themselves(kind: 
     );
 }
 
-both_stores!(
+each_store!(
     two_distinct_reporters_ban_a_peer_from_the_swarm,
     a_ban_expires,
     only_live_members_with_their_key_may_report_and_never_themselves,

@@ -74,7 +74,7 @@ async fn excluded_addresses_are_never_handed_out(kind: StoreKind) {
     );
 }
 
-both_stores!(
+each_store!(
     p2p_can_be_off_for_some_swarms,
     excluded_addresses_are_never_handed_out
 );

@@ -45,9 +45,10 @@ enum Mode {
 #[derive(Debug, Parser)]
 #[command(name = "tracker-load")]
 struct Args {
-    /// Tracker base URL (http only).
-    #[arg(long, default_value = "http://127.0.0.1:7070")]
-    target: String,
+    /// Tracker base URL (http only); several, comma-separated, spread the connections over
+    /// them round-robin (instances sharing one Redis or Redis Cluster).
+    #[arg(long, default_value = "http://127.0.0.1:7070", value_delimiter = ',')]
+    target: Vec<String>,
     /// Simulated peers.
     #[arg(long, default_value_t = 100_000)]
     peers: usize,
@@ -73,9 +74,15 @@ struct Args {
     /// Send a 64-hex-digit key fingerprint with each Shoal announce (as peers with TLS keys do).
     #[arg(long)]
     fingerprint: bool,
-    /// The tracker's process id, to report its resident memory from /proc.
-    #[arg(long)]
-    tracker_pid: Option<u32>,
+    /// The tracker's process id (several, comma-separated: their sum), to report resident
+    /// memory and CPU from /proc.
+    #[arg(long, value_delimiter = ',')]
+    tracker_pid: Vec<u32>,
+    /// Redis nodes (`HOST:PORT`, comma-separated; on a cluster, every master) whose
+    /// `INFO commandstats` is read before and after the steady phase (with `redis-cli`), to
+    /// print the Redis commands the tracker sent per announce.
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
+    redis: Vec<String>,
     /// Write the info hashes of the bittorrent mix (hex, one per line) to this file for
     /// opentracker's whitelist (`opentracker -w FILE`), then exit.
     #[arg(long, value_name = "FILE")]
@@ -87,6 +94,50 @@ struct Peer {
     id: usize,
     swarm: usize,
     key: Option<String>,
+}
+
+/// Sum over `pids` (None without any).
+fn rss_all(pids: &[u32]) -> Option<u64> {
+    pids.iter()
+        .map(|&p| rss_bytes(Some(p)))
+        .sum::<Option<u64>>()
+        .filter(|_| !pids.is_empty())
+}
+
+fn cpu_all(pids: &[u32]) -> Option<f64> {
+    pids.iter()
+        .map(|&p| cpu_secs(Some(p)))
+        .sum::<Option<f64>>()
+        .filter(|_| !pids.is_empty())
+}
+
+/// `calls` per command of `INFO commandstats`, summed over `nodes` (via `redis-cli`).
+fn command_calls(nodes: &[String]) -> Result<std::collections::BTreeMap<String, u64>> {
+    let mut calls = std::collections::BTreeMap::new();
+    for node in nodes {
+        let (host, port) = node
+            .rsplit_once(':')
+            .with_context(|| format!("--redis {node}: use HOST:PORT"))?;
+        let out = std::process::Command::new("redis-cli")
+            .args(["-h", host, "-p", port, "info", "commandstats"])
+            .output()
+            .context("running redis-cli (Debian package redis-tools)")?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some((name, rest)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let n: u64 = rest
+                .split(',')
+                .find_map(|f| f.strip_prefix("calls="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            *calls.entry(name.to_owned()).or_insert(0) += n;
+        }
+    }
+    Ok(calls)
 }
 
 fn rss_bytes(pid: Option<u32>) -> Option<u64> {
@@ -416,7 +467,14 @@ async fn main() -> Result<()> {
         std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
         return Ok(());
     }
-    let target = Arc::new(parse_target(&args.target)?);
+    let targets = args
+        .target
+        .iter()
+        .map(|t| parse_target(t).map(Arc::new))
+        .collect::<Result<Vec<_>>>()?;
+    if targets.is_empty() {
+        bail!("--target needs at least one URL");
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut per_conn: Vec<Vec<Peer>> = (0..args.connections).map(|_| Vec::new()).collect();
     for id in 0..args.peers {
@@ -426,14 +484,14 @@ async fn main() -> Result<()> {
             key: None,
         });
     }
-    let baseline = rss_bytes(args.tracker_pid);
+    let baseline = rss_all(&args.tracker_pid);
     let pacing = match args.rate {
         0 => "closed loop".to_owned(),
         r => format!("open loop at {r}/s"),
     };
     println!(
         "{:?} mode: {} peers over {} swarms, {} connections, numwant {}, target {}, re-announces {pacing}",
-        args.mode, args.peers, args.swarms, args.connections, args.numwant, args.target
+        args.mode, args.peers, args.swarms, args.connections, args.numwant, args.target.join(",")
     );
     let barrier = Arc::new(tokio::sync::Barrier::new(args.connections + 1));
     let start = Instant::now();
@@ -446,10 +504,11 @@ async fn main() -> Result<()> {
     let tasks: Vec<_> = per_conn
         .into_iter()
         .zip(receivers.drain(..))
-        .map(|(peers, schedule)| {
+        .enumerate()
+        .map(|(i, (peers, schedule))| {
             tokio::spawn(worker(
                 args.clone(),
-                target.clone(),
+                targets[i % targets.len()].clone(),
                 schedule,
                 peers,
                 barrier.clone(),
@@ -459,8 +518,9 @@ async fn main() -> Result<()> {
         .collect();
     barrier.wait().await;
     let join_secs = start.elapsed().as_secs_f64();
-    let after_join = rss_bytes(args.tracker_pid);
-    let cpu_before = cpu_secs(args.tracker_pid);
+    let after_join = rss_all(&args.tracker_pid);
+    let cpu_before = cpu_all(&args.tracker_pid);
+    let calls_before = command_calls(&args.redis)?;
     let steady_start = Instant::now();
     let pacer = (args.rate > 0).then(|| {
         let (rate, until) = (args.rate, steady_start + args.duration);
@@ -474,7 +534,8 @@ async fn main() -> Result<()> {
         run.add(&r)?;
     }
     let run_secs = steady_start.elapsed().as_secs_f64();
-    let cpu_used = cpu_secs(args.tracker_pid)
+    let calls_after = command_calls(&args.redis)?;
+    let cpu_used = cpu_all(&args.tracker_pid)
         .zip(cpu_before)
         .map(|(end, start)| end - start);
     report("join", &join, join_secs);
@@ -489,6 +550,25 @@ async fn main() -> Result<()> {
             ms(&late, 0.99),
         );
     }
+    if !args.redis.is_empty() {
+        let per = |n: u64| n as f64 / run.count.max(1) as f64;
+        let mut total = 0;
+        let mut lines = Vec::new();
+        for (name, after) in &calls_after {
+            let n = after.saturating_sub(calls_before.get(name).copied().unwrap_or(0));
+            if n > 0 {
+                lines.push(format!("{name} {:.3}", per(n)));
+            }
+            if matches!(name.as_str(), "evalsha" | "eval") {
+                total += n;
+            }
+        }
+        println!(
+            "redis: {:.3} scripts (EVALSHA/EVAL) sent per steady announce; all commands per announce, script-internal ones included: {}",
+            per(total),
+            lines.join(", ")
+        );
+    }
     if let Some(cpu) = cpu_used {
         println!(
             "tracker CPU in the steady phase: {cpu:.1} s ({:.0}% of a core), {:.0} announces per CPU second",
@@ -497,7 +577,7 @@ async fn main() -> Result<()> {
         );
     }
     if let (Some(b), Some(a)) = (baseline, after_join) {
-        let end = rss_bytes(args.tracker_pid).unwrap_or(a);
+        let end = rss_all(&args.tracker_pid).unwrap_or(a);
         println!(
             "tracker RSS: {:.1} MiB before join, {:.1} MiB after join, {:.1} MiB at end; {:.0} bytes per live peer beyond baseline",
             mib(b),

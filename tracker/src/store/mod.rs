@@ -1,9 +1,12 @@
-//! Swarm membership behind one trait, with an in-memory and a Redis implementation.
+//! Swarm membership behind one trait, with an in-memory and a Redis (single server or
+//! Redis Cluster) implementation.
 
 mod memory;
+mod observed;
 mod redis;
 
 pub use self::memory::MemoryStore;
+pub use self::observed::Observed;
 pub use self::redis::RedisStore;
 
 use shoal_proto::{AnnounceRequest, LeaveRequest, Neighbour, PeerId, SwarmId};
@@ -171,6 +174,44 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// For a failure of the store itself (not a refusal), a low-cardinality label of what
+    /// failed: `unreachable` (no connection, a node down, a cluster without a master for the
+    /// slot), `timeout`, `script` (a Lua script failed), `data` (keys this tracker did not
+    /// write) or `other`. `None` for refusals (conflict, key mismatch, not a member, banned).
+    pub fn failure_kind(&self) -> Option<&'static str> {
+        use ::redis::{ErrorKind, ServerErrorKind};
+        match self {
+            Self::Conflict | Self::KeyMismatch | Self::NotMember | Self::Banned => None,
+            Self::Corrupt(_) => Some("data"),
+            Self::Redis(e) => Some(if e.is_timeout() {
+                "timeout"
+            } else if e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || matches!(
+                    e.kind(),
+                    ErrorKind::Server(
+                        ServerErrorKind::ClusterDown
+                            | ServerErrorKind::MasterDown
+                            | ServerErrorKind::TryAgain
+                            | ServerErrorKind::BusyLoading
+                            | ServerErrorKind::ReadOnly
+                    )
+                )
+            {
+                "unreachable"
+            } else if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+                || e.to_string().contains("script")
+            {
+                "script"
+            } else {
+                "other"
+            }),
+        }
+    }
+}
+
 /// Swarm membership. Every method is safe to call concurrently.
 pub trait Store: Send + Sync + 'static {
     /// Joins or refreshes `req.peer_id` in `req.swarm_id` (the request is already validated)
@@ -186,6 +227,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Live peers, swarms and bans.
     fn counts(&self) -> StoreFuture<'_, Counts>;
+
+    /// Succeeds when the store answers at all (readiness); cheap, unlike [`Store::counts`].
+    fn ready(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// Succeeds when `peer` is a live member of `swarm` and `key` is its peer key.
     fn check_member<'a>(

@@ -1,10 +1,11 @@
-//! Starts a tracker (memory or Redis store) on an ephemeral loopback port and talks to it.
+//! Starts a tracker (memory, Redis or Redis Cluster store) on an ephemeral loopback port and
+//! talks to it.
 #![allow(dead_code)]
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shoal_proto::AnnounceResponse;
-use shoal_testkit::RedisServer;
+use shoal_testkit::{RedisCluster, RedisServer};
 use shoal_tracker::config::{Config, StoreSpec};
 use shoal_tracker::RunningTracker;
 use std::time::Duration;
@@ -14,12 +15,14 @@ use std::time::Duration;
 pub enum StoreKind {
     Memory,
     Redis,
+    /// A Redis Cluster of three masters and three replicas.
+    Cluster,
 }
 
-/// Runs each listed `async fn name(kind: StoreKind)` once per store, as `memory::name` and
-/// `redis::name`.
+/// Runs each listed `async fn name(kind: StoreKind)` once per store, as `memory::name`,
+/// `redis::name` and `cluster::name`.
 #[macro_export]
-macro_rules! both_stores {
+macro_rules! each_store {
     ($($name:ident),* $(,)?) => {
         mod memory {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,6 +32,10 @@ macro_rules! both_stores {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name($crate::common::StoreKind::Redis).await })*
         }
+        mod cluster {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::common::StoreKind::Cluster).await })*
+        }
     };
 }
 
@@ -36,6 +43,7 @@ pub struct Harness {
     pub tracker: RunningTracker,
     pub client: reqwest::Client,
     pub redis: Option<RedisServer>,
+    pub cluster: Option<RedisCluster>,
 }
 
 pub fn config(store: StoreSpec, interval: Duration) -> Config {
@@ -53,13 +61,25 @@ impl Harness {
     }
 
     pub async fn start_with(kind: StoreKind, tweak: impl FnOnce(&mut Config)) -> Self {
-        let redis = match kind {
-            StoreKind::Memory => None,
-            StoreKind::Redis => Some(RedisServer::start().expect("starting redis-server")),
-        };
-        let store = match &redis {
-            None => StoreSpec::Memory,
-            Some(r) => StoreSpec::Redis(r.url.clone()),
+        let (mut redis, mut cluster) = (None, None);
+        let store = match kind {
+            StoreKind::Memory => StoreSpec::Memory,
+            StoreKind::Redis => {
+                let r = RedisServer::start().expect("starting redis-server");
+                let url = r.url.clone();
+                redis = Some(r);
+                StoreSpec::Redis(url)
+            }
+            StoreKind::Cluster => {
+                // Started on a blocking thread: forming a cluster takes a few seconds.
+                let c = tokio::task::spawn_blocking(RedisCluster::start)
+                    .await
+                    .unwrap()
+                    .expect("starting a Redis Cluster");
+                let url = c.url.clone();
+                cluster = Some(c);
+                StoreSpec::RedisCluster(url)
+            }
         };
         let mut c = config(store, Duration::from_secs(20));
         tweak(&mut c);
@@ -68,6 +88,7 @@ impl Harness {
             tracker,
             client: reqwest::Client::new(),
             redis,
+            cluster,
         }
     }
 
