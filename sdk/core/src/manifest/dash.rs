@@ -9,13 +9,14 @@
 //! and we need only addressing, BaseURLs and timing (see `docs/dash.md`).
 
 pub mod clock;
+mod live;
 mod model;
 mod rewrite;
 pub mod template;
+mod xml;
 
-pub use model::{
-    Addressing, LiveTemplate, Mpd, Period, Representation, Resource, Segment, MAX_SEGMENTS,
-};
+pub use live::{LiveTemplate, GUESSED_SEGMENTS};
+pub use model::{Addressing, Mpd, Period, Representation, Resource, Segment, MAX_SEGMENTS};
 
 use super::{swarm_id_for, UrlMapper};
 use sha2::{Digest, Sha256};
@@ -116,7 +117,7 @@ pub fn process<'a>(
     let result = std::str::from_utf8(bytes)
         .map_err(|_| DashError::NotUtf8)
         .and_then(|text| {
-            let mpd = model::build(&model::read_tree(text)?, mpd_url, now)?;
+            let mpd = model::build(&xml::read_tree(text)?, mpd_url, now)?;
             Ok((rewrite::rewrite(text, mpd_url, mapper)?, mpd))
         });
     match result {
@@ -137,7 +138,7 @@ pub fn process<'a>(
 /// Parses an MPD into the model; `now` places live windows (ignored for static MPDs).
 pub fn parse(bytes: &[u8], mpd_url: &Url, now: SystemTime) -> Result<Mpd, DashError> {
     let text = std::str::from_utf8(bytes).map_err(|_| DashError::NotUtf8)?;
-    model::build(&model::read_tree(text)?, mpd_url, now)
+    model::build(&xml::read_tree(text)?, mpd_url, now)
 }
 
 /// Rewrites absolute URLs on allow-listed origins into the proxy's URL form; relative ones

@@ -1,130 +1,19 @@
 //! The read-only MPD model: a small element tree read with quick-xml, then the segment lists
 //! every Representation's addressing mode implies.
 
+use super::live::{LiveTemplate, GUESSED_SEGMENTS, MAX_LIVE_WINDOW};
 use super::template::{self, Vars};
+use super::xml::El;
 use super::DashError;
 use crate::manifest::{segment_key, ByteRange};
-use quick_xml::events::{BytesStart, Event};
-use quick_xml::Reader;
 use shoal_proto::SegmentKey;
 use std::time::{Duration, SystemTime};
 use url::Url;
 
-/// Deepest element nesting accepted (real MPDs stay under 10).
-const MAX_DEPTH: usize = 32;
 /// Most segments listed per Representation (a 2 s segment VOD of 55 hours).
 pub const MAX_SEGMENTS: usize = 100_000;
-/// Most segments of a live Representation's window learned from one MPD load.
-const MAX_LIVE_WINDOW: u64 = 256;
 /// Most alternative BaseURLs kept per level (they multiply across levels).
 const MAX_BASES: usize = 8;
-
-/// An element: local name, attributes (local names, unescaped values), children and text.
-#[derive(Debug, Default)]
-pub(super) struct El {
-    pub name: String,
-    pub attrs: Vec<(String, String)>,
-    pub children: Vec<El>,
-    pub text: String,
-    /// Byte offset of the start tag in the document (the rewrite finds elements by it).
-    pub start: usize,
-    /// Byte span of the content between start and end tag; `None` for an empty element.
-    pub inner: Option<(usize, usize)>,
-}
-
-impl El {
-    pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn child(&self, name: &str) -> Option<&El> {
-        self.children.iter().find(|c| c.name == name)
-    }
-
-    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a El> + 'a {
-        self.children.iter().filter(move |c| c.name == name)
-    }
-}
-
-fn element(e: &BytesStart<'_>, start: usize) -> Result<El, DashError> {
-    let mut attrs = Vec::new();
-    for a in e.attributes() {
-        let a = a.map_err(|e| DashError::Xml(e.to_string()))?;
-        let value = a
-            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-            .map_err(|e| DashError::Xml(e.to_string()))?;
-        attrs.push((a.key.local_name().as_ref().to_owned(), value.into_owned()));
-    }
-    Ok(El {
-        name: e.local_name().as_ref().to_owned(),
-        attrs,
-        start,
-        ..El::default()
-    })
-}
-
-/// Reads the whole document into a tree; `Err` for anything that is not well-formed XML.
-pub(super) fn read_tree(text: &str) -> Result<El, DashError> {
-    let mut reader = Reader::from_str(text);
-    let xml = |e: quick_xml::Error| DashError::Xml(e.to_string());
-    // Each open element with the raw (still escaped) text seen directly inside it.
-    let mut stack: Vec<(El, String)> = Vec::new();
-    let mut root: Option<El> = None;
-    let mut attach = |stack: &mut Vec<(El, String)>, el: El| -> Result<(), DashError> {
-        match stack.last_mut() {
-            Some((parent, _)) => parent.children.push(el),
-            None if root.is_none() => root = Some(el),
-            None => return Err(DashError::Xml("more than one root element".into())),
-        }
-        Ok(())
-    };
-    loop {
-        let before = reader.buffer_position() as usize;
-        match reader.read_event().map_err(xml)? {
-            Event::Start(e) => {
-                if stack.len() >= MAX_DEPTH {
-                    return Err(DashError::Xml(format!("nested deeper than {MAX_DEPTH}")));
-                }
-                let mut el = element(&e, before)?;
-                let after = reader.buffer_position() as usize;
-                el.inner = Some((after, after));
-                stack.push((el, String::new()));
-            }
-            Event::Empty(e) => attach(&mut stack, element(&e, before)?)?,
-            Event::End(_) => {
-                let Some((mut el, raw)) = stack.pop() else {
-                    return Err(DashError::Xml("unmatched end tag".into()));
-                };
-                el.inner = el.inner.map(|(from, _)| (from, before));
-                el.text = quick_xml::escape::unescape(raw.trim())
-                    .map_err(|e| DashError::Xml(e.to_string()))?
-                    .into_owned();
-                attach(&mut stack, el)?;
-            }
-            Event::Text(_) | Event::GeneralRef(_) => {
-                let after = reader.buffer_position() as usize;
-                if let (Some((_, raw)), Some(s)) = (stack.last_mut(), text.get(before..after)) {
-                    raw.push_str(s);
-                }
-            }
-            Event::CData(c) => {
-                if let Some((_, raw)) = stack.last_mut() {
-                    let content = c.into_inner();
-                    raw.push_str(&quick_xml::escape::escape(content.as_ref()));
-                }
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    if !stack.is_empty() {
-        return Err(DashError::Xml("document ends inside an element".into()));
-    }
-    root.ok_or_else(|| DashError::Xml("no root element".into()))
-}
 
 /// A parsed MPD: what the scheduler needs to know about every Representation.
 #[derive(Debug, Clone, PartialEq)]
@@ -234,186 +123,12 @@ pub struct Segment {
     pub duration: Duration,
 }
 
-/// Names and availability times of a live Representation's segments to come, computed from
-/// its template: the node registers each as soon as it becomes available rather than waiting
-/// for an MPD refresh (players of `$Number$` templates hardly ever refresh).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveTemplate {
-    media: String,
-    representation_id: String,
-    bandwidth: Option<u64>,
-    timescale: u64,
-    /// Nominal segment duration in timescale units.
-    duration: u64,
-    pto: u64,
-    /// First number not listed in the MPD, and its media time.
-    first_number: u64,
-    first_time: u64,
-    /// `availabilityStartTime` + period start.
-    period_anchor: SystemTime,
-    period_start_ms: u64,
-    /// Numbers beyond this are past the period's end.
-    last_number: Option<u64>,
-    /// `timeShiftBufferDepth`: how long a segment stays available after it appears.
-    time_shift_buffer_depth: Option<Duration>,
-    bases: Vec<Url>,
-    /// For a `$Time$` timeline whose last `S` repeats a fixed duration (`r` ≥ 1): the next
-    /// names assume that cadence holds, a guess, so the ticker prefetches no number past this
-    /// one until a newer MPD confirms the timeline. `None`: the names are exact.
-    guessed_after: Option<u64>,
-}
-
-impl LiveTemplate {
-    /// The first segment number the MPD did not list (the next to appear).
-    pub fn first_number(&self) -> u64 {
-        self.first_number
-    }
-
-    /// The last number worth prefetching before the next MPD load: `None` when every name
-    /// the template gives is exact (`$Number$`, or a timeline ending in `r="-1"`); for a
-    /// `$Time$` timeline whose cadence is only assumed, a few segments past the MPD's last
-    /// listed one ([`GUESSED_SEGMENTS`]), so a wrong guess costs the origin that many 404s.
-    pub fn prefetch_limit(&self) -> Option<u64> {
-        self.guessed_after
-    }
-
-    /// Segment `number`; `None` past the period's end, before its start, or for a number the
-    /// template cannot name. Numbers below [`LiveTemplate::first_number`] are the ones the
-    /// MPD listed (or, behind its window, listed no more).
-    pub fn segment(&self, number: u64) -> Option<Segment> {
-        if self.last_number.is_some_and(|l| number > l) {
-            return None;
-        }
-        let time = self.time_of(number)?;
-        let vars = Vars {
-            representation_id: &self.representation_id,
-            bandwidth: self.bandwidth,
-            number: Some(number),
-            time: Some(time),
-        };
-        let rel = template::expand(&self.media, &vars).ok()?;
-        let resource = resource(&self.bases, &rel, None).ok()?;
-        Some(Segment {
-            resource,
-            number,
-            sequence: self
-                .period_start_ms
-                .saturating_add(ticks_ms(time.saturating_sub(self.pto), self.timescale)),
-            duration: ticks(self.duration, self.timescale),
-        })
-    }
-
-    /// When segment `number` is complete at the origin: the anchor plus its end time.
-    pub fn available_at(&self, number: u64) -> Option<SystemTime> {
-        let end = self.time_of(number)?.checked_add(self.duration)?;
-        let offset = ticks(end.saturating_sub(self.pto), self.timescale);
-        self.period_anchor.checked_add(offset)
-    }
-
-    /// Whether segment `number` may be asked of the origin at `now`: complete (give or take
-    /// `skew`, for a player whose clock runs a little ahead of ours), not past the period's
-    /// end, and not yet out of the time-shift buffer (without `timeShiftBufferDepth`, the
-    /// [`MAX_LIVE_WINDOW`] segments the model lists at most). Arithmetic only: an absurd
-    /// number costs nothing.
-    pub fn is_available(&self, number: u64, now: SystemTime, skew: Duration) -> bool {
-        if self.last_number.is_some_and(|l| number > l) {
-            return false;
-        }
-        let Some(at) = self.available_at(number) else {
-            return false;
-        };
-        let seg = ticks(self.duration, self.timescale);
-        let depth = self
-            .time_shift_buffer_depth
-            .unwrap_or_else(|| seg.saturating_mul(MAX_LIVE_WINDOW as u32));
-        let complete = now.checked_add(skew).is_some_and(|late| at <= late);
-        // Available until its end plus the buffer depth (ISO/IEC 23009-1 §5.3.9.5.3).
-        let kept = at
-            .checked_add(depth.saturating_add(seg))
-            .is_none_or(|gone| now <= gone);
-        complete && kept
-    }
-
-    /// The available segment that `url` names, if this template names one: each run of
-    /// digits in its path (the last [`MAX_DIGIT_RUNS`]) is read as a `$Number$`, or as a
-    /// `$Time$` on the template's grid, checked with [`LiveTemplate::is_available`] before
-    /// anything is built, and taken only if the template's name for that number is `url`
-    /// under one of the BaseURLs (query ignored). For a player's request of a segment the
-    /// node has not registered yet.
-    pub fn segment_named(&self, url: &Url, now: SystemTime, skew: Duration) -> Option<Segment> {
-        let by_number = template::uses(&self.media, "Number");
-        let by_time = template::uses(&self.media, "Time");
-        let mut key = None;
-        digit_runs(url.path())
-            .flat_map(|v| {
-                [
-                    by_number.then_some(v),
-                    by_time.then(|| self.number_at_time(v)).flatten(),
-                ]
-            })
-            .flatten()
-            .filter(|&n| self.is_available(n, now, skew))
-            .find_map(|n| {
-                let s = self.segment(n)?;
-                let key = key.get_or_insert_with(|| segment_key(url, None));
-                let r = &s.resource;
-                std::iter::once(&r.url)
-                    .chain(&r.alternatives)
-                    .any(|u| segment_key(u, None) == *key)
-                    .then_some(s)
-            })
-    }
-
-    /// The number of the segment starting at media time `time`, if one does.
-    fn number_at_time(&self, time: u64) -> Option<u64> {
-        // On the grid: a whole number of durations from the first (`k / d * d` cannot overflow).
-        let on_grid = |k: u64| (k / self.duration * self.duration == k).then(|| k / self.duration);
-        if time >= self.first_time {
-            self.first_number
-                .checked_add(on_grid(time - self.first_time)?)
-        } else {
-            self.first_number
-                .checked_sub(on_grid(self.first_time - time)?)
-        }
-    }
-
-    fn time_of(&self, number: u64) -> Option<u64> {
-        let time = if number >= self.first_number {
-            (number - self.first_number)
-                .checked_mul(self.duration)?
-                .checked_add(self.first_time)?
-        } else {
-            self.first_time
-                .checked_sub((self.first_number - number).checked_mul(self.duration)?)?
-        };
-        // Before `presentationTimeOffset` is before the period.
-        (time >= self.pto).then_some(time)
-    }
-}
-
-/// Segments past an MPD's last listed one that a `$Time$` timeline's assumed cadence names
-/// for prefetching (see [`LiveTemplate::prefetch_limit`]).
-pub const GUESSED_SEGMENTS: u64 = 2;
-
-/// Runs of digits looked at in a request path, from its end (the file name carries the
-/// number; directories may carry others).
-const MAX_DIGIT_RUNS: usize = 8;
-
-/// The numbers written in `path` as runs of ASCII digits, last first, at most
-/// [`MAX_DIGIT_RUNS`]; runs too long for a `u64` are skipped.
-fn digit_runs(path: &str) -> impl Iterator<Item = u64> + '_ {
-    path.rsplit(|c: char| !c.is_ascii_digit())
-        .filter(|r| !r.is_empty())
-        .take(MAX_DIGIT_RUNS)
-        .filter_map(|r| r.parse().ok())
-}
-
-fn ticks(t: u64, timescale: u64) -> Duration {
+pub(super) fn ticks(t: u64, timescale: u64) -> Duration {
     // Saturates: a zero or absurd timescale from the MPD must not panic.
     Duration::try_from_secs_f64(t as f64 / timescale as f64).unwrap_or(Duration::MAX)
 }
 
-fn ticks_ms(t: u64, timescale: u64) -> u64 {
+pub(super) fn ticks_ms(t: u64, timescale: u64) -> u64 {
     ((t as u128 * 1000) / timescale as u128).min(u64::MAX as u128) as u64
 }
 
@@ -492,7 +207,11 @@ fn bases(parent: &[Url], el: &El) -> Result<Vec<Url>, DashError> {
 }
 
 /// A resource `rel` resolves to under each base.
-fn resource(bases: &[Url], rel: &str, range: Option<ByteRange>) -> Result<Resource, DashError> {
+pub(super) fn resource(
+    bases: &[Url],
+    rel: &str,
+    range: Option<ByteRange>,
+) -> Result<Resource, DashError> {
     let mut urls: Vec<Url> = Vec::with_capacity(bases.len());
     for b in bases {
         let u = b.join(rel).map_err(|_| DashError::BadUrl(rel.to_owned()))?;
@@ -970,7 +689,7 @@ fn live_window(
 
 /// A segment number or time past `u64::MAX`: the MPD's `startNumber`,
 /// `presentationTimeOffset` or `duration` is absurd.
-fn overflow() -> DashError {
+pub(super) fn overflow() -> DashError {
     DashError::BadAttribute {
         element: "SegmentTemplate",
         attribute: "startNumber",
@@ -1052,6 +771,7 @@ fn timeline(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::dash::xml::read_tree;
 
     const SKEW: Duration = Duration::from_secs(1);
 

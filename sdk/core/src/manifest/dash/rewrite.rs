@@ -3,7 +3,7 @@
 //! `ContentProtection`/`cenc:pssh`, `EventStream`, comments, whitespace, attribute quoting)
 //! comes out byte-identical.
 
-use super::model::{read_tree, El};
+use super::xml::{read_tree, El};
 use super::DashError;
 use crate::manifest::{mapper, UrlMapper};
 use quick_xml::events::{BytesStart, Event};
