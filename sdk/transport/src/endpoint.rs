@@ -287,6 +287,11 @@ impl PeerEndpoint {
             }
         })
         .await;
+        if has_relays {
+            // The home relay may have changed with the net report (the lowest latency wins):
+            // wait for that connection too.
+            let _ = tokio::time::timeout_at(deadline, self.ep.online()).await;
+        }
         self.observed()
     }
 
