@@ -384,3 +384,86 @@ pub(crate) fn map_connection_error(
         other => TransportError::ConnectionLost(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::DirectAddr;
+
+    fn addr(pairs: &[(AddrKind, &str)]) -> PeerAddr {
+        let mut a = PeerAddr::new(iroh::SecretKey::from_bytes(&[3; 32]).public());
+        a.addrs = pairs
+            .iter()
+            .map(|(kind, s)| DirectAddr {
+                kind: *kind,
+                addr: s.parse().unwrap(),
+            })
+            .collect();
+        a
+    }
+
+    #[test]
+    fn paths_are_classified_by_the_candidate_they_use() {
+        let ip = |s: &str| TransportAddr::Ip(s.parse().unwrap());
+        let remote = addr(&[
+            (AddrKind::Local, "192.168.1.10:4000"),
+            (AddrKind::Reflexive, "11.7.2.1:4000"),
+            (AddrKind::Mapped, "11.7.2.1:5000"),
+        ]);
+        let public_remote = addr(&[(AddrKind::Local, "11.7.2.9:4000")]);
+        let natted_me = addr(&[
+            (AddrKind::Local, "192.168.2.10:6000"),
+            (AddrKind::Reflexive, "11.7.2.2:6000"),
+        ]);
+        let public_me = addr(&[(AddrKind::Local, "11.7.2.3:6000")]);
+        let relay = TransportAddr::Relay("https://11.7.1.1:3443".parse().unwrap());
+        let cases = [
+            (&relay, Some(&remote), &natted_me, PathKind::Relay),
+            (
+                &ip("192.168.1.10:4000"),
+                Some(&remote),
+                &natted_me,
+                PathKind::Lan,
+            ),
+            (
+                &ip("11.7.2.1:5000"),
+                Some(&remote),
+                &natted_me,
+                PathKind::Mapped,
+            ),
+            (
+                &ip("11.7.2.1:4000"),
+                Some(&remote),
+                &natted_me,
+                PathKind::Punched,
+            ),
+            // A port only punching found (not announced).
+            (
+                &ip("11.7.2.1:4999"),
+                Some(&remote),
+                &natted_me,
+                PathKind::Punched,
+            ),
+            (
+                &ip("11.7.2.9:4000"),
+                Some(&public_remote),
+                &natted_me,
+                PathKind::Direct,
+            ),
+            // We are public: the remote behind a NAT reached us without traversal.
+            (
+                &ip("11.7.2.1:4000"),
+                Some(&remote),
+                &public_me,
+                PathKind::Direct,
+            ),
+            // Nothing known of the remote yet.
+            (&ip("11.7.2.1:4000"), None, &natted_me, PathKind::Punched),
+        ];
+        for (path, announced, own, want) in cases {
+            assert_eq!(classify_path(path, announced, own), want, "{path:?}");
+        }
+        assert!(PathKind::Mapped.is_direct() && !PathKind::Relay.is_direct());
+        assert_eq!(PathKind::Punched.to_string(), "punched");
+    }
+}
