@@ -13,8 +13,9 @@
 //!   is the key the tracker vouches for (in v1 a certificate fingerprint played that role).
 //! - Connections start on the relay and move to a direct path once hole punching succeeds;
 //!   [`PeerConnection::path`] says which path carries the data now ([`PathKind`]).
-//! - [`relay::RelayServer`] runs the provider's relay (iroh-relay) in-process, with QUIC
-//!   address discovery, so it can live inside or beside the tracker.
+//! - `relay::RelayServer` (feature `relay-server`, on by default) runs the provider's relay
+//!   (iroh-relay) in-process, with QUIC address discovery, so it can live inside or beside
+//!   the tracker. Nodes can leave the feature out.
 //!
 //! See `docs/transport.md` for the choice of iroh, the measurements and the protocol v2
 //! proposal.
@@ -22,6 +23,7 @@
 pub mod addr;
 mod connection;
 mod endpoint;
+#[cfg(feature = "relay-server")]
 pub mod relay;
 
 pub use addr::{AddrKind, DirectAddr, PeerAddr, TrackerAddr};
