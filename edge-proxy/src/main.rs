@@ -199,9 +199,8 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
 }
 
 /// GETs `/healthz` from a proxy listening on `listen` (an unspecified address is asked on
-/// loopback) and succeeds on a 200 answer. Plain HTTP/1.0 over a socket, bounded by timeouts.
-fn probe_healthz(listen: SocketAddr) -> Result<()> {
-    use std::io::{Read, Write};
+/// loopback) and succeeds on a 200 answer, within a few seconds.
+async fn probe_healthz(listen: SocketAddr) -> Result<()> {
     let mut addr = listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
@@ -209,19 +208,18 @@ fn probe_healthz(listen: SocketAddr) -> Result<()> {
             SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    let timeout = Duration::from_secs(3);
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(s, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut head = Vec::new();
-    s.take(4096).read_to_end(&mut head)?;
-    let head = String::from_utf8_lossy(&head);
-    let status = head.lines().next().unwrap_or_default();
+    let url = format!("http://{addr}/healthz");
+    let answer = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("asking {url}"))?;
     anyhow::ensure!(
-        status.split_whitespace().nth(1) == Some("200"),
-        "http://{addr}/healthz answered {status:?}"
+        answer.status() == reqwest::StatusCode::OK,
+        "{url} answered {}",
+        answer.status()
     );
     Ok(())
 }
@@ -238,7 +236,7 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     if healthcheck {
-        match probe_healthz(config.listen) {
+        match probe_healthz(config.listen).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 eprintln!("unhealthy: {e:#}");
