@@ -12,7 +12,7 @@ use crate::peer::{
     DownloadLimits, Exclusions, IdentityError, NodeIdentity, PeerAddr, PeerClient,
     PeerClientConfig, PeerServer, PeerServerConfig,
 };
-use crate::swarm::{Neighbour, Swarm, SwarmState};
+use crate::swarm::{Neighbour, Offer, Swarm};
 use crate::tracker_client::{TrackerClient, TrackerError};
 use dashmap::{DashMap, DashSet};
 use futures::StreamExt;
@@ -254,82 +254,35 @@ async fn announce(
     // The tracker leaves excluded peers out already; checking again here also covers our own
     // list and neighbours we hold when the policy changes.
     let exclusions = shared.exclusions.with_policy(&resp.policy.exclude);
-    let mut to_connect = Vec::new();
-    let dropped_any = {
-        let mut st = swarm.lock();
-        st.p2p_allowed = resp.policy.p2p;
-        st.peer_key = Some(resp.peer_key.clone());
-        for n in &resp.neighbours {
-            if st.banned.contains(&n.peer_id) || n.peer_id == swarm.peer_id {
-                continue;
-            }
-            let Some(addr) = usable_addr(&n.addrs, &exclusions) else {
-                shared.metrics.neighbours_excluded.inc();
-                tracing::debug!(swarm = %swarm.id, peer = %n.peer_id, addrs = ?n.addrs, "neighbour excluded");
-                continue;
-            };
-            st.members.insert(n.peer_id.clone());
-            let room = st.neighbours.len() + to_connect.len() < shared.config.max_peers;
-            // Without a vouched-for key there is nothing to check its certificate against.
-            if room && !st.neighbours.contains_key(&n.peer_id) && !n.fingerprint.is_empty() {
-                if let Some(addr) = addr {
-                    let fingerprint = n.fingerprint.clone();
-                    to_connect.push((n.peer_id.clone(), PeerAddr { addr, fingerprint }));
-                }
-            }
-        }
-        // Keep the neighbour graph mixing. Nodes choose their neighbours and nobody chooses
-        // a node whose list is full, so without this the first nodes of a swarm end up the
-        // neighbours of everyone (always busy) and the last ones of nobody (their uplinks
-        // idle). With a full list, the neighbour that answered "busy" most since the last
-        // rotation makes way for a member the tracker offered that we do not follow yet.
-        if !st.discovering
-            && to_connect.is_empty()
-            && st.neighbours.len() >= shared.config.max_peers
-        {
-            let busiest = st
-                .neighbours
-                .iter()
-                .filter(|(_, n)| n.stats.busy_answers > 0)
-                .max_by_key(|(_, n)| n.stats.busy_answers)
-                .map(|(id, _)| id.clone());
-            let newcomer = resp.neighbours.iter().find_map(|n| {
-                let fresh = n.peer_id != swarm.peer_id
-                    && !st.banned.contains(&n.peer_id)
-                    && !st.neighbours.contains_key(&n.peer_id)
-                    && !n.fingerprint.is_empty();
-                let addr = usable_addr(&n.addrs, &exclusions).flatten()?;
-                fresh.then(|| {
-                    let fingerprint = n.fingerprint.clone();
-                    (n.peer_id.clone(), PeerAddr { addr, fingerprint })
-                })
-            });
-            // The counts start again after a rotation only: the tracker offers a random few
-            // members, and when none of them is new the next announce's offer may be.
-            if let (Some(busiest), Some(newcomer)) = (busiest, newcomer) {
-                unfollow(shared, swarm, &mut st, &busiest);
-                tracing::debug!(swarm = %swarm.id, dropped = %busiest, added = %newcomer.0, "neighbour rotated");
-                to_connect.push(newcomer);
-                for n in st.neighbours.values_mut() {
-                    n.stats.busy_answers = 0;
-                }
-            }
-        }
-        let dropped: Vec<PeerId> = st
-            .neighbours
-            .iter()
-            .filter(|(_, n)| !resp.policy.p2p || exclusions.excludes(n.addr.addr.ip()))
-            .map(|(id, _)| id.clone())
-            .collect();
-        let dropped_any = !dropped.is_empty();
-        for id in dropped {
-            unfollow(shared, swarm, &mut st, &id);
-            if resp.policy.p2p {
-                st.members.remove(&id);
-            }
-        }
-        dropped_any
-    };
+    let offers: Vec<Offer> = resp
+        .neighbours
+        .iter()
+        .map(|n| Offer {
+            peer: n.peer_id.clone(),
+            addr: usable_addr(&n.addrs, &exclusions),
+            fingerprint: n.fingerprint.clone(),
+        })
+        .collect();
+    let plan = swarm.lock().handle_announce(
+        resp.policy.p2p,
+        resp.peer_key.clone(),
+        &offers,
+        shared.config.max_peers,
+        |ip| exclusions.excludes(ip),
+    );
+    for peer in &plan.excluded {
+        shared.metrics.neighbours_excluded.inc();
+        tracing::debug!(swarm = %swarm.id, %peer, "neighbour excluded");
+    }
+    if let Some((dropped, added)) = &plan.rotated {
+        tracing::debug!(swarm = %swarm.id, %dropped, %added, "neighbour rotated");
+    }
+    for id in plan.rotated.iter().map(|(d, _)| d).chain(&plan.dropped) {
+        shared.metrics.peers.dec();
+        swarm.stop_following(id);
+    }
+    let dropped_any = !plan.dropped.is_empty();
+    let to_connect = plan.connect;
     if dropped_any {
         // An aborted neighbour never settles its snapshot: stop waiting for snapshots.
         swarm.end_discovery();
@@ -351,14 +304,6 @@ async fn announce(
         swarm.end_discovery();
     }
     Ok(Duration::from_secs(resp.interval_secs.clamp(1, 3600) as u64))
-}
-
-/// Stops following neighbour `id` of the swarm whose state is `st` (its `haves` stream ends).
-fn unfollow(shared: &Shared, swarm: &Swarm, st: &mut SwarmState, id: &PeerId) {
-    if st.neighbours.remove(id).is_some() {
-        shared.metrics.peers.dec();
-        swarm.stop_following(id);
-    }
 }
 
 /// The address to connect to among a neighbour's `addrs`: the first that parses and is not

@@ -6,7 +6,9 @@
 
 use crate::fetch::InFlight;
 use shoal_core::swarm::CapacityChange;
-pub use shoal_core::swarm::{Ask, Neighbour, NewSegment, PeerAddr, Rules, SegmentInfo, SwarmState};
+pub use shoal_core::swarm::{
+    Ask, Neighbour, NewSegment, Offer, PeerAddr, Rules, SegmentInfo, SwarmState,
+};
 use shoal_proto::{PeerId, SegmentKey, SwarmId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -133,6 +133,32 @@ pub enum CapacityChange {
     },
 }
 
+/// A member the tracker offered in an announce answer, with the address this node would
+/// connect to (the driver parses the addresses and applies its exclusions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// `None`: every address it gave is excluded (drop it); `Some(None)`: none parses (a
+    /// member, but nothing to connect to); `Some(Some(a))`: connect to `a`.
+    pub addr: Option<Option<SocketAddr>>,
+    /// Hex SHA-256 of its certificate as the tracker vouched for it; empty when none.
+    pub fingerprint: String,
+}
+
+/// What an announce answer means for the neighbour set ([`SwarmState::handle_announce`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnnouncePlan {
+    /// Members to connect to (the driver follows their `haves`).
+    pub connect: Vec<(PeerId, PeerAddr)>,
+    /// Offers every address of which is excluded.
+    pub excluded: Vec<PeerId>,
+    /// The neighbour that made way, and the newcomer that takes its place.
+    pub rotated: Option<(PeerId, PeerId)>,
+    /// Neighbours dropped because P2P is off or their address is now excluded.
+    pub dropped: Vec<PeerId>,
+}
+
 /// A swarm's state (see the module doc).
 #[derive(Debug)]
 pub struct SwarmState {
@@ -500,6 +526,89 @@ impl SwarmState {
         let length = info.duration.unwrap_or(target);
         let from = self.player_dry_at.map_or(now, |t| t.max(now));
         self.player_dry_at = Some(from + length);
+    }
+
+    /// Takes an announce answer: the tracker's policy (`p2p`), our key, and the members it
+    /// offered. Neighbours it returns in the plan as rotated or dropped are already removed
+    /// from the state; the driver stops following them and connects the plan's new ones.
+    /// `excludes` is the node's exclusion list merged with the swarm policy's.
+    ///
+    /// Rotation keeps the neighbour graph mixing. Nodes choose their neighbours and nobody
+    /// chooses a node whose list is full, so without it the first nodes of a swarm end up the
+    /// neighbours of everyone (always busy) and the last ones of nobody (their uplinks idle).
+    /// With a full list, the neighbour that answered "busy" most since the last rotation
+    /// makes way for an offered member we do not follow yet.
+    pub fn handle_announce(
+        &mut self,
+        p2p: bool,
+        peer_key: String,
+        offers: &[Offer],
+        max_peers: usize,
+        excludes: impl Fn(std::net::IpAddr) -> bool,
+    ) -> AnnouncePlan {
+        self.p2p_allowed = p2p;
+        self.peer_key = Some(peer_key);
+        let mut plan = AnnouncePlan::default();
+        let mut pairs = Vec::new();
+        for o in offers {
+            if self.banned.contains(&o.peer) || o.peer == self.me {
+                continue;
+            }
+            let Some(addr) = o.addr else {
+                plan.excluded.push(o.peer.clone());
+                continue;
+            };
+            self.members.insert(o.peer.clone());
+            let room = self.neighbours.len() + plan.connect.len() < max_peers;
+            // Without a vouched-for key there is nothing to check its certificate against.
+            if room && !self.neighbours.contains_key(&o.peer) && !o.fingerprint.is_empty() {
+                if let Some(addr) = addr {
+                    let fingerprint = o.fingerprint.clone();
+                    plan.connect
+                        .push((o.peer.clone(), PeerAddr { addr, fingerprint }));
+                }
+            }
+            pairs.push(o);
+        }
+        if !self.discovering && plan.connect.is_empty() && self.neighbours.len() >= max_peers {
+            let busiest = self
+                .neighbours
+                .iter()
+                .filter(|(_, n)| n.stats.busy_answers > 0)
+                .max_by_key(|(_, n)| n.stats.busy_answers)
+                .map(|(id, _)| id.clone());
+            let newcomer = pairs.iter().find_map(|o| {
+                let fresh = !self.neighbours.contains_key(&o.peer) && !o.fingerprint.is_empty();
+                let addr = o.addr.flatten()?;
+                fresh.then(|| {
+                    let fingerprint = o.fingerprint.clone();
+                    (o.peer.clone(), PeerAddr { addr, fingerprint })
+                })
+            });
+            // The counts start again after a rotation only: the tracker offers a random few
+            // members, and when none of them is new the next announce's offer may be.
+            if let (Some(busiest), Some(newcomer)) = (busiest, newcomer) {
+                self.neighbours.remove(&busiest);
+                plan.rotated = Some((busiest, newcomer.0.clone()));
+                plan.connect.push(newcomer);
+                for n in self.neighbours.values_mut() {
+                    n.stats.busy_answers = 0;
+                }
+            }
+        }
+        plan.dropped = self
+            .neighbours
+            .iter()
+            .filter(|(_, n)| !p2p || excludes(n.addr.addr.ip()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &plan.dropped {
+            self.neighbours.remove(id);
+            if p2p {
+                self.members.remove(id);
+            }
+        }
+        plan
     }
 
     /// Records a peer transfer that carried `bytes` over `since_first_byte` (finished or cut

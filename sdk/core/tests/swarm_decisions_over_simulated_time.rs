@@ -6,7 +6,7 @@ use shoal_core::scheduler::capacity::MIN_SAMPLES;
 use shoal_core::scheduler::verdict::{verdict, PeerFailure};
 use shoal_core::scheduler::{Decision, Uplink, STRIKES_TO_BAN};
 use shoal_core::source::FallbackReason;
-use shoal_core::swarm::{Ask, Neighbour, NewSegment, PeerAddr, Rules, SwarmState};
+use shoal_core::swarm::{Ask, Neighbour, NewSegment, Offer, PeerAddr, Rules, SwarmState};
 use shoal_proto::{PeerId, ReportReason, SegmentKey};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -376,4 +376,92 @@ fn a_playlist_reload_keeps_the_newest_url_and_forgets_far_behind_the_window() {
         st.segments.len()
     );
     assert!(st.segments.contains_key(&key(999)));
+}
+
+fn offer(p: &str, port: u16) -> Offer {
+    Offer {
+        peer: pid(p),
+        addr: Some(Some(format!("127.0.0.1:{port}").parse().unwrap())),
+        fingerprint: "00".repeat(32),
+    }
+}
+
+#[test]
+fn an_announce_connects_offered_members_up_to_the_limit_and_skips_the_unusable() {
+    let mut st = SwarmState::new(pid("me"), true);
+    let mut keyless = offer("keyless", 3);
+    keyless.fingerprint.clear();
+    let excluded = Offer {
+        addr: None,
+        ..offer("excluded", 4)
+    };
+    let offers = [
+        offer("me", 9),
+        offer("a", 1),
+        offer("b", 2),
+        keyless,
+        excluded,
+        offer("c", 5),
+    ];
+    let plan = st.handle_announce(true, "k".into(), &offers, 2, |_| false);
+    let connect: Vec<&str> = plan.connect.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        connect,
+        ["a", "b"],
+        "two slots, taken in the tracker's order"
+    );
+    assert_eq!(plan.excluded, [pid("excluded")]);
+    assert!(st.members.contains(&pid("keyless")) && st.members.contains(&pid("c")));
+    assert!(!st.members.contains(&pid("me")) && !st.members.contains(&pid("excluded")));
+    assert!(st.p2p_allowed && st.peer_key.as_deref() == Some("k"));
+}
+
+#[test]
+fn with_a_full_list_the_busiest_neighbour_makes_way_for_a_newcomer() {
+    let clock = Clock::new();
+    let mut st = live_swarm(&clock, "me", &["quiet", "busy"]);
+    let busy = verdict(PeerFailure::Busy { retry_after: None }, 0.0);
+    for i in 0..3 {
+        st.record_verdict(&pid("busy"), clock.at(i), busy);
+    }
+    st.record_verdict(&pid("quiet"), clock.at(0), busy);
+    let offers = [offer("quiet", 1), offer("busy", 2), offer("new", 3)];
+    let plan = st.handle_announce(true, "k".into(), &offers, 2, |_| false);
+    assert_eq!(plan.rotated, Some((pid("busy"), pid("new"))));
+    assert_eq!(plan.connect.len(), 1);
+    assert!(!st.neighbours.contains_key(&pid("busy")));
+    assert!(
+        st.members.contains(&pid("busy")),
+        "it stays a member, just not followed"
+    );
+    assert_eq!(
+        st.neighbours[&pid("quiet")].stats.busy_answers,
+        0,
+        "the counts start again after a rotation"
+    );
+    // Nobody busy since: no rotation.
+    let plan = st.handle_announce(true, "k".into(), &offers, 2, |_| false);
+    assert_eq!(plan.rotated, None);
+}
+
+#[test]
+fn p2p_turned_off_or_an_excluded_address_drops_neighbours() {
+    let clock = Clock::new();
+    let mut st = live_swarm(&clock, "me", &["a", "b"]);
+    let banned_net: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    st.neighbours.get_mut(&pid("b")).unwrap().addr.addr = (banned_net, 1).into();
+    let offers = [offer("a", 1000), offer("b", 1001)];
+    // The swarm's policy now excludes b's address.
+    let plan = st.handle_announce(true, "k".into(), &offers, 4, |ip| ip == banned_net);
+    assert_eq!(
+        plan.dropped,
+        [pid("b")],
+        "b now sits at an excluded address"
+    );
+    assert!(!st.members.contains(&pid("b")) && st.neighbours.contains_key(&pid("a")));
+    // P2P turned off: every neighbour goes, members stay for when it returns.
+    let plan = st.handle_announce(false, "k".into(), &offers, 4, |_| false);
+    assert_eq!(plan.dropped, [pid("a")]);
+    assert!(st.neighbours.is_empty() && !st.p2p_allowed);
+    assert!(st.members.contains(&pid("a")));
 }
