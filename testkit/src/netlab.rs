@@ -690,29 +690,21 @@ fn router_rules(kind: HomeKind) -> Vec<Vec<&'static str>> {
     if kind == HomeKind::UdpBlocked {
         add(&["-A", "OUTPUT", "-o", "wan0", "-p", "udp", "-j", "DROP"]);
     }
+    let masquerade = [
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        "wan0",
+        "-j",
+        "MASQUERADE",
+    ];
     if kind == HomeKind::Symmetric {
-        add(&[
-            "-t",
-            "nat",
-            "-A",
-            "POSTROUTING",
-            "-o",
-            "wan0",
-            "-j",
-            "MASQUERADE",
-            "--random-fully",
-        ]);
+        // A new external port for every destination.
+        add(&[&masquerade[..], &["--random-fully"]].concat());
     } else {
-        add(&[
-            "-t",
-            "nat",
-            "-A",
-            "POSTROUTING",
-            "-o",
-            "wan0",
-            "-j",
-            "MASQUERADE",
-        ]);
+        add(&masquerade);
     }
     rules
 }

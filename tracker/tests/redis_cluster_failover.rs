@@ -7,9 +7,10 @@ use common::{announce_body, config};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::Value;
-use shoal_testkit::RedisCluster;
+use shoal_testkit::{metrics_text, RedisCluster};
 use shoal_tracker::config::StoreSpec;
 use shoal_tracker::RunningTracker;
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -88,7 +89,8 @@ async fn status_of(http: &reqwest::Client, url: String) -> StatusCode {
     http.get(url).send().await.unwrap().status()
 }
 
-async fn metric_sum(http: &reqwest::Client, base: &str, prefix: &str) -> f64 {
+/// The `/metrics` page of the tracker at `base`, by series.
+async fn scrape(http: &reqwest::Client, base: &str) -> HashMap<String, f64> {
     let text = http
         .get(format!("{base}/metrics"))
         .send()
@@ -97,10 +99,7 @@ async fn metric_sum(http: &reqwest::Client, base: &str, prefix: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metrics_text::parse(&text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,22 +206,15 @@ async fn a_master_fails_over_and_the_whole_cluster_comes_back() {
             status_of(&http, format!("{}/healthz", t.url())).await,
             StatusCode::OK
         );
-        let peers_gauge = metric_sum(&http, &t.url(), "shoal_tracker_peers ").await;
+        let peers_gauge = scrape(&http, &t.url()).await["shoal_tracker_peers"];
         assert_eq!(peers_gauge, (SWARMS * PER_SWARM) as f64);
     }
     if failed > 0 {
-        let errors = metric_sum(
-            &http,
-            &trackers[0].url(),
-            "shoal_tracker_store_errors_total",
-        )
-        .await
-            + metric_sum(
-                &http,
-                &trackers[1].url(),
-                "shoal_tracker_store_errors_total",
-            )
-            .await;
+        let mut errors = 0.0;
+        for t in &trackers {
+            let m = scrape(&http, &t.url()).await;
+            errors += metrics_text::sum(&m, "shoal_tracker_store_errors_total");
+        }
         assert!(
             errors >= failed as f64,
             "{errors} store errors counted, {failed} 503s"
