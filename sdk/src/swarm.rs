@@ -29,7 +29,7 @@ pub struct Swarm {
     /// Woken whenever a neighbour announces a segment.
     pub have_notify: Notify,
     /// Fetches under way, joined by later requests for the same segment.
-    pub in_flight: Mutex<HashMap<SegmentKey, InFlight>>,
+    in_flight: Mutex<HashMap<SegmentKey, InFlight>>,
     /// The task following each neighbour's `haves`.
     followers: Mutex<HashMap<PeerId, AbortHandle>>,
     /// A task polls the live playlist near the moments new segments appear.
