@@ -40,12 +40,44 @@ struct Cli {
     /// Player front address (players, /metrics, /healthz). [default: 127.0.0.1:8080]
     #[arg(long, env = "SHOAL_EDGE_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Peer server address; port 0 picks a free port. [default: 0.0.0.0:0]
+    /// Peer server address (UDP with quic, TCP with tcp); port 0 picks a free port.
+    /// [default: 0.0.0.0:0]
     #[arg(long, env = "SHOAL_EDGE_PEER_LISTEN")]
     peer_listen: Option<SocketAddr>,
-    /// host:port other peers connect to, if not the bound address (NAT, containers).
+    /// An ip:port other peers can reach this node at that it cannot find itself (a port
+    /// forwarded by hand, a container's published port). With quic it is announced beside
+    /// the addresses the node finds; with tcp it replaces the bound address.
     #[arg(long, env = "SHOAL_EDGE_PEER_ADVERTISE")]
     peer_advertise: Option<String>,
+    /// Peer protocol: quic (v2: UDP, reaches viewers behind home routers) or tcp (v1: TLS
+    /// over TCP, for networks that block UDP). Nodes of one protocol skip the other's.
+    /// [default: quic]
+    #[arg(long, env = "SHOAL_EDGE_PEER_TRANSPORT")]
+    peer_transport: Option<shoal::config::PeerTransport>,
+    /// The provider's relay, an https URL: coordinates hole punching between home viewers,
+    /// tells this node its public address, and reaches nodes whose UDP is blocked. Without
+    /// it, neighbours are reached on their LAN, public or mapped addresses only. [default:
+    /// none]
+    #[arg(long, env = "SHOAL_EDGE_RELAY")]
+    relay: Option<String>,
+    /// UDP port of the relay's QUIC address discovery; 0 if it runs none. [default: 7842]
+    #[arg(long, env = "SHOAL_EDGE_RELAY_QUIC_PORT")]
+    relay_quic_port: Option<u16>,
+    /// PEM file of the CA that signed the relay's certificate (a private relay), instead of
+    /// the built-in web roots. [default: none]
+    #[arg(long, env = "SHOAL_EDGE_RELAY_CA")]
+    relay_ca: Option<PathBuf>,
+    /// Let segments travel through the relay when no direct path opens (the provider pays
+    /// the relay's egress). [default: false: such neighbours are skipped]
+    #[arg(long, env = "SHOAL_EDGE_RELAY_MEDIA", num_args = 0..=1, default_missing_value = "true")]
+    relay_media: Option<bool>,
+    /// Ask the home router for a port mapping (UPnP IGD, NAT-PMP, PCP). [default: true]
+    #[arg(long, env = "SHOAL_EDGE_PORT_MAPPING", num_args = 0..=1, default_missing_value = "true")]
+    port_mapping: Option<bool>,
+    /// Longest a new peer connection may take to go direct before it is given up, e.g. 3s.
+    /// [default: 3s]
+    #[arg(long, env = "SHOAL_EDGE_DIRECT_WAIT", value_parser = humantime::parse_duration)]
+    direct_wait: Option<Duration>,
     /// Tracker base URL, e.g. http://tracker.example.com:7070. Without it: CDN only.
     #[arg(long, env = "SHOAL_EDGE_TRACKER")]
     tracker: Option<String>,
@@ -102,9 +134,9 @@ struct Cli {
     /// Fixed node id for logs and peer ids. [default: random]
     #[arg(long, env = "SHOAL_EDGE_NODE_ID")]
     node_id: Option<String>,
-    /// Directory kept across restarts: holds the peer key and certificate (made at first
-    /// start), so neighbours keep knowing this node by the same fingerprint. [default: none,
-    /// a new key each run]
+    /// Directory kept across restarts: holds the peer key (made at first start), so
+    /// neighbours keep knowing this node by the same key. [default: none, a new key each
+    /// run]
     #[arg(long, env = "SHOAL_EDGE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Log format: text or json.
@@ -144,8 +176,13 @@ impl Cli {
              max_uploads => max_uploads, max_downloads => max_downloads,
              exclude => exclude, p2p_budget => p2p_budget,
              playback_margin => playback_margin,
-             digest_list_suffix => digest_list_suffix);
+             digest_list_suffix => digest_list_suffix,
+             peer_transport => peer_transport, relay_quic_port => relay_quic_port,
+             relay_media => relay_media, port_mapping => port_mapping,
+             direct_wait => direct_wait);
         set_opt!(
+            relay,
+            relay_ca,
             peer_advertise,
             tracker,
             token,

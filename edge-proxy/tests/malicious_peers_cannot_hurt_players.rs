@@ -217,10 +217,10 @@ async fn hostile(
                             .neighbours
                             .iter()
                             .filter_map(|n| {
-                                Some(PeerAddr {
-                                    addr: n.addrs.first()?.parse().ok()?,
-                                    fingerprint: n.fingerprint.clone(),
-                                })
+                                Some(PeerAddr::tcp(
+                                    n.addrs.first()?.parse().ok()?,
+                                    n.fingerprint.clone(),
+                                ))
                             })
                             .collect();
                         *neighbours.lock().unwrap() = list;
@@ -284,7 +284,8 @@ async fn hostile_peers_are_banned_and_players_never_see_a_bad_byte() {
     }
 
     let edges: Vec<Edge> = (0..3)
-        .map(|_| Edge::start(&origin, Some(&tracker.url()), &[]))
+        // The hostile nodes speak peer protocol v1 (TLS over TCP), so the edges do too.
+        .map(|_| Edge::start(&origin, Some(&tracker.url()), &["--peer-transport", "tcp"]))
         .collect();
     let relays: Vec<RecordingRelay> = edges
         .iter()

@@ -77,6 +77,31 @@ impl From<Rate> for String {
     }
 }
 
+/// Which peer protocol a node speaks (`docs/protocol.md`). Nodes of one version skip
+/// neighbours of the other, with a reason in their log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerTransport {
+    /// Peer protocol v2: QUIC over UDP, through home routers (hole punching through the
+    /// provider's relay, port mapping), dialled by endpoint id.
+    #[default]
+    Quic,
+    /// Peer protocol v1: HTTP/2 over TLS over TCP to the announced address. For networks that
+    /// block UDP between viewers; reaches no one behind a NAT.
+    Tcp,
+}
+
+impl std::str::FromStr for PeerTransport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "quic" => Ok(PeerTransport::Quic),
+            "tcp" => Ok(PeerTransport::Tcp),
+            _ => Err(format!("peer transport `{s}`: use quic or tcp")),
+        }
+    }
+}
+
 /// Everything a node needs. Defaults suit a player on the same device.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -84,11 +109,37 @@ pub struct NodeConfig {
     /// Player front: where players send manifest and segment requests, and where `/metrics`
     /// and `/healthz` answer. Loopback by default: the front is for the local player only.
     pub listen: SocketAddr,
-    /// Peer server: where neighbours fetch segments and `haves`. Port 0 picks a free port.
+    /// Peer server: where neighbours fetch segments and `haves` (a UDP socket with `quic`, a
+    /// TCP one with `tcp`). Port 0 picks a free port.
     pub peer_listen: SocketAddr,
-    /// The `host:port` other peers should connect to, when it differs from `peer_listen`
-    /// (NAT, containers). Unset: the bound address (loopback if bound to all interfaces).
+    /// An address other peers should connect to that the node cannot find itself (a port
+    /// forwarded by hand, a container's published port). With `quic` it is announced beside
+    /// the addresses the node finds (as a `mapped` candidate); with `tcp` it replaces the
+    /// bound address (loopback if bound to all interfaces).
     pub peer_advertise: Option<String>,
+    /// The peer protocol: `quic` (v2, the default) or `tcp` (v1).
+    pub peer_transport: PeerTransport,
+    /// The provider's relay (`quic` only), e.g. `https://relay.example.com/`: it coordinates
+    /// hole punching, tells the node its public address, and reaches nodes whose UDP is
+    /// blocked. Unset: no relay; neighbours are reached at their LAN, public or mapped
+    /// addresses only (nobody behind two NATs).
+    pub relay: Option<String>,
+    /// UDP port of the relay's QUIC address discovery (iroh-relay's default is 7842); 0: the
+    /// relay runs none (then the node learns no public address from it).
+    pub relay_quic_port: u16,
+    /// PEM file of the CA certificate(s) the relay's TLS certificate is checked against,
+    /// instead of the built-in web roots (a private relay).
+    pub relay_ca: Option<PathBuf>,
+    /// Segments may travel through the relay when no direct path opens. Off by default:
+    /// relay bytes are the provider's egress, so such neighbours are skipped and the
+    /// segment comes from other peers or the origin.
+    pub relay_media: bool,
+    /// Ask the home router for a port mapping (UPnP IGD, NAT-PMP, PCP), `quic` only.
+    pub port_mapping: bool,
+    /// How long a new connection may take to go direct before it is given up (unless
+    /// `relay_media`).
+    #[serde(with = "humantime_serde")]
+    pub direct_wait: Duration,
     /// Tracker base URL, e.g. `https://tracker.example.com`. Unset: CDN only, no P2P.
     pub tracker: Option<String>,
     /// Access token for the tracker, signed by the content provider.
@@ -162,9 +213,10 @@ pub struct NodeConfig {
     pub max_manifest_size: bytesize::ByteSize,
     /// Fixed node id (for logs and peer ids); random when unset.
     pub node_id: Option<String>,
-    /// Directory for the node's persistent state: its peer key and certificate
-    /// (`peer-identity.pem`, owner-only), made at first start. Unset: a new key in memory
-    /// each run, so neighbours see a new fingerprint after every restart.
+    /// Directory for the node's persistent state, made at first start, owner-only: its
+    /// endpoint key (`peer-endpoint.key`, `quic`) or its peer key and certificate
+    /// (`peer-identity.pem`, `tcp`). Unset: a new key in memory each run, so neighbours see a
+    /// new key after every restart.
     pub data_dir: Option<PathBuf>,
 }
 
@@ -174,6 +226,13 @@ impl Default for NodeConfig {
             listen: ([127, 0, 0, 1], 8080).into(),
             peer_listen: ([0, 0, 0, 0], 0).into(),
             peer_advertise: None,
+            peer_transport: PeerTransport::Quic,
+            relay: None,
+            relay_quic_port: 7842,
+            relay_ca: None,
+            relay_media: false,
+            port_mapping: true,
+            direct_wait: Duration::from_secs(3),
             tracker: None,
             token: None,
             digest_list_key: None,
@@ -232,6 +291,22 @@ impl NodeConfig {
         }
         if self.max_peers == 0 || self.max_uploads == 0 || self.max_downloads == 0 {
             return Err("max_peers, max_uploads and max_downloads must be at least 1".into());
+        }
+        if let Some(r) = &self.relay {
+            let u = url::Url::parse(r).map_err(|e| format!("relay `{r}`: {e}"))?;
+            if u.scheme() != "https" {
+                return Err(format!(
+                    "relay `{r}`: use an https URL (the relay's address discovery runs beside TLS)"
+                ));
+            }
+            if self.peer_transport == PeerTransport::Tcp {
+                return Err("relay is for peer_transport = quic; remove it or use quic".into());
+            }
+        }
+        if let (Some(a), PeerTransport::Quic) = (&self.peer_advertise, self.peer_transport) {
+            a.parse::<SocketAddr>().map_err(|_| {
+                format!("peer_advertise `{a}`: with quic, write an ip:port (a UDP address)")
+            })?;
         }
         if let Some(id) = &self.node_id {
             shoal_proto::PeerId::new(format!("{id}-00000000"))

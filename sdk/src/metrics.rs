@@ -78,6 +78,24 @@ impl EncodeLabelSet for ReasonLabel {
     }
 }
 
+/// Label set `{path}`: a peer connection's path (`lan`, `direct`, `punched`, `mapped`,
+/// `relay`, `none`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PathLabel {
+    /// The path.
+    pub path: &'static str,
+}
+
+/// Label set `{path,result}` of a peer connection attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PathResultLabel {
+    /// The path it reached (`none` when it reached none).
+    pub path: &'static str,
+    /// `ok`, `no_direct_path`, `unreachable`, `version_mismatch`, `wrong_key`, `refused`,
+    /// `lost` or `error`.
+    pub result: &'static str,
+}
+
 /// Every metric of a node, cheap to clone (all handles are `Arc`s).
 #[derive(Clone)]
 pub struct NodeMetrics {
@@ -124,6 +142,8 @@ pub struct NodeMetrics {
     /// `shoal_edge_origin_completions_total`: peer transfers that ran out of time and were
     /// finished with a range request to the origin for the bytes still missing.
     pub origin_completions: Counter,
+    /// `shoal_edge_peer_connections_total{path,result}` and `shoal_edge_peer_paths{path}`.
+    pub paths: crate::peer::quic::PathMetrics,
     /// The `source="p2p"` and `source="cdn"` children of `bytes`, held so the hot path
     /// (every chunk streamed to a player) touches atomics only.
     delivered_p2p: Counter,
@@ -163,6 +183,7 @@ impl NodeMetrics {
             peer_received: Counter::default(),
             digest_lists: Family::default(),
             origin_completions: Counter::default(),
+            paths: Default::default(),
         };
         let r = registry.sub_registry_with_prefix("shoal_edge");
         r.register(
@@ -241,6 +262,16 @@ impl NodeMetrics {
             "peer_received_bytes",
             "Segment bytes read from peers, complete transfers or not (what the download cap meters)",
             m.peer_received.clone(),
+        );
+        r.register(
+            "peer_connections",
+            "Peer connection attempts (peer protocol v2), by the path reached and the result",
+            m.paths.attempts.clone(),
+        );
+        r.register(
+            "peer_paths",
+            "Open peer connections (peer protocol v2), by the path they use",
+            m.paths.open.clone(),
         );
         r.register(
             "digest_lists",

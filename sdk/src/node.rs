@@ -5,9 +5,11 @@
 
 use crate::cache::SegmentCache;
 use crate::config::NodeConfig;
+use crate::config::PeerTransport;
 use crate::manifest::UrlMapper;
 use crate::metrics::NodeMetrics;
 use crate::origin_client::OriginClient;
+use crate::peer::quic::{QuicPeers, QuicPolicy};
 use crate::peer::{
     DownloadLimits, Exclusions, IdentityError, NodeIdentity, PeerAddr, PeerClient,
     PeerClientConfig, PeerServer, PeerServerConfig,
@@ -17,6 +19,8 @@ use crate::tracker_client::{TrackerClient, TrackerError};
 use dashmap::{DashMap, DashSet};
 use futures::StreamExt;
 use prometheus_client::registry::Registry;
+use shoal_core::swarm::QuicAddr;
+use shoal_proto::Announced;
 use shoal_proto::{
     AnnounceRequest, ByteCounters, HaveMsg, LeaveRequest, PeerId, SwarmId, PROTOCOL_VERSION,
 };
@@ -48,6 +52,10 @@ pub enum NodeError {
     /// The node's peer key could not be made or loaded from its data directory.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The QUIC endpoint (peer protocol v2) could not start: its key, its relay settings or
+    /// its UDP socket. The message says which.
+    #[error("peer endpoint: {0}")]
+    Endpoint(#[source] shoal_transport::TransportError),
 }
 
 /// State shared by the node's tasks.
@@ -76,10 +84,12 @@ pub struct Shared {
     pub joined: Arc<DashSet<SwarmId>>,
     /// Random id of this node; peer ids derive from it per swarm.
     pub node_id: String,
-    /// Address announced to the tracker for the peer server.
-    pub peer_advertise: String,
-    /// The node's peer key; its fingerprint is announced to the tracker.
-    pub identity: NodeIdentity,
+    /// How the node is reached: its v1 address, or its v2 endpoint (whose candidates change
+    /// as it learns them, so they are read at each announce).
+    pub reach: Reach,
+    /// The key the tracker vouches for: the v2 endpoint id, or the v1 certificate's
+    /// fingerprint, in hex.
+    pub fingerprint: String,
     /// When the node started (for idle accounting).
     pub started: Instant,
     /// Origin bytes that belong to no swarm (master playlists, pass-through) not yet reported.
@@ -96,6 +106,25 @@ pub struct Shared {
     pub upload_backlog: Arc<AtomicU64>,
     /// The peer server's upload slots: all free when no upload is running.
     pub upload_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// How neighbours reach this node, by peer protocol version.
+#[derive(Debug, Clone)]
+pub enum Reach {
+    /// v1: the one `host:port` announced for the TCP peer server.
+    Tcp(String),
+    /// v2: the QUIC endpoint.
+    Quic(QuicPeers),
+}
+
+impl Reach {
+    /// The addresses to announce now.
+    pub fn announced(&self) -> Vec<String> {
+        match self {
+            Reach::Tcp(a) => vec![a.clone()],
+            Reach::Quic(q) => q.announced_addrs(shoal_proto::MAX_ADDRS),
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -229,8 +258,8 @@ async fn announce(
         proto: PROTOCOL_VERSION,
         peer_id: swarm.peer_id.clone(),
         swarm_id: swarm.id.clone(),
-        addrs: vec![shared.peer_advertise.clone()],
-        fingerprint: shared.identity.fingerprint().to_string(),
+        addrs: shared.reach.announced(),
+        fingerprint: shared.fingerprint.clone(),
         counters,
         numwant: shared.config.max_peers as u32,
         client_version: concat!("shoal/", env!("CARGO_PKG_VERSION")).to_string(),
@@ -257,10 +286,24 @@ async fn announce(
     let offers: Vec<Offer> = resp
         .neighbours
         .iter()
-        .map(|n| Offer {
-            peer: n.peer_id.clone(),
-            addr: usable_addr(&n.addrs, &exclusions),
-            fingerprint: n.fingerprint.clone(),
+        .map(|n| {
+            let (addr, quic) = match shared.config.peer_transport {
+                PeerTransport::Tcp => (usable_addr(&n.addrs, &exclusions), None),
+                PeerTransport::Quic => usable_quic(&n.addrs, &exclusions),
+            };
+            if addr == Some(None) && !n.addrs.is_empty() {
+                tracing::debug!(
+                    swarm = %swarm.id, peer = %n.peer_id, addrs = ?n.addrs,
+                    "neighbour skipped: it announced no address of the peer protocol this node speaks ({:?}); one of the two must be upgraded",
+                    shared.config.peer_transport
+                );
+            }
+            Offer {
+                peer: n.peer_id.clone(),
+                addr,
+                fingerprint: n.fingerprint.clone(),
+                quic,
+            }
         })
         .collect();
     let plan = swarm.lock().handle_announce(
@@ -306,18 +349,58 @@ async fn announce(
     Ok(Duration::from_secs(resp.interval_secs.clamp(1, 3600) as u64))
 }
 
-/// The address to connect to among a neighbour's `addrs`: the first that parses and is not
-/// excluded. `None` when every address that parses is excluded (drop the neighbour);
-/// `Some(None)` when none parses (keep it as a member, but there is nothing to connect to).
+/// The v1 address to connect to among a neighbour's `addrs`: the first `ip:port` that is not
+/// excluded. `None` when every such address is excluded (drop the neighbour); `Some(None)`
+/// when there is none (keep it as a member, but there is nothing to connect to: host names,
+/// or a v2 neighbour).
 fn usable_addr(addrs: &[String], exclusions: &Exclusions) -> Option<Option<SocketAddr>> {
     let mut parsed = addrs
         .iter()
-        .filter_map(|a| a.parse::<SocketAddr>().ok())
+        .filter_map(|a| match Announced::parse(a) {
+            Announced::Tcp(a) => Some(a),
+            _ => None,
+        })
         .peekable();
     if parsed.peek().is_none() {
         return Some(None);
     }
     parsed.find(|a| !exclusions.excludes(a.ip())).map(Some)
+}
+
+/// A neighbour's v2 candidates that are not excluded, and its relay, with the first
+/// candidate as the address exclusions and logs go by. As [`usable_addr`]: `None` when every
+/// candidate is excluded; `Some(None)` when it announced none (a v1 neighbour, or a relay
+/// only).
+fn usable_quic(
+    addrs: &[String],
+    exclusions: &Exclusions,
+) -> (Option<Option<SocketAddr>>, Option<QuicAddr>) {
+    let mut relay = None;
+    let mut any = false;
+    let mut kept = Vec::new();
+    for a in addrs {
+        match Announced::parse(a) {
+            Announced::Quic(kind, addr) => {
+                any = true;
+                if !exclusions.excludes(addr.ip()) {
+                    kept.push((kind, addr));
+                }
+            }
+            Announced::Relay(url) => relay = relay.or(Some(url.to_string())),
+            _ => {}
+        }
+    }
+    match (any, kept.first().copied()) {
+        (false, _) => (Some(None), None),
+        (true, None) => (None, None),
+        (true, Some((_, first))) => (
+            Some(Some(first)),
+            Some(QuicAddr {
+                candidates: kept,
+                relay,
+            }),
+        ),
+    }
 }
 
 /// Subscribes to a neighbour's `haves`; the neighbour is usable while the stream lives.
@@ -485,57 +568,77 @@ impl Node {
             .map_err(|e| NodeError::Config(e.to_string()))?;
         let cache = SegmentCache::new(config.cache_size.as_u64());
         let joined = Arc::new(DashSet::new());
-        let identity = match &config.data_dir {
-            Some(dir) => NodeIdentity::load_or_create(dir)?,
-            None => NodeIdentity::generate()?,
-        };
         let upload_backlog = Arc::new(AtomicU64::new(0));
-        let peer_server = PeerServer::bind(
-            config.peer_listen,
-            cache.clone(),
-            joined.clone(),
-            &identity,
-            PeerServerConfig {
-                upload_limit_bytes_per_sec: config.upload_limit.map(|r| r.bytes_per_sec()),
-                max_concurrent_uploads: config.max_uploads,
-                max_connections: config.max_peers * 4,
-                uploaded: metrics.uploaded.clone(),
-                refused: crate::peer::Exclusions::new(config.exclude.clone()),
-                backlog: upload_backlog.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| NodeError::Peer(e.to_string()))?;
+        let server_config = PeerServerConfig {
+            upload_limit_bytes_per_sec: config.upload_limit.map(|r| r.bytes_per_sec()),
+            max_concurrent_uploads: config.max_uploads,
+            max_connections: config.max_peers * 4,
+            uploaded: metrics.uploaded.clone(),
+            refused: crate::peer::Exclusions::new(config.exclude.clone()),
+            backlog: upload_backlog.clone(),
+            ..Default::default()
+        };
+        let download = DownloadLimits::new(
+            config.download_limit.map(|r| r.bytes_per_sec()),
+            Some(config.max_downloads),
+            metrics.peer_received.clone(),
+        );
+        let client_config = PeerClientConfig {
+            max_segment_bytes: config.max_segment_bytes(),
+            download,
+            ..Default::default()
+        };
+        let (peer_server, peer_client, reach, fingerprint) = match config.peer_transport {
+            PeerTransport::Tcp => {
+                let identity = match &config.data_dir {
+                    Some(dir) => NodeIdentity::load_or_create(dir)?,
+                    None => NodeIdentity::generate()?,
+                };
+                let server = PeerServer::bind(
+                    config.peer_listen,
+                    cache.clone(),
+                    joined.clone(),
+                    &identity,
+                    server_config,
+                )
+                .await
+                .map_err(|e| NodeError::Peer(e.to_string()))?;
+                let bound = server.local_addr();
+                let advertise = match &config.peer_advertise {
+                    Some(a) => a.clone(),
+                    // Reachable on loopback at least; set peer_advertise for other hosts.
+                    None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
+                    None => bound.to_string(),
+                };
+                let fingerprint = identity.fingerprint().to_string();
+                let client = PeerClient::new(client_config, identity);
+                (server, client, Reach::Tcp(advertise), fingerprint)
+            }
+            PeerTransport::Quic => {
+                let quic = bind_quic(&config, &metrics).await?;
+                let server = PeerServer::serve_quic(
+                    quic.clone(),
+                    cache.clone(),
+                    joined.clone(),
+                    server_config,
+                );
+                let client_config = PeerClientConfig {
+                    connect_timeout: client_config.connect_timeout + config.direct_wait,
+                    ..client_config
+                };
+                let fingerprint = quic.endpoint_id();
+                let client = PeerClient::quic(client_config, quic.clone());
+                (server, client, Reach::Quic(quic), fingerprint)
+            }
+        };
         let peer_addr = peer_server.local_addr();
         let upload_slots = peer_server.upload_slots();
-        let peer_advertise = match &config.peer_advertise {
-            Some(a) => a.clone(),
-            None if peer_addr.ip().is_unspecified() => {
-                // Reachable on loopback at least; set peer_advertise for other hosts.
-                format!("127.0.0.1:{}", peer_addr.port())
-            }
-            None => peer_addr.to_string(),
-        };
         let tracker = match &config.tracker {
             Some(t) => Some(TrackerClient::new(t).map_err(|e| NodeError::Config(e.to_string()))?),
             None => None,
         };
         let origin = OriginClient::new().map_err(|e| NodeError::Config(e.to_string()))?;
         let node_id = config.node_id.clone().unwrap_or_else(random_node_id);
-        let download = DownloadLimits::new(
-            config.download_limit.map(|r| r.bytes_per_sec()),
-            Some(config.max_downloads),
-            metrics.peer_received.clone(),
-        );
-        let peer_client = PeerClient::new(
-            PeerClientConfig {
-                max_segment_bytes: config.max_segment_bytes(),
-                download,
-                ..Default::default()
-            },
-            identity.clone(),
-        );
         let shared = Arc::new(Shared {
             peer_client,
             exclusions: Exclusions::new(config.exclude.clone()),
@@ -549,8 +652,8 @@ impl Node {
             swarms: DashMap::new(),
             joined,
             node_id,
-            peer_advertise,
-            identity,
+            reach,
+            fingerprint,
             started: crate::clock::now(),
             unreported_cdn: AtomicU64::new(0),
             reported_upload: AtomicU64::new(0),
@@ -561,7 +664,10 @@ impl Node {
             upload_slots,
         });
         let front = tokio::spawn(crate::front::serve(shared.clone(), front_listener));
-        tracing::info!(player = %player_addr, peer = %peer_addr, fingerprint = shared.identity.fingerprint(), "node started");
+        tracing::info!(player = %player_addr, peer = %peer_addr, transport = ?shared.config.peer_transport, key = %shared.fingerprint, "node started");
+        if let Reach::Quic(quic) = &shared.reach {
+            tokio::spawn(log_what_was_found(quic.clone()));
+        }
         Ok(Node {
             shared,
             player_addr,
@@ -608,9 +714,10 @@ impl Node {
         &self.shared.metrics
     }
 
-    /// Hex SHA-256 of the node's peer certificate: the key the tracker vouches for.
+    /// The key the tracker vouches for, in hex: the endpoint id (peer protocol v2) or the
+    /// SHA-256 of the node's peer certificate (v1).
     pub fn fingerprint(&self) -> &str {
-        self.shared.identity.fingerprint()
+        &self.shared.fingerprint
     }
 
     /// The swarms this node is in now, with its peer id in each and the neighbours it
@@ -645,6 +752,75 @@ impl Node {
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.front).await;
         self.front.abort();
     }
+}
+
+/// Binds the v2 endpoint: its key (kept in the data directory), the relay, port mapping.
+async fn bind_quic(config: &NodeConfig, metrics: &NodeMetrics) -> Result<QuicPeers, NodeError> {
+    use shoal_transport::{PeerConfig, PeerEndpoint, RelayNode, SecretKey};
+    let key = match &config.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| NodeError::Config(format!("data_dir {}: {e}", dir.display())))?;
+            shoal_transport::load_or_generate_secret_key(&dir.join("peer-endpoint.key"))
+                .map_err(NodeError::Endpoint)?
+        }
+        None => SecretKey::generate(),
+    };
+    let mut pc = PeerConfig::new(key);
+    pc.bind = config.peer_listen;
+    pc.port_mapping = config.port_mapping;
+    if let Some(r) = &config.relay {
+        let url = r
+            .parse()
+            .map_err(|e| NodeError::Config(format!("relay `{r}`: {e}")))?;
+        pc.relays = vec![RelayNode {
+            url,
+            quic_port: (config.relay_quic_port != 0).then_some(config.relay_quic_port),
+        }];
+    }
+    if let Some(ca) = &config.relay_ca {
+        use rustls::pki_types::pem::PemObject;
+        pc.relay_ca = rustls::pki_types::CertificateDer::pem_file_iter(ca)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| NodeError::Config(format!("relay_ca {}: {e}", ca.display())))?;
+        if pc.relay_ca.is_empty() {
+            return Err(NodeError::Config(format!(
+                "relay_ca {}: no certificate in it",
+                ca.display()
+            )));
+        }
+    }
+    let endpoint = PeerEndpoint::bind(pc).await.map_err(NodeError::Endpoint)?;
+    let advertise = config
+        .peer_advertise
+        .as_deref()
+        .and_then(|a| a.parse::<SocketAddr>().ok());
+    let policy = QuicPolicy {
+        direct_wait: config.direct_wait,
+        relay_media: config.relay_media,
+    };
+    Ok(QuicPeers::new(
+        endpoint,
+        policy,
+        metrics.paths.clone(),
+        advertise,
+    ))
+}
+
+/// Logs, once the endpoint has looked around (bounded), what it found: its local and public
+/// addresses, the mapped port, the relay, and the NAT's behaviour.
+async fn log_what_was_found(quic: QuicPeers) {
+    let o = quic.endpoint().observe(Duration::from_secs(5)).await;
+    tracing::info!(
+        endpoint = %o.endpoint_id,
+        local = ?o.local,
+        public = ?o.reflexive,
+        mapped = ?o.mapped,
+        relay = o.relay.as_deref().unwrap_or("none"),
+        relay_connected = o.relay_connected,
+        nat = ?o.nat,
+        "peer endpoint: what the node found of its network"
+    );
 }
 
 fn random_node_id() -> String {

@@ -1,4 +1,5 @@
-//! Peer protocol v1: HTTP/2 between nodes.
+//! The peer protocol: HTTP/2 between nodes, over QUIC (v2, the default: [`quic`]) or over
+//! TLS over TCP (v1).
 //!
 //! Routes (ids are percent-encoded single path segments, since they hold `/` and `:`):
 //! - `GET /p2p/v1/{swarm}/haves` — NDJSON stream of [`shoal_proto::HaveMsg`]: a `snapshot`
@@ -10,9 +11,12 @@
 //!   once if not held (or the swarm is not one the node is in), 503 with `retry-after` when
 //!   the node is at its concurrent-upload cap.
 //!
-//! Every link runs over TLS 1.3 ([`tls`]): a client connects to a neighbour only if its
-//! certificate has the fingerprint the tracker vouched for ([`PeerAddr`]), and a server
-//! requires every client to present a certificate ([`identity::NodeIdentity`]).
+//! v1 runs over TLS 1.3 ([`tls`]): a client connects to a neighbour only if its certificate
+//! has the fingerprint the tracker vouched for ([`PeerAddr`]), and a server requires every
+//! client to present a certificate ([`identity::NodeIdentity`]). v2 runs on a QUIC stream whose
+//! handshake proves the endpoint id the tracker vouched for, on a path found through home
+//! routers ([`quic`]). A node speaks one version; neighbours of the other are skipped with a
+//! reason, and a handshake across versions fails on the ALPN.
 //!
 //! [`server::PeerServer`] serves the node's [`crate::cache::SegmentCache`];
 //! [`client::PeerClient`] fetches from and subscribes to neighbours.
@@ -21,6 +25,7 @@ pub mod client;
 pub mod download_limits;
 pub mod exclusions;
 pub mod identity;
+pub mod quic;
 pub mod server;
 pub mod tls;
 
@@ -146,6 +151,22 @@ pub enum PeerError {
     /// The TLS handshake failed for another reason (protocol error, peer refused us).
     #[error("TLS handshake with peer failed: {0}")]
     Tls(#[source] std::io::Error),
+    /// The neighbour speaks the other peer protocol version (its announced addresses are all
+    /// of the other version's form). One side must be upgraded.
+    #[error("peer protocol version mismatch: {0}")]
+    ProtocolMismatch(&'static str),
+    /// The QUIC handshake found no common ALPN: the neighbour runs another peer protocol
+    /// version. One side must be upgraded.
+    #[error("peer speaks another protocol version: {0}")]
+    WrongVersion(#[source] shoal_transport::TransportError),
+    /// The endpoint that answered could not prove it holds the endpoint id the tracker
+    /// vouched for: an impostor, or a stale address now used by another node.
+    #[error("peer is not the endpoint vouched for: {0}")]
+    WrongEndpoint(#[source] shoal_transport::TransportError),
+    /// The connection stayed on the relay past the wait for a direct path, and the relay
+    /// carries no media (`relay_media` is off): the segment comes from elsewhere.
+    #[error("no direct path to the peer within {0:?}; the relay carries no media")]
+    NoDirectPath(Duration),
     /// The connection failed during the request or the body.
     #[error("peer connection failed: {0}")]
     Transport(#[source] Box<dyn std::error::Error + Send + Sync>),

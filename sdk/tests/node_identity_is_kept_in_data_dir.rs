@@ -1,7 +1,9 @@
 //! A node's peer key is made once and kept in its data directory: the same directory gives the
 //! same fingerprint after a restart, and a damaged key stops the node instead of being
-//! silently replaced.
+//! silently replaced. Both peer protocols: v2's endpoint key (`peer-endpoint.key`, the
+//! default) and v1's key and certificate (`peer-identity.pem`).
 
+use shoal::config::PeerTransport;
 use shoal::peer::identity::IDENTITY_FILE;
 use shoal::peer::{IdentityError, NodeIdentity};
 use shoal::{Node, NodeConfig};
@@ -67,7 +69,11 @@ async fn corrupt_key_file_stops_the_node_and_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(IDENTITY_FILE);
     std::fs::write(&path, b"-----BEGIN PRIVATE KEY-----\nnot base64 at all\n").unwrap();
-    let err = Node::start(config(dir.path())).await.unwrap_err();
+    let v1 = NodeConfig {
+        peer_transport: PeerTransport::Tcp,
+        ..config(dir.path())
+    };
+    let err = Node::start(v1).await.unwrap_err();
     let message = err.to_string();
     assert!(
         message.contains("corrupt") && message.contains(IDENTITY_FILE),
@@ -102,4 +108,32 @@ fn unreadable_key_file_is_an_error() {
     std::fs::create_dir(dir.path().join(IDENTITY_FILE)).unwrap();
     let err = NodeIdentity::load_or_create(dir.path()).unwrap_err();
     assert!(matches!(err, IdentityError::Read { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn corrupt_endpoint_key_stops_the_node_and_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("peer-endpoint.key");
+    std::fs::write(&path, b"short").unwrap();
+    let err = Node::start(config(dir.path())).await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("peer-endpoint.key") && message.contains("expected 32"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"short");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn endpoint_key_is_readable_by_its_owner_only_and_is_the_announced_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fp = fingerprint_of_node(dir.path()).await;
+    let path = dir.path().join("peer-endpoint.key");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let secret: [u8; 32] = std::fs::read(&path).unwrap().try_into().unwrap();
+    let public = ed25519_dalek::SigningKey::from_bytes(&secret).verifying_key();
+    assert_eq!(fp, hex::encode(public.as_bytes()));
 }

@@ -104,6 +104,7 @@ async fn nothing_listening_is_a_retryable_connect_error() {
             l.local_addr().unwrap()
         },
         fingerprint: "ab".repeat(32),
+        quic: None,
     };
     let err = client()
         .fetch(&addr, &swarm("live"), &key("1"), STALL)

@@ -52,6 +52,7 @@ async fn server_with_another_key_than_vouched_for_is_refused() {
     let wrong = PeerAddr {
         addr: node.addr.addr,
         fingerprint: vouched.fingerprint().to_string(),
+        quic: None,
     };
     let client = client();
     let err = client
@@ -100,6 +101,7 @@ async fn server_showing_the_vouched_certificate_without_its_key_is_refused() {
             &PeerAddr {
                 addr,
                 fingerprint: victim.fingerprint().to_string(),
+                quic: None,
             },
             &swarm("live"),
             &key("1"),
@@ -116,6 +118,7 @@ async fn peer_without_a_vouched_key_is_not_contacted() {
     let unvouched = PeerAddr {
         addr: node.addr.addr,
         fingerprint: String::new(),
+        quic: None,
     };
     let err = client()
         .fetch(&unvouched, &swarm("live"), &key("1"), STALL)

@@ -4,7 +4,7 @@ use crate::store::NeighbourRef;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use shoal_proto::{SwarmId, SwarmPolicy};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 /// One `[[policy]]` table of the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,11 +141,12 @@ impl<'a> Applied<'a> {
         if self.nets.is_empty() {
             return false;
         }
-        let ip = addr
-            .parse::<SocketAddr>()
+        // Every form of `shoal_proto::addr` that names an IP (a relay URL names none).
+        let ip = shoal_proto::Announced::parse(addr)
+            .socket_addr()
             .map(|s| s.ip())
-            .or_else(|_| addr.parse::<IpAddr>());
-        ip.is_ok_and(|ip| self.nets.iter().any(|n| n.contains(&ip)))
+            .or_else(|| addr.parse::<IpAddr>().ok());
+        ip.is_some_and(|ip| self.nets.iter().any(|n| n.contains(&ip)))
     }
 
     /// Whether `n` may be handed out, and with which of its addresses: none without P2P;
@@ -158,8 +159,12 @@ impl<'a> Applied<'a> {
             return None;
         }
         let kept = n.addrs().filter(move |a| !self.excludes(a));
-        let dropped =
-            !self.nets.is_empty() && n.addrs().next().is_some() && kept.clone().next().is_none();
+        // A relay URL names no IP, so it decides nothing: a peer all of whose IPs are
+        // excluded is not handed out, relay or not.
+        let names_ip = |a: &&str| shoal_proto::Announced::parse(a).socket_addr().is_some();
+        let dropped = !self.nets.is_empty()
+            && n.addrs().any(|a| names_ip(&a))
+            && !kept.clone().any(|a| names_ip(&a));
         (!dropped).then_some(kept)
     }
 }

@@ -98,7 +98,10 @@ fn cases() -> Vec<Case> {
         ),
         json_case(
             "too many addrs",
-            with("addrs", json!(["a:1", "b:1", "c:1", "d:1", "e:1"])),
+            with(
+                "addrs",
+                json!(["a:1", "b:1", "c:1", "d:1", "e:1", "f:1", "g:1", "h:1", "i:1"]),
+            ),
             "invalid_field",
             "addrs",
         ),

@@ -13,7 +13,7 @@ use crate::scheduler::capacity::{self, Capacity};
 use crate::scheduler::verdict::Verdict;
 use crate::scheduler::{self, Candidate, Decision, PeerStats, Situation, Uplink};
 use crate::source::{Provenance, Source};
-use shoal_proto::{PeerId, ReportReason, SegmentKey};
+use shoal_proto::{CandidateKind, PeerId, ReportReason, SegmentKey};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -53,19 +53,66 @@ pub struct NewSegment {
     pub duration: Option<Duration>,
 }
 
-/// A neighbour's peer server and the key the tracker vouched for: the client connects to
-/// `addr` and accepts only the certificate whose SHA-256 is `fingerprint`.
+/// How to reach a neighbour, and the key the tracker vouched for.
+///
+/// Peer protocol v1 (`quic: None`): the client connects over TCP to `addr` and accepts only
+/// the certificate whose SHA-256 is `fingerprint`. Peer protocol v2 (`quic: Some`): the client
+/// dials the endpoint whose id is `fingerprint` over QUIC at its candidates (`addr` is the
+/// first of them) or through its relay, and the handshake proves the id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PeerAddr {
-    /// Where its peer server listens.
+    /// The address exclusions and logs go by (v1: the peer server; v2: the first candidate).
     pub addr: SocketAddr,
-    /// Lower-case hex SHA-256 of its certificate, as the tracker handed it out.
+    /// The vouched-for key, in hex: a certificate's SHA-256 (v1) or an endpoint id (v2).
     pub fingerprint: String,
+    /// The v2 candidates and relay, when the neighbour speaks peer protocol v2.
+    pub quic: Option<QuicAddr>,
+}
+
+impl PeerAddr {
+    /// A v1 neighbour: a TCP peer server and its certificate's fingerprint.
+    pub fn tcp(addr: SocketAddr, fingerprint: impl Into<String>) -> Self {
+        PeerAddr {
+            addr,
+            fingerprint: fingerprint.into(),
+            quic: None,
+        }
+    }
+}
+
+impl PeerAddr {
+    /// Every IP this address may be dialled at (`addr` and the v2 candidates).
+    pub fn ips(&self) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+        std::iter::once(self.addr.ip()).chain(
+            self.quic
+                .iter()
+                .flat_map(|q| q.candidates.iter().map(|(_, a)| a.ip())),
+        )
+    }
+}
+
+/// A v2 neighbour's direct candidates (none of them excluded) and its relay.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QuicAddr {
+    /// UDP candidates with their kinds, in announced order.
+    pub candidates: Vec<(CandidateKind, SocketAddr)>,
+    /// Its relay's URL, if it announced one.
+    pub relay: Option<String>,
 }
 
 impl std::fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (key {})", self.addr, self.fingerprint)
+        match &self.quic {
+            None => write!(f, "{} (key {})", self.addr, self.fingerprint),
+            Some(q) => write!(
+                f,
+                "{} (endpoint {}, {} candidates{})",
+                self.addr,
+                self.fingerprint.get(..10).unwrap_or(&self.fingerprint),
+                q.candidates.len(),
+                if q.relay.is_some() { ", relay" } else { "" }
+            ),
+        }
     }
 }
 
@@ -142,8 +189,20 @@ pub struct Offer {
     /// `None`: every address it gave is excluded (drop it); `Some(None)`: none parses (a
     /// member, but nothing to connect to); `Some(Some(a))`: connect to `a`.
     pub addr: Option<Option<SocketAddr>>,
-    /// Hex SHA-256 of its certificate as the tracker vouched for it; empty when none.
+    /// Its key as the tracker vouched for it; empty when none.
     pub fingerprint: String,
+    /// Its v2 candidates (after exclusions) and relay, when it speaks peer protocol v2.
+    pub quic: Option<QuicAddr>,
+}
+
+impl Offer {
+    fn peer_addr(&self, addr: SocketAddr) -> PeerAddr {
+        PeerAddr {
+            addr,
+            fingerprint: self.fingerprint.clone(),
+            quic: self.quic.clone(),
+        }
+    }
 }
 
 /// What an announce answer means for the neighbour set ([`SwarmState::handle_announce`]).
@@ -563,9 +622,7 @@ impl SwarmState {
             // Without a vouched-for key there is nothing to check its certificate against.
             if room && !self.neighbours.contains_key(&o.peer) && !o.fingerprint.is_empty() {
                 if let Some(addr) = addr {
-                    let fingerprint = o.fingerprint.clone();
-                    plan.connect
-                        .push((o.peer.clone(), PeerAddr { addr, fingerprint }));
+                    plan.connect.push((o.peer.clone(), o.peer_addr(addr)));
                 }
             }
             pairs.push(o);
@@ -580,10 +637,7 @@ impl SwarmState {
             let newcomer = pairs.iter().find_map(|o| {
                 let fresh = !self.neighbours.contains_key(&o.peer) && !o.fingerprint.is_empty();
                 let addr = o.addr.flatten()?;
-                fresh.then(|| {
-                    let fingerprint = o.fingerprint.clone();
-                    (o.peer.clone(), PeerAddr { addr, fingerprint })
-                })
+                fresh.then(|| (o.peer.clone(), o.peer_addr(addr)))
             });
             // The counts start again after a rotation only: the tracker offers a random few
             // members, and when none of them is new the next announce's offer may be.
@@ -599,7 +653,7 @@ impl SwarmState {
         plan.dropped = self
             .neighbours
             .iter()
-            .filter(|(_, n)| !p2p || excludes(n.addr.addr.ip()))
+            .filter(|(_, n)| !p2p || n.addr.ips().any(&excludes))
             .map(|(id, _)| id.clone())
             .collect();
         for id in &plan.dropped {

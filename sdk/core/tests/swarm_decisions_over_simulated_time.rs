@@ -57,10 +57,10 @@ fn key(n: u64) -> SegmentKey {
 }
 
 fn neighbour(port: u16) -> Neighbour {
-    Neighbour::new(PeerAddr {
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
-        fingerprint: "00".repeat(32),
-    })
+    Neighbour::new(PeerAddr::tcp(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        "00".repeat(32),
+    ))
 }
 
 /// A live swarm seen by `me` at `clock.at(0)`: the first playlist lists seg0, the next one
@@ -383,6 +383,7 @@ fn offer(p: &str, port: u16) -> Offer {
         peer: pid(p),
         addr: Some(Some(format!("127.0.0.1:{port}").parse().unwrap())),
         fingerprint: "00".repeat(32),
+        quic: None,
     }
 }
 

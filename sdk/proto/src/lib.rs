@@ -8,7 +8,10 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub mod addr;
 pub mod signed_list;
+
+pub use addr::{Announced, CandidateKind};
 
 /// Version of the tracker API and peer protocol this crate describes. Requests carry it in
 /// `proto`; a server answers 400 to any other value.
@@ -20,8 +23,9 @@ pub const MAX_PEER_ID_LEN: usize = 64;
 pub const MAX_SWARM_ID_LEN: usize = 256;
 /// Longest segment key, in bytes.
 pub const MAX_SEGMENT_KEY_LEN: usize = 512;
-/// Most addresses a peer may announce.
-pub const MAX_ADDRS: usize = 4;
+/// Most addresses a peer may announce (v2: local, reflexive and mapped candidates for IPv4
+/// and IPv6, and its relay).
+pub const MAX_ADDRS: usize = 8;
 /// Longest announced address, in bytes (`[ipv6%scope]:port` fits).
 pub const MAX_ADDR_LEN: usize = 64;
 /// Longest key fingerprint (hex SHA-256 is 64).
@@ -220,11 +224,13 @@ pub struct AnnounceRequest {
     pub peer_id: PeerId,
     /// The swarm it joins or refreshes.
     pub swarm_id: SwarmId,
-    /// Addresses (`host:port`) other peers can reach its peer server on; may be empty for a
+    /// Where other peers can reach it, in the forms of [`addr`] (`ip:port` for peer protocol
+    /// v1; `local:`/`reflexive:`/`mapped:ip:port` and `relay:URL` for v2); may be empty for a
     /// peer that only downloads.
     #[serde(default)]
     pub addrs: Vec<String>,
-    /// Hex SHA-256 of the peer's TLS certificate; empty until the peer has a key.
+    /// The key the tracker vouches for: the hex ed25519 endpoint id of a v2 node, or the hex
+    /// SHA-256 of a v1 node's certificate; empty until the peer has a key.
     #[serde(default)]
     pub fingerprint: String,
     /// Bytes moved since the previous announce.
@@ -309,9 +315,9 @@ impl AnnounceRequest {
 pub struct Neighbour {
     /// The neighbour's peer id.
     pub peer_id: PeerId,
-    /// Where its peer server listens.
+    /// Where it can be reached (the forms of [`addr`]).
     pub addrs: Vec<String>,
-    /// Hex SHA-256 of its TLS certificate (empty if it has none yet).
+    /// Its key: a v2 endpoint id or a v1 certificate's SHA-256, in hex (empty if none yet).
     #[serde(default)]
     pub fingerprint: String,
 }

@@ -1,6 +1,8 @@
 //! The peer client: fetches segments from neighbours and follows their `haves` streams, over
-//! TLS pinned to the key the tracker vouched for.
+//! QUIC to the endpoint id the tracker vouched for (peer protocol v2, [`super::quic`]) or TLS
+//! over TCP pinned to the certificate it vouched for (v1).
 
+use super::quic::{BoxIo, QuicPeers};
 use super::{haves_path, segment_path, tls, DownloadLimits, NodeIdentity, PeerAddr, PeerError};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
@@ -77,7 +79,16 @@ impl Transfer {
 }
 
 type Sender = http2::SendRequest<Empty<Bytes>>;
-type Connection = http2::Connection<TokioIo<TlsStream<TcpStream>>, Empty<Bytes>, TokioExecutor>;
+type Connection = http2::Connection<TokioIo<BoxIo>, Empty<Bytes>, TokioExecutor>;
+
+/// How the client reaches neighbours.
+#[derive(Debug, Clone)]
+enum Dialer {
+    /// Peer protocol v1: TLS over TCP, presenting this identity.
+    Tcp(NodeIdentity),
+    /// Peer protocol v2: QUIC through this endpoint.
+    Quic(QuicPeers),
+}
 
 /// One pooled connection. `lease` is cloned into every request and response in flight, so
 /// the connection is idle exactly when the pool's own copy is the only one left.
@@ -97,16 +108,26 @@ type Pool = DashMap<PeerAddr, Slot>;
 /// on it.
 #[derive(Debug, Clone)]
 pub struct PeerClient {
-    identity: NodeIdentity,
+    dialer: Dialer,
     pool: Arc<Pool>,
     config: Arc<PeerClientConfig>,
 }
 
 impl PeerClient {
-    /// A client with its own connection pool that presents `identity` to neighbours.
+    /// A peer protocol v1 client with its own connection pool that presents `identity` to
+    /// neighbours (TLS over TCP).
     pub fn new(config: PeerClientConfig, identity: NodeIdentity) -> Self {
         Self {
-            identity,
+            dialer: Dialer::Tcp(identity),
+            pool: Arc::new(DashMap::new()),
+            config: Arc::new(config),
+        }
+    }
+
+    /// A peer protocol v2 client dialling through `peers` (QUIC).
+    pub fn quic(config: PeerClientConfig, peers: QuicPeers) -> Self {
+        Self {
+            dialer: Dialer::Quic(peers),
             pool: Arc::new(DashMap::new()),
             config: Arc::new(config),
         }
@@ -143,6 +164,31 @@ impl PeerClient {
     }
 
     async fn connect(&self, peer: &PeerAddr) -> Result<(Sender, Connection), PeerError> {
+        let io = match &self.dialer {
+            Dialer::Tcp(identity) => self.connect_tcp(identity, peer).await?,
+            Dialer::Quic(quic) => quic.dial(peer).await?,
+        };
+        http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.config.keep_alive_interval)
+            .keep_alive_timeout(self.config.keep_alive_timeout)
+            .keep_alive_while_idle(true)
+            .max_header_list_size(MAX_RESPONSE_HEAD_BYTES)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| PeerError::Connect(e.into()))
+    }
+
+    async fn connect_tcp(
+        &self,
+        identity: &NodeIdentity,
+        peer: &PeerAddr,
+    ) -> Result<BoxIo, PeerError> {
+        if peer.quic.is_some() {
+            return Err(PeerError::ProtocolMismatch(
+                "the neighbour speaks peer protocol v2 (QUIC); this node speaks v1 (TCP)",
+            ));
+        }
         let tcp = TcpStream::connect(peer.addr)
             .await
             .map_err(|e| PeerError::Connect(e.into()))?;
@@ -150,21 +196,13 @@ impl PeerClient {
             tracing::debug!(peer = %peer.addr, error = %e, "set_nodelay failed");
         }
         let config =
-            tls::client_config(&self.identity, &peer.fingerprint).map_err(PeerError::TlsConfig)?;
+            tls::client_config(identity, &peer.fingerprint).map_err(PeerError::TlsConfig)?;
         let name = ServerName::IpAddress(peer.addr.ip().into());
-        let stream = TlsConnector::from(config)
+        let stream: TlsStream<TcpStream> = TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .map_err(handshake_error)?;
-        http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(self.config.keep_alive_interval)
-            .keep_alive_timeout(self.config.keep_alive_timeout)
-            .keep_alive_while_idle(true)
-            .max_header_list_size(MAX_RESPONSE_HEAD_BYTES)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| PeerError::Connect(e.into()))
+        Ok(Box::new(stream))
     }
 
     /// Sends a GET; the response comes with the connection's lease, to be held while the body

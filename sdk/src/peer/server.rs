@@ -1,6 +1,8 @@
 //! The peer server: serves the node's cached segments and its `haves` stream to neighbours,
-//! over TLS with a client certificate required of every neighbour.
+//! over QUIC streams whose handshake proved the neighbour's endpoint id (v2, [`super::quic`]),
+//! or over TLS with a client certificate required of every neighbour (v1).
 
+use super::quic::{BoxIo, QuicPeers};
 use super::{identity::fingerprint_of, tls, NodeIdentity, PeerError, Route, RETRY_AFTER_MS};
 use crate::cache::{CacheEvent, CacheEventKind, SegmentCache};
 use bytes::{Bytes, BytesMut};
@@ -117,6 +119,35 @@ struct Shared {
     free: Arc<FreeSignal>,
 }
 
+impl Shared {
+    fn new(
+        cache: SegmentCache,
+        swarms: Arc<DashSet<SwarmId>>,
+        config: &PeerServerConfig,
+        closing: watch::Receiver<bool>,
+    ) -> Arc<Shared> {
+        let (limiter, chunk) = match config.upload_limit_bytes_per_sec {
+            Some(rate) => {
+                let (quota, chunk) = upload_quota(rate);
+                (Some(Arc::new(RateLimiter::direct(quota))), chunk)
+            }
+            None => (None, usize::MAX),
+        };
+        Arc::new(Shared {
+            cache,
+            swarms,
+            uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads)),
+            limiter,
+            rate: config.upload_limit_bytes_per_sec.filter(|r| *r > 0),
+            backlog: config.backlog.clone(),
+            chunk,
+            uploaded: config.uploaded.clone(),
+            closing,
+            free: Arc::new(FreeSignal::new()),
+        })
+    }
+}
+
 /// Whether the uplink turned a downloader away since it last had room, and a counter that
 /// moves each time it has room again after one: every `haves` stream then says `free`, so
 /// neighbours waiting out a `retry-after` (computed as if the running upload would go to its
@@ -173,25 +204,7 @@ impl PeerServer {
         let listener = TcpListener::bind(addr).await.map_err(PeerError::Bind)?;
         let local_addr = listener.local_addr().map_err(PeerError::Bind)?;
         let (closing, closing_rx) = watch::channel(false);
-        let (limiter, chunk) = match config.upload_limit_bytes_per_sec {
-            Some(rate) => {
-                let (quota, chunk) = upload_quota(rate);
-                (Some(Arc::new(RateLimiter::direct(quota))), chunk)
-            }
-            None => (None, usize::MAX),
-        };
-        let shared = Arc::new(Shared {
-            cache,
-            swarms,
-            uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads)),
-            limiter,
-            rate: config.upload_limit_bytes_per_sec.filter(|r| *r > 0),
-            backlog: config.backlog.clone(),
-            chunk,
-            uploaded: config.uploaded.clone(),
-            closing: closing_rx.clone(),
-            free: Arc::new(FreeSignal::new()),
-        });
+        let shared = Shared::new(cache, swarms, &config, closing_rx.clone());
         let uploads = shared.uploads.clone();
         let task = tokio::spawn(accept_loop(listener, acceptor, shared, config, closing_rx));
         Ok(PeerServer {
@@ -200,6 +213,32 @@ impl PeerServer {
             closing,
             task,
         })
+    }
+
+    /// Serves `cache` for the swarms in `swarms` to neighbours that connect to `quic`'s
+    /// endpoint (peer protocol v2). `local_addr` is the endpoint's first bound socket.
+    pub fn serve_quic(
+        quic: QuicPeers,
+        cache: SegmentCache,
+        swarms: Arc<DashSet<SwarmId>>,
+        config: PeerServerConfig,
+    ) -> PeerServer {
+        let local_addr = quic
+            .endpoint()
+            .bound_sockets()
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (closing, closing_rx) = watch::channel(false);
+        let shared = Shared::new(cache, swarms, &config, closing_rx.clone());
+        let uploads = shared.uploads.clone();
+        let task = tokio::spawn(quic_accept_loop(quic, shared, config, closing_rx));
+        PeerServer {
+            local_addr,
+            uploads,
+            closing,
+            task,
+        }
     }
 
     /// The upload slots (`max_concurrent_uploads` permits; each running upload holds one).
@@ -303,6 +342,52 @@ async fn accept_loop(
     }
 }
 
+/// The v2 accept loop: neighbours arrive authenticated, with their stream open
+/// ([`QuicPeers::accept`]); each is served like a v1 connection after its TLS handshake.
+async fn quic_accept_loop(
+    quic: QuicPeers,
+    shared: Arc<Shared>,
+    config: PeerServerConfig,
+    mut closing: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(http_builder(&config));
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let graceful = GracefulShutdown::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let acceptor = {
+        let (quic, refused) = (quic.clone(), config.refused.clone());
+        tokio::spawn(async move { quic.accept(&refused, tx).await })
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = closing.wait_for(|c| *c) => break,
+            accepted = rx.recv() => accepted,
+        };
+        let Some(accepted) = accepted else { break };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::debug!(client = %accepted.client, "peer connection refused: at the connection cap");
+            continue;
+        };
+        let label = format!("quic/{}", accepted.path);
+        tokio::spawn(serve_http(
+            Arc::clone(&builder),
+            graceful.watcher(),
+            accepted.io,
+            Arc::clone(&shared),
+            permit,
+            label,
+            accepted.client,
+        ));
+    }
+    acceptor.abort();
+    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("peer server shutdown grace elapsed with uploads in flight");
+    }
+}
+
 /// Serves one accepted connection (run on its own task): TLS handshake within
 /// `handshake_timeout`, then HTTP. The client's certificate fingerprint names the connection
 /// in every log line about it.
@@ -336,13 +421,36 @@ async fn serve_connection(
         .and_then(|certs| certs.first())
         .map(|cert| fingerprint_of(cert))
         .unwrap_or_default();
+    let io: BoxIo = Box::new(stream);
+    serve_http(
+        builder,
+        watcher,
+        io,
+        shared,
+        permit,
+        remote.to_string(),
+        client,
+    )
+    .await;
+}
+
+/// Serves the peer protocol's HTTP on one authenticated byte stream until it ends.
+async fn serve_http(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    io: BoxIo,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+    remote: String,
+    client: String,
+) {
     tracing::debug!(%remote, %client, "peer connected");
     let service = hyper::service::service_fn(move |req| {
         let shared = Arc::clone(&shared);
         async move { Ok::<_, Infallible>(handle(&shared, req)) }
     });
     let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .into_owned();
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%remote, %client, error = %e, "peer connection ended with an error");

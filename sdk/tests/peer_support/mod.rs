@@ -74,6 +74,7 @@ pub async fn start_node(budget: u64, in_swarms: &[&str], config: PeerServerConfi
     let addr = PeerAddr {
         addr: server.local_addr(),
         fingerprint: identity.fingerprint().to_string(),
+        quic: None,
     };
     Node {
         cache,
@@ -105,6 +106,7 @@ where
     let addr = PeerAddr {
         addr: listener.local_addr().unwrap(),
         fingerprint: identity.fingerprint().to_string(),
+        quic: None,
     };
     let respond = Arc::new(respond);
     tokio::spawn(async move {
