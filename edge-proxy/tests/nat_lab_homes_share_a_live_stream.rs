@@ -360,11 +360,11 @@ async fn homes_behind_nat_routers_share_a_live_stream() {
     // Each pair's first viewer starts, the second follows a little later (as viewers do),
     // so it finds segments its neighbour already holds.
     for (i, v) in viewers.iter_mut().filter(|(_, v)| v.label.ends_with("-a")) {
-        v.play(&format!("/pair{i}/master.m3u8"));
+        v.play(&format!("/{origin}/pair{i}/master.m3u8"));
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     for (i, v) in viewers.iter_mut().filter(|(_, v)| v.label.ends_with("-b")) {
-        v.play(&format!("/pair{i}/master.m3u8"));
+        v.play(&format!("/{origin}/pair{i}/master.m3u8"));
     }
 
     for (_, v) in viewers.iter_mut() {
