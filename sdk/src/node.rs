@@ -307,6 +307,7 @@ async fn announce(
         })
         .collect();
     let plan = swarm.lock().handle_announce(
+        crate::clock::now(),
         resp.policy.p2p,
         resp.peer_key.clone(),
         &offers,
@@ -429,10 +430,21 @@ fn connect_neighbour(
         if awaited {
             swarm2.snapshot_settled();
         }
-        if let Err(e) = result {
-            tracing::debug!(peer = %peer2, %addr, error = %e, "neighbour gone");
-        }
+        let lasting = match &result {
+            Err(e) if !e.is_retryable() && !e.is_misbehaviour() => {
+                tracing::debug!(peer = %peer2, %addr, error = %e, "neighbour unreachable; left alone for a while");
+                true
+            }
+            Err(e) => {
+                tracing::debug!(peer = %peer2, %addr, error = %e, "neighbour gone");
+                false
+            }
+            Ok(()) => false,
+        };
         let mut st = swarm2.lock();
+        if lasting {
+            st.record_unreachable(&peer2, crate::clock::now());
+        }
         if st.neighbours.remove(&peer2).is_some() {
             shared2.metrics.peers.dec();
         }

@@ -116,6 +116,10 @@ impl std::fmt::Display for PeerAddr {
     }
 }
 
+/// How long a member a connection failed to for a lasting reason is left alone
+/// ([`SwarmState::record_unreachable`]).
+pub const UNREACHABLE_BACKOFF: Duration = Duration::from_secs(60);
+
 /// A neighbour: where it is, what it holds, how it served us.
 #[derive(Debug, Clone)]
 pub struct Neighbour {
@@ -233,6 +237,10 @@ pub struct SwarmState {
     pub members: HashSet<PeerId>,
     /// Peers banned for this session (bad bytes).
     pub banned: HashSet<PeerId>,
+    /// Members a connection to failed for a lasting reason (no direct path while the relay
+    /// carries no media, another protocol version, another key), and when to try again:
+    /// until then announces do not offer them as neighbours or count them as members.
+    pub unreachable: HashMap<PeerId, Instant>,
     /// Trusted digests (SHA-256, size) of segments, as the tracker vouched for them (or, with a
     /// provider key configured, as the provider's signed digest list gives them).
     pub digests: HashMap<SegmentKey, ([u8; 32], u64)>,
@@ -302,6 +310,7 @@ impl SwarmState {
             neighbours: HashMap::new(),
             members: HashSet::new(),
             banned: HashSet::new(),
+            unreachable: HashMap::new(),
             digests: HashMap::new(),
             sources: HashMap::new(),
             manifest_url: None,
@@ -599,6 +608,7 @@ impl SwarmState {
     /// makes way for an offered member we do not follow yet.
     pub fn handle_announce(
         &mut self,
+        now: Instant,
         p2p: bool,
         peer_key: String,
         offers: &[Offer],
@@ -609,8 +619,12 @@ impl SwarmState {
         self.peer_key = Some(peer_key);
         let mut plan = AnnouncePlan::default();
         let mut pairs = Vec::new();
+        self.unreachable.retain(|_, until| *until > now);
         for o in offers {
-            if self.banned.contains(&o.peer) || o.peer == self.me {
+            if self.banned.contains(&o.peer)
+                || o.peer == self.me
+                || self.unreachable.contains_key(&o.peer)
+            {
                 continue;
             }
             let Some(addr) = o.addr else {
@@ -663,6 +677,16 @@ impl SwarmState {
             }
         }
         plan
+    }
+
+    /// A connection to `peer` failed for a lasting reason at `now`: it is neither a neighbour
+    /// nor a member until [`UNREACHABLE_BACKOFF`] has passed (each retry of a pair with no
+    /// direct path costs a relay handshake and a wait for a path that will not open).
+    pub fn record_unreachable(&mut self, peer: &PeerId, now: Instant) {
+        self.neighbours.remove(peer);
+        self.members.remove(peer);
+        self.unreachable
+            .insert(peer.clone(), now + UNREACHABLE_BACKOFF);
     }
 
     /// Records a peer transfer that carried `bytes` over `since_first_byte` (finished or cut

@@ -6,7 +6,9 @@ use shoal_core::scheduler::capacity::MIN_SAMPLES;
 use shoal_core::scheduler::verdict::{verdict, PeerFailure};
 use shoal_core::scheduler::{Decision, Uplink, STRIKES_TO_BAN};
 use shoal_core::source::FallbackReason;
-use shoal_core::swarm::{Ask, Neighbour, NewSegment, Offer, PeerAddr, Rules, SwarmState};
+use shoal_core::swarm::{
+    Ask, Neighbour, NewSegment, Offer, PeerAddr, Rules, SwarmState, UNREACHABLE_BACKOFF,
+};
 use shoal_proto::{PeerId, ReportReason, SegmentKey};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -389,6 +391,7 @@ fn offer(p: &str, port: u16) -> Offer {
 
 #[test]
 fn an_announce_connects_offered_members_up_to_the_limit_and_skips_the_unusable() {
+    let clock = Clock::new();
     let mut st = SwarmState::new(pid("me"), true);
     let mut keyless = offer("keyless", 3);
     keyless.fingerprint.clear();
@@ -404,7 +407,7 @@ fn an_announce_connects_offered_members_up_to_the_limit_and_skips_the_unusable()
         excluded,
         offer("c", 5),
     ];
-    let plan = st.handle_announce(true, "k".into(), &offers, 2, |_| false);
+    let plan = st.handle_announce(clock.at(0), true, "k".into(), &offers, 2, |_| false);
     let connect: Vec<&str> = plan.connect.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         connect,
@@ -427,7 +430,7 @@ fn with_a_full_list_the_busiest_neighbour_makes_way_for_a_newcomer() {
     }
     st.record_verdict(&pid("quiet"), clock.at(0), busy);
     let offers = [offer("quiet", 1), offer("busy", 2), offer("new", 3)];
-    let plan = st.handle_announce(true, "k".into(), &offers, 2, |_| false);
+    let plan = st.handle_announce(clock.at(0), true, "k".into(), &offers, 2, |_| false);
     assert_eq!(plan.rotated, Some((pid("busy"), pid("new"))));
     assert_eq!(plan.connect.len(), 1);
     assert!(!st.neighbours.contains_key(&pid("busy")));
@@ -441,7 +444,7 @@ fn with_a_full_list_the_busiest_neighbour_makes_way_for_a_newcomer() {
         "the counts start again after a rotation"
     );
     // Nobody busy since: no rotation.
-    let plan = st.handle_announce(true, "k".into(), &offers, 2, |_| false);
+    let plan = st.handle_announce(clock.at(0), true, "k".into(), &offers, 2, |_| false);
     assert_eq!(plan.rotated, None);
 }
 
@@ -453,7 +456,9 @@ fn p2p_turned_off_or_an_excluded_address_drops_neighbours() {
     st.neighbours.get_mut(&pid("b")).unwrap().addr.addr = (banned_net, 1).into();
     let offers = [offer("a", 1000), offer("b", 1001)];
     // The swarm's policy now excludes b's address.
-    let plan = st.handle_announce(true, "k".into(), &offers, 4, |ip| ip == banned_net);
+    let plan = st.handle_announce(clock.at(0), true, "k".into(), &offers, 4, |ip| {
+        ip == banned_net
+    });
     assert_eq!(
         plan.dropped,
         [pid("b")],
@@ -461,8 +466,36 @@ fn p2p_turned_off_or_an_excluded_address_drops_neighbours() {
     );
     assert!(!st.members.contains(&pid("b")) && st.neighbours.contains_key(&pid("a")));
     // P2P turned off: every neighbour goes, members stay for when it returns.
-    let plan = st.handle_announce(false, "k".into(), &offers, 4, |_| false);
+    let plan = st.handle_announce(clock.at(0), false, "k".into(), &offers, 4, |_| false);
     assert_eq!(plan.dropped, [pid("a")]);
     assert!(st.neighbours.is_empty() && !st.p2p_allowed);
     assert!(st.members.contains(&pid("a")));
+}
+
+#[test]
+fn a_member_with_no_usable_path_is_left_alone_for_the_back_off_then_tried_again() {
+    let clock = Clock::new();
+    let mut st = SwarmState::new(pid("me"), false);
+    let offers = [offer("far", 1), offer("near", 2)];
+    let plan = st.handle_announce(clock.at(0), true, "k".into(), &offers, 4, |_| false);
+    assert_eq!(plan.connect.len(), 2);
+    for (peer, addr) in plan.connect {
+        st.neighbours.insert(peer, Neighbour::new(addr));
+    }
+    // The connection to `far` stayed on the relay past the wait for a direct path.
+    st.record_unreachable(&pid("far"), clock.at(1_000));
+    assert!(!st.neighbours.contains_key(&pid("far")) && !st.members.contains(&pid("far")));
+    // Announces within the back-off neither offer it again nor count it as a member.
+    let just_before = 1_000 + UNREACHABLE_BACKOFF.as_millis() as u64 - 1;
+    for at in [3_000, 30_000, just_before] {
+        let plan = st.handle_announce(clock.at(at), true, "k".into(), &offers, 4, |_| false);
+        assert!(plan.connect.is_empty(), "at {at} ms: {:?}", plan.connect);
+        assert!(!st.members.contains(&pid("far")));
+    }
+    // Then it is tried again.
+    let after = just_before + 1;
+    let plan = st.handle_announce(clock.at(after), true, "k".into(), &offers, 4, |_| false);
+    let connect: Vec<&str> = plan.connect.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(connect, ["far"]);
+    assert!(st.unreachable.is_empty());
 }
