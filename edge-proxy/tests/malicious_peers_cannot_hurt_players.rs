@@ -204,6 +204,7 @@ async fn hostile(
                     addrs: vec![addr.to_string()],
                     fingerprint: fp.clone(),
                     counters: ByteCounters::default(),
+                    connections: Default::default(),
                     numwant: 20,
                     client_version: "hostile/1".into(),
                     peer_key: key.clone(),

@@ -254,6 +254,7 @@ async fn announce(
         p2p: p2p.min(shoal_proto::MAX_REPORTED_BYTES),
         upload: upload.min(shoal_proto::MAX_REPORTED_BYTES),
     };
+    let connections = shared.metrics.paths.take_unreported();
     let req = AnnounceRequest {
         proto: PROTOCOL_VERSION,
         peer_id: swarm.peer_id.clone(),
@@ -261,6 +262,7 @@ async fn announce(
         addrs: shared.reach.announced(),
         fingerprint: shared.fingerprint.clone(),
         counters,
+        connections,
         numwant: shared.config.max_peers as u32,
         client_version: concat!("shoal/", env!("CARGO_PKG_VERSION")).to_string(),
         peer_key: peer_key.clone(),
@@ -272,6 +274,7 @@ async fn announce(
             swarm.restore_unreported(cdn, p2p);
             shared.unreported_cdn.fetch_add(node_cdn, Ordering::Relaxed);
             shared.reported_upload.fetch_sub(upload, Ordering::Relaxed);
+            shared.metrics.paths.restore_unreported(connections);
             if let TrackerError::Refused { status: 403, .. } = &e {
                 // Our registration expired and the id's key changed hands: start afresh.
                 *peer_key = None;
@@ -833,6 +836,12 @@ async fn log_what_was_found(quic: QuicPeers) {
         nat = ?o.nat,
         "peer endpoint: what the node found of its network"
     );
+    if o.relay.is_none() {
+        tracing::info!(
+            "no relay configured: neighbours are reached on their LAN, public or mapped \
+             addresses only; set --relay to reach viewers behind other home routers"
+        );
+    }
 }
 
 fn random_node_id() -> String {

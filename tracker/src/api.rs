@@ -284,6 +284,7 @@ async fn announce_inner(
     check_token(app, req.token.as_deref(), &req.swarm_id)?;
     let joined = app.store.announce(&req).await?;
     app.metrics.report(&req.counters);
+    app.metrics.report_connections(&req.connections);
     let policy = app.policies.for_swarm(&req.swarm_id);
     Ok(announce_answer(app.interval_secs, &joined, policy))
 }

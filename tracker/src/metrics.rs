@@ -186,6 +186,14 @@ pub struct Metrics {
     banned_peers: Gauge,
     /// In `STORE_ERROR_KINDS` order.
     store_errors: [Counter; 5],
+    /// In `PathCounters::fields` order.
+    peer_connections: [Counter; 6],
+}
+
+/// The `path` label of `shoal_tracker_peer_connections_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabel {
+    path: &'static str,
 }
 
 impl Default for Metrics {
@@ -279,6 +287,16 @@ impl Metrics {
         );
         let store_errors =
             STORE_ERROR_KINDS.map(|kind| store_errors.get_or_create(&KindLabel { kind }).clone());
+        let peer_connections = Family::<PathLabel, Counter>::default();
+        registry.register(
+            "shoal_tracker_peer_connections",
+            "Peer connections the fleet's nodes reported opening, by path (lan, direct, punched, \
+             mapped, relay), and attempts that found no usable path (failed)",
+            peer_connections.clone(),
+        );
+        let peer_connections = shoal_proto::PathCounters::default()
+            .fields()
+            .map(|(path, _)| peer_connections.get_or_create(&PathLabel { path }).clone());
         let digest_requests = DIGEST_RESULTS.map(|result| {
             digest_requests
                 .get_or_create(&DigestLabel { result })
@@ -314,6 +332,7 @@ impl Metrics {
             reports,
             banned_peers,
             store_errors,
+            peer_connections,
         }
     }
 
@@ -362,6 +381,15 @@ impl Metrics {
         {
             if bytes > 0 {
                 counter.inc_by(bytes);
+            }
+        }
+    }
+
+    /// Adds the peer connections a node reported.
+    pub fn report_connections(&self, c: &shoal_proto::PathCounters) {
+        for (counter, (_, n)) in self.peer_connections.iter().zip(c.fields()) {
+            if n > 0 {
+                counter.inc_by(n.into());
             }
         }
     }

@@ -78,4 +78,68 @@ async fn reported_bytes_are_summed_across_the_fleet(kind: StoreKind) {
     assert!(m.contains("# TYPE shoal_tracker_announce_duration_seconds histogram"));
 }
 
-each_store!(reported_bytes_are_summed_across_the_fleet);
+/// The fleet's reach: the peer connections nodes report, by path, summed from accepted
+/// announces only.
+async fn reported_connections_are_summed_by_path(kind: StoreKind) {
+    let h = Harness::start(kind, Duration::from_secs(20)).await;
+    let a = h.join("a", "s1").await;
+    let b = h.join("b", "s1").await;
+    let report = |peer: &str, key: &str, connections: serde_json::Value| {
+        let mut body = announce_body(peer, "s1", Some(key));
+        body["connections"] = connections;
+        body
+    };
+    h.announce(&report(
+        "a",
+        &a.peer_key,
+        json!({"lan": 2, "punched": 1, "failed": 3}),
+    ))
+    .await;
+    h.announce(&report(
+        "b",
+        &b.peer_key,
+        json!({"direct": 4, "mapped": 1, "punched": 5}),
+    ))
+    .await;
+    // Not counted: a wrong key, a counter over the bound, an unknown path.
+    let (s, _) = h
+        .post(
+            "/v1/announce",
+            &report("a", &b.peer_key, json!({"lan": 100})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = h
+        .post(
+            "/v1/announce",
+            &report("a", &a.peer_key, json!({"lan": 100_001})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = h
+        .post(
+            "/v1/announce",
+            &report("a", &a.peer_key, json!({"teleport": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let m = h.metrics().await;
+    let v = |path: &str| {
+        common::metric(
+            &m,
+            &format!("shoal_tracker_peer_connections_total{{path=\"{path}\"}}"),
+        )
+    };
+    assert_eq!(v("lan"), 2.0);
+    assert_eq!(v("direct"), 4.0);
+    assert_eq!(v("punched"), 6.0);
+    assert_eq!(v("mapped"), 1.0);
+    assert_eq!(v("relay"), 0.0, "every path is exported, zero or not");
+    assert_eq!(v("failed"), 3.0);
+}
+
+each_store!(
+    reported_bytes_are_summed_across_the_fleet,
+    reported_connections_are_summed_by_path
+);

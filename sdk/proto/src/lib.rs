@@ -210,6 +210,78 @@ impl ByteCounters {
     }
 }
 
+/// Most peer connections one report may count per path (far above what a node opens in one
+/// announce interval).
+pub const MAX_REPORTED_CONNECTIONS: u32 = 100_000;
+
+/// Peer connections a node opened since the previous report (peer protocol v2), by the path
+/// each took, and the attempts that found no path it may use: the tracker's fleet-wide
+/// reach figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathCounters {
+    /// Direct to a private address (same LAN).
+    #[serde(default)]
+    pub lan: u32,
+    /// Direct to a public address, no NAT traversed.
+    #[serde(default)]
+    pub direct: u32,
+    /// Direct after hole punching.
+    #[serde(default)]
+    pub punched: u32,
+    /// Direct to a port mapped on the neighbour's router.
+    #[serde(default)]
+    pub mapped: u32,
+    /// Through the relay (only when the relay may carry media).
+    #[serde(default)]
+    pub relay: u32,
+    /// Attempts that reached no path the node may use (no direct path, unreachable).
+    #[serde(default)]
+    pub failed: u32,
+}
+
+impl PathCounters {
+    /// The counters with their wire names, in a fixed order.
+    pub fn fields(&self) -> [(&'static str, u32); 6] {
+        [
+            ("lan", self.lan),
+            ("direct", self.direct),
+            ("punched", self.punched),
+            ("mapped", self.mapped),
+            ("relay", self.relay),
+            ("failed", self.failed),
+        ]
+    }
+
+    /// Checks every counter against [`MAX_REPORTED_CONNECTIONS`].
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        const WIRE: [&str; 6] = [
+            "connections.lan",
+            "connections.direct",
+            "connections.punched",
+            "connections.mapped",
+            "connections.relay",
+            "connections.failed",
+        ];
+        for ((_, value), field) in self.fields().into_iter().zip(WIRE) {
+            if value > MAX_REPORTED_CONNECTIONS {
+                return Err(InvalidField::OutOfRange {
+                    field,
+                    value: value.into(),
+                    min: 0,
+                    max: MAX_REPORTED_CONNECTIONS.into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// True when nothing was counted.
+    pub fn is_zero(&self) -> bool {
+        self.fields().iter().all(|(_, v)| *v == 0)
+    }
+}
+
 fn default_numwant() -> u32 {
     DEFAULT_NUMWANT
 }
@@ -236,6 +308,9 @@ pub struct AnnounceRequest {
     /// Bytes moved since the previous announce.
     #[serde(default)]
     pub counters: ByteCounters,
+    /// Peer connections opened since the previous announce, by path (absent when none).
+    #[serde(default, skip_serializing_if = "PathCounters::is_zero")]
+    pub connections: PathCounters,
     /// How many neighbours the peer wants, 0..=[`MAX_NUMWANT`].
     #[serde(default = "default_numwant")]
     pub numwant: u32,
@@ -306,6 +381,7 @@ impl AnnounceRequest {
         if let Some(k) = &self.peer_key {
             check_len("peer_key", k, 128)?;
         }
+        self.connections.validate()?;
         self.counters.validate()
     }
 }
@@ -566,6 +642,7 @@ mod tests {
             addrs: vec!["127.0.0.1:9000".into()],
             fingerprint: String::new(),
             counters: ByteCounters::default(),
+            connections: PathCounters::default(),
             numwant: 20,
             client_version: "test/1".into(),
             peer_key: None,

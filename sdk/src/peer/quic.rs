@@ -23,12 +23,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use shoal_core::swarm::PeerAddr;
-use shoal_proto::CandidateKind;
+use shoal_proto::{CandidateKind, PathCounters};
 use shoal_transport::{
     AddrKind, PathKind, PeerConnection, PeerEndpoint, TrackerAddr, TransportError,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -47,6 +49,10 @@ pub struct PathMetrics {
     pub attempts: Family<PathResultLabel, Counter>,
     /// `shoal_edge_peer_paths{path}`: open peer connections by the path they use now.
     pub open: Family<PathLabel, Gauge>,
+    /// Totals in the order of [`shoal_proto::PathCounters::fields`] (successful connections
+    /// by path, then failures), and what of them the tracker was told.
+    totals: Arc<[AtomicU32; 6]>,
+    reported: Arc<[AtomicU32; 6]>,
 }
 
 impl PathMetrics {
@@ -57,6 +63,44 @@ impl PathMetrics {
                 result,
             })
             .inc();
+        let slot = match (result, path) {
+            ("ok", PathKind::Lan) => 0,
+            ("ok", PathKind::Direct) => 1,
+            ("ok", PathKind::Punched) => 2,
+            ("ok", PathKind::Mapped) => 3,
+            ("ok", PathKind::Relay) => 4,
+            // A stream that failed to open on a path that worked says nothing of reach.
+            ("lost", _) => return,
+            _ => 5,
+        };
+        self.totals[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The connections not reported yet, now counted as reported.
+    pub fn take_unreported(&self) -> PathCounters {
+        let mut d = [0u32; 6];
+        for (i, v) in d.iter_mut().enumerate() {
+            let now = self.totals[i].load(Ordering::Relaxed);
+            let before = self.reported[i].swap(now, Ordering::Relaxed);
+            *v = now
+                .wrapping_sub(before)
+                .min(shoal_proto::MAX_REPORTED_CONNECTIONS);
+        }
+        PathCounters {
+            lan: d[0],
+            direct: d[1],
+            punched: d[2],
+            mapped: d[3],
+            relay: d[4],
+            failed: d[5],
+        }
+    }
+
+    /// Puts back what [`PathMetrics::take_unreported`] took (the announce failed).
+    pub fn restore_unreported(&self, c: PathCounters) {
+        for (i, (_, v)) in c.fields().into_iter().enumerate() {
+            self.reported[i].fetch_sub(v, Ordering::Relaxed);
+        }
     }
 }
 

@@ -386,6 +386,8 @@ async fn quic_accept_loop(
     {
         tracing::debug!("peer server shutdown grace elapsed with uploads in flight");
     }
+    // Tells every neighbour the node is gone (bounded by iroh), so none waits out a timeout.
+    let _ = tokio::time::timeout(Duration::from_secs(2), quic.close()).await;
 }
 
 /// Serves one accepted connection (run on its own task): TLS handshake within

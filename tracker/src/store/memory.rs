@@ -408,6 +408,7 @@ mod tests {
             addrs: vec![format!("10.0.0.1:{}", peer.len())],
             fingerprint: "ab".into(),
             counters: ByteCounters::default(),
+            connections: Default::default(),
             numwant,
             client_version: "test".into(),
             peer_key: key.map(str::to_owned),
