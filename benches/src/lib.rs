@@ -7,6 +7,7 @@
 pub mod clip;
 pub mod counting_relay;
 pub mod fmp4;
+pub mod nat_mix;
 pub mod netns;
 pub mod pauses;
 pub mod report;

@@ -115,6 +115,9 @@ pub struct RunResult {
     /// Shaped mode: each node's link, from the kernel's counters.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<crate::netns::LinkReport>,
+    /// NAT-mix mode: what the pairs of nodes did, by what theory says of their homes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reach: Option<crate::nat_mix::ReachReport>,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -218,6 +221,7 @@ impl RunResult {
             announces,
             announces_per_sec: announces.map(|a| a as f64 / elapsed_secs.max(0.001)),
             links: Vec::new(),
+            reach: None,
             elapsed_secs,
             config,
         }
@@ -306,6 +310,44 @@ impl Report {
                 uplink(r),
                 b.map(uplink),
             );
+        }
+        if let Some(reach) = &r.reach {
+            let mix: Vec<String> = reach
+                .nodes_by_kind
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            row("NAT mix: nodes by home", mix.join(", "), None);
+            row("neighbour pairs tried", reach.pairs_tried.to_string(), None);
+            row(
+                "direct where theory allows",
+                format!(
+                    "{} of {} ({})",
+                    reach.pairs_direct_in_theory_connected,
+                    reach.pairs_direct_in_theory,
+                    pct(reach.direct_share())
+                ),
+                None,
+            );
+            let paths: Vec<String> = reach
+                .direct_by_path
+                .iter()
+                .map(|(p, n)| format!("{p} {n}"))
+                .collect();
+            row("pairs direct, by path", paths.join(", "), None);
+            row(
+                "pairs relayed / not connected",
+                format!("{} / {}", reach.relayed, reach.not_connected),
+                None,
+            );
+            if !reach.missed.is_empty() {
+                let missed: Vec<String> = reach
+                    .missed
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
+                row("direct in theory, not connected", missed.join(", "), None);
+            }
         }
         row(
             "viewers (nodes at once)",

@@ -7,7 +7,7 @@
 //! origin) goes over the node's shaped veth, through relays that add the round trip.
 
 use crate::counting_relay::Relay;
-use crate::netns::{LinkReport, Network, NodeLink, ShapedError, Shaping};
+use crate::netns::{LinkReport, Network, ShapedError, Shaping};
 use crate::report::RunResult;
 use crate::simulated_origin::{Format, Origin, OriginConfig, OriginTotals, StreamMode};
 use crate::simulated_player::{play, LiveCounters, PlayerReport};
@@ -73,6 +73,11 @@ pub struct RunConfig {
     /// `ip` and `tc`); `None` runs everything on loopback.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shaping: Option<Shaping>,
+    /// NAT-mix mode: each node in a home of a kind drawn from this mix, behind a real NAT
+    /// router of the NAT lab, with peer protocol v2 and the provider's relay (needs root and
+    /// miniupnpd; [`crate::nat_mix`]). `None`: loopback or shaped, peer protocol v1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nat_mix: Option<crate::nat_mix::NatMix>,
 }
 
 mod opt_secs {
@@ -119,6 +124,7 @@ impl RunConfig {
             max_uploads: None,
             origin_seeders: None,
             shaping: None,
+            nat_mix: None,
         }
     }
 
@@ -155,6 +161,12 @@ pub enum RunError {
     /// A viewer's task or thread ended before it reported.
     #[error("viewer {0} ended before it started")]
     Viewer(String),
+    /// The NAT lab could not be built or used.
+    #[error("NAT lab: {0}")]
+    Lab(#[from] shoal_testkit::Error),
+    /// The provider's relay did not start.
+    #[error("relay: {0}")]
+    Relay(#[from] shoal_transport::TransportError),
 }
 
 /// Live progress of a run, readable while it runs.
@@ -205,6 +217,8 @@ struct Started {
     metrics: NodeMetrics,
     player_addr: SocketAddr,
     url: String,
+    /// The key the node announces (its endpoint id with peer protocol v2).
+    fingerprint: String,
 }
 
 /// Starts the relay, the node and the player; reports `Started`, then the player's report
@@ -262,6 +276,7 @@ async fn viewer_main(
         metrics: node.metrics().clone(),
         player_addr: node.player_addr(),
         url,
+        fingerprint: node.fingerprint().to_string(),
     }));
     let _ = report.send(player.await.unwrap_or_default());
     plan.shutdown.cancelled().await;
@@ -272,13 +287,13 @@ async fn viewer_main(
 /// Runs `viewer_main` on a thread of its own inside `link`'s namespace, on a current-thread
 /// runtime, so every socket the node and its player open is the namespace's.
 fn spawn_in_namespace(
-    link: &NodeLink,
+    netns: &str,
     plan: ViewerPlan,
     started: oneshot::Sender<Result<Started, RunError>>,
     report: oneshot::Sender<PlayerReport>,
 ) -> Result<oneshot::Receiver<()>, RunError> {
     let (ended, on_end) = oneshot::channel();
-    let netns = link.netns.clone();
+    let netns = netns.to_string();
     std::thread::Builder::new()
         .name(netns.clone())
         .spawn(move || {
@@ -315,6 +330,9 @@ struct Ctx {
     all: Vec<NodeMetrics>,
     started: usize,
     label: &'static str,
+    /// NAT-mix mode: the lab, and every node placed in it so far.
+    lab: Option<Arc<crate::nat_mix::LabRun>>,
+    placed: Vec<(String, shoal_testkit::netlab::HomeKind, usize, NodeMetrics)>,
 }
 
 impl Ctx {
@@ -347,6 +365,34 @@ impl Ctx {
             peer_transport: shoal::config::PeerTransport::Tcp,
             ..Default::default()
         };
+        // NAT-mix: a home of a kind drawn from the mix, peer protocol v2 as shipped, and
+        // the provider's relay.
+        let mut node = node;
+        let mut in_lab = None;
+        if let Some(lab) = self.lab.clone() {
+            let mut draw = rand::rngs::StdRng::seed_from_u64(
+                cfg.seed ^ (self.started as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            let kind = cfg
+                .nat_mix
+                .as_ref()
+                .map_or(shoal_testkit::netlab::HomeKind::Public, |m| {
+                    m.pick(draw.random::<f64>())
+                });
+            let placed = {
+                let lab = lab.clone();
+                tokio::task::spawn_blocking(move || lab.lab.host_for(kind))
+                    .await
+                    .map_err(|e| RunError::Io(std::io::Error::other(e)))??
+            };
+            node.peer_transport = shoal::config::PeerTransport::Quic;
+            node.peer_listen = ([0, 0, 0, 0], 0).into();
+            if self.tracker_url.is_some() {
+                node.relay = Some(lab.relay_url());
+                node.relay_ca = Some(lab.lab.ca.clone());
+            }
+            in_lab = Some((kind, placed.0, placed.1));
+        }
         let link = match &self.net {
             Some(net) => {
                 let (net, index) = (net.clone(), self.started);
@@ -364,9 +410,7 @@ impl Ctx {
         let shutdown = alive.child_token();
         let plan = ViewerPlan {
             node,
-            relay: self
-                .tracker_url
-                .is_some()
+            relay: (self.tracker_url.is_some() && in_lab.is_none())
                 .then(|| ((relay_ip, 0).into(), one_way)),
             peer_wire: self.peer_wire.clone(),
             origin: self.origin.clone(),
@@ -378,9 +422,18 @@ impl Ctx {
         };
         let (started_tx, started_rx) = oneshot::channel();
         let (report_tx, report) = oneshot::channel();
-        let done = match (&self.net, link) {
-            (Some(net), Some(link)) => {
-                let ended = spawn_in_namespace(&link, plan, started_tx, report_tx);
+        let done = match (&self.net, link, &in_lab) {
+            (_, _, Some((_, _, host))) => {
+                let ended = spawn_in_namespace(host.netns.name(), plan, started_tx, report_tx);
+                tokio::spawn(async move {
+                    if let Ok(ended) = ended {
+                        let _ = ended.await;
+                    }
+                    None
+                })
+            }
+            (Some(net), Some(link), None) => {
+                let ended = spawn_in_namespace(&link.netns, plan, started_tx, report_tx);
                 let net = net.clone();
                 tokio::spawn(async move {
                     if let Ok(ended) = ended {
@@ -399,6 +452,14 @@ impl Ctx {
         };
         let id = format!("{}{}", self.label, self.started - 1);
         let started = started_rx.await.map_err(|_| RunError::Viewer(id))??;
+        if let Some((kind, home, _)) = in_lab {
+            self.placed.push((
+                started.fingerprint.clone(),
+                kind,
+                home,
+                started.metrics.clone(),
+            ));
+        }
         self.all.push(started.metrics);
         self.progress.nodes.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut list) = self.progress.started.lock() {
@@ -450,14 +511,25 @@ fn bytesize_of(n: u64) -> bytesize::ByteSize {
 /// Runs one swarm (or, with `p2p` off, the CDN-only baseline) to the end and reports.
 pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, RunError> {
     let label = if cfg.p2p { "p" } else { "c" };
-    let origin = Origin::start(OriginConfig {
+    let origin_config = OriginConfig {
         format: cfg.format,
         mode: cfg.mode,
         segment_duration: cfg.segment_duration,
         bitrate_bps: cfg.bitrate_bps,
         window: cfg.window,
-    })
-    .await?;
+    };
+    // NAT-mix: the origin, the tracker and the relay on the lab's services server.
+    let lab = match &cfg.nat_mix {
+        Some(_) => Some(Arc::new(crate::nat_mix::LabRun::create().await?)),
+        None => None,
+    };
+    let origin = match &lab {
+        Some(l) => {
+            let at = (l.lab.services.ip, crate::nat_mix::ORIGIN_PORT).into();
+            l.run(Origin::start_on(at, origin_config)).await?
+        }
+        None => Origin::start(origin_config).await?,
+    };
     let net = match cfg.shaping {
         Some(shaping) => Some(Arc::new(
             blocking(move || Network::create(label.chars().next().unwrap_or('r'), shaping)).await?,
@@ -496,7 +568,19 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
         .as_ref()
         .map_or_else(|| origin.host_port(), |r| r.addr().to_string());
     let tracker_wire = Arc::new(AtomicU64::new(0));
-    let (tracker, tracker_relay) = if cfg.p2p {
+    let (tracker, tracker_relay) = if let (true, Some(l)) = (cfg.p2p, &lab) {
+        let config = shoal_tracker::config::Config {
+            listen: (l.lab.services.ip, crate::nat_mix::TRACKER_PORT).into(),
+            announce_interval: cfg.announce_interval,
+            origins: vec![origin_host.clone()],
+            origin_schemes: vec![format!("{origin_host}=http")],
+            ..Default::default()
+        };
+        let t = l.run(shoal_tracker::spawn(config)).await?;
+        l.start_relay().await?;
+        let _ = progress.tracker_url.set(t.url());
+        (Some(t), None)
+    } else if cfg.p2p {
         let t = shoal_tracker::spawn(shoal_tracker::config::Config {
             listen: "127.0.0.1:0"
                 .parse()
@@ -523,9 +607,11 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
     let mut ctx = Ctx {
         origin: origin.clone(),
         origin_host,
-        tracker_url: tracker_relay
-            .as_ref()
-            .map(|r| format!("http://{}", r.addr())),
+        tracker_url: match (&tracker_relay, &tracker) {
+            (Some(r), _) => Some(format!("http://{}", r.addr())),
+            (None, Some(t)) => Some(t.url()),
+            (None, None) => None,
+        },
         peer_wire: Arc::new(AtomicU64::new(0)),
         http,
         progress: progress.clone(),
@@ -534,6 +620,8 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
         started: 0,
         label,
         cfg: cfg.clone(),
+        lab: lab.clone(),
+        placed: Vec::new(),
     };
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
@@ -609,13 +697,38 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
             links.push(link);
         }
     }
-    let announces = match &tracker {
-        Some(t) => scrape_announces(&ctx.http, &t.url()).await,
-        None => None,
+    let announces = match (&tracker, &lab) {
+        (Some(t), Some(l)) => {
+            let (http, url) = (ctx.http.clone(), t.url());
+            l.run(async move { scrape_announces(&http, &url).await })
+                .await
+        }
+        (Some(t), None) => scrape_announces(&ctx.http, &t.url()).await,
+        _ => None,
     };
     if let Some(t) = tracker {
-        let _ = t.shutdown().await;
+        match &lab {
+            Some(l) => {
+                let _ = l.run(async move { t.shutdown().await }).await;
+            }
+            None => {
+                let _ = t.shutdown().await;
+            }
+        }
     }
+    let reach = cfg.nat_mix.as_ref().map(|mix| {
+        let placed: Vec<crate::nat_mix::Placed> = ctx
+            .placed
+            .iter()
+            .map(|(endpoint, kind, home, m)| crate::nat_mix::Placed {
+                endpoint: endpoint.clone(),
+                kind: *kind,
+                home: *home,
+                attempts: m.paths.last_attempts(),
+            })
+            .collect();
+        crate::nat_mix::ReachReport::from_nodes(mix, &placed)
+    });
     origin.stop();
     drop(origin_relay);
     drop(tracker_relay);
@@ -645,6 +758,12 @@ pub async fn run(cfg: RunConfig, progress: Arc<Progress>) -> Result<RunResult, R
         announces,
     );
     result.links = links;
+    result.reach = reach;
+    drop(ctx);
+    if let Some(l) = lab {
+        // Removing the namespaces runs `ip` and `iptables`: off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || drop(l)).await;
+    }
     Ok(result)
 }
 

@@ -374,7 +374,12 @@ impl std::fmt::Debug for Origin {
 impl Origin {
     /// Binds a loopback port and starts publishing.
     pub async fn start(config: OriginConfig) -> std::io::Result<Origin> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(([127, 0, 0, 1], 0).into(), config).await
+    }
+
+    /// Binds `listen` and starts publishing (a lab server's address, say).
+    pub async fn start_on(listen: SocketAddr, config: OriginConfig) -> std::io::Result<Origin> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let target =
             clip::segment_target_bytes(config.bitrate_bps, config.segment_duration.as_secs_f64());

@@ -100,6 +100,13 @@ struct Args {
     /// tracker, origin), half each way.
     #[arg(long, default_value = "40ms", value_parser = humantime::parse_duration, requires = "shaped")]
     rtt: Duration,
+    /// Put every node in a home of its own behind a real NAT router (the NAT lab; needs root
+    /// and miniupnpd), with peer protocol v2 and the provider's relay, and report which
+    /// neighbour pairs connected directly, by path, through the relay, or not at all. The
+    /// mix is KIND=WEIGHT,... over public, lan, eim, upnp, sym, noudp; without a value, the
+    /// default mix (public=35,lan=5,eim=30,upnp=15,sym=10,noudp=5; see docs/benchmarks.md).
+    #[arg(long, num_args = 0..=1, default_missing_value = "default", conflicts_with = "shaped")]
+    nat_mix: Option<String>,
 }
 
 #[tokio::main]
@@ -122,6 +129,14 @@ async fn main() -> anyhow::Result<()> {
         // Fail before anything starts, saying what is missing.
         shoal_bench::netns::check_available()?;
     }
+    let nat_mix = match a.nat_mix.as_deref() {
+        None => None,
+        Some("default") => Some(shoal_bench::nat_mix::NatMix::default()),
+        Some(m) => Some(
+            m.parse::<shoal_bench::nat_mix::NatMix>()
+                .map_err(|e| anyhow::anyhow!("--nat-mix: {e}"))?,
+        ),
+    };
     let cfg = RunConfig {
         nodes: a.nodes,
         duration: a.duration,
@@ -150,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
             downlink_bps: a.downlink.bytes_per_sec() * 8,
             rtt: a.rtt,
         }),
+        nat_mix,
     };
     // Ctrl-C drops the run, which removes the shaped mode's namespaces and links.
     let report = tokio::select! {

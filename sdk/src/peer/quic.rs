@@ -53,9 +53,32 @@ pub struct PathMetrics {
     /// by path, then failures), and what of them the tracker was told.
     totals: Arc<[AtomicU32; 6]>,
     reported: Arc<[AtomicU32; 6]>,
+    /// The last attempt to each neighbour (endpoint id in hex): its path when it connected,
+    /// else the result label.
+    last: Arc<dashmap::DashMap<String, &'static str>>,
 }
 
 impl PathMetrics {
+    fn attempt_to(&self, peer: &PeerAddr, path: PathKind, result: &'static str) {
+        let outcome = if result == "ok" {
+            path.as_str()
+        } else {
+            result
+        };
+        self.last.insert(peer.fingerprint.clone(), outcome);
+        self.attempt(path, result);
+    }
+
+    /// The last connection attempt to each neighbour dialled so far: its endpoint id (hex)
+    /// and the path it took (`lan`, `direct`, `punched`, `mapped`, `relay`) or why it failed
+    /// (`no_direct_path`, `unreachable`, …).
+    pub fn last_attempts(&self) -> Vec<(String, &'static str)> {
+        self.last
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect()
+    }
+
     fn attempt(&self, path: PathKind, result: &'static str) {
         self.attempts
             .get_or_create(&PathResultLabel {
@@ -258,7 +281,8 @@ impl QuicPeers {
         let conn = match self.endpoint.connect(&addr).await {
             Ok(c) => c,
             Err(e) => {
-                self.metrics.attempt(PathKind::None, failure_label(&e));
+                self.metrics
+                    .attempt_to(peer, PathKind::None, failure_label(&e));
                 return Err(transport_error(e));
             }
         };
@@ -268,15 +292,15 @@ impl QuicPeers {
             conn.wait_direct(self.policy.direct_wait).await
         };
         if !path.is_direct() && !self.policy.relay_media {
-            self.metrics.attempt(path, "no_direct_path");
+            self.metrics.attempt_to(peer, path, "no_direct_path");
             conn.close("no direct path; the relay carries no media");
             return Err(PeerError::NoDirectPath(self.policy.direct_wait));
         }
         let (send, recv) = conn.inner().open_bi().await.map_err(|e| {
-            self.metrics.attempt(path, "lost");
+            self.metrics.attempt_to(peer, path, "lost");
             PeerError::Transport(e.into())
         })?;
-        self.metrics.attempt(path, "ok");
+        self.metrics.attempt_to(peer, path, "ok");
         tracing::debug!(peer = %peer, %path, "peer connected over QUIC");
         Ok(Box::new(self.stream(conn, path, recv, send)))
     }
