@@ -500,6 +500,14 @@ pub enum ConfigError {
     /// A `trusted_proxies` entry is neither a CIDR nor an address.
     #[error("trusted proxy {0:?} is neither a CIDR (10.0.0.0/8, fd00::/8) nor an IP address")]
     TrustedProxy(String),
+    /// The `redis_ca` file could not be read.
+    #[error("cannot read the redis_ca file {path}: {source}")]
+    RedisCaRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Only one of `tls_cert` and `tls_key` is set.
     #[error("tls_cert and tls_key go together: give both (the certificate chain and its private key) or neither")]
     TlsPair,

@@ -128,14 +128,25 @@ impl Drop for RunningTracker {
 /// Opens the configured store and serves the API on `config.listen` until shut down.
 pub async fn spawn(config: Config) -> Result<RunningTracker, Error> {
     config.check()?;
+    let ca = match &config.redis_ca {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|source| ConfigError::RedisCaRead {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let store: Arc<dyn Store> = match &config.store {
         StoreSpec::Memory => Arc::new(MemoryStore::new(config.announce_interval)),
         StoreSpec::Redis(url) => {
-            Arc::new(RedisStore::connect(url, config.announce_interval).await?)
+            Arc::new(RedisStore::connect_with_ca(url, config.announce_interval, ca).await?)
         }
         StoreSpec::RedisCluster(url) => {
             let nodes = config::cluster_nodes(url)?;
-            Arc::new(RedisStore::connect_cluster(&nodes, config.announce_interval).await?)
+            Arc::new(
+                RedisStore::connect_cluster_with_ca(&nodes, config.announce_interval, ca).await?,
+            )
         }
     };
     spawn_with_store(config, store).await
@@ -181,6 +192,8 @@ pub async fn spawn_with_store(
         source,
     })?;
     let sweeper = tokio::spawn(sweep_forever(store, metrics, config.announce_interval));
+    // In the background: start-up does not wait for origins, a few seconds at most anyway.
+    tokio::spawn(digest::check_origins(config.digest().origins));
     let (stop, stopped) = oneshot::channel::<()>();
     // A no-op tap: axum's connect info (the client's address) is defined for tapped listeners.
     let listener = listener.tap_io(|_| {});
