@@ -456,6 +456,16 @@ async fn read_proxy_header(
         }
         buf.extend_from_slice(&chunk[..n]);
         let parsed = HeaderResult::parse(&buf);
+        // ppp calls a v1 line with missing fields "incomplete" even once its CRLF is there;
+        // more bytes cannot complete a line that has ended.
+        if matches!(parsed, HeaderResult::V1(_))
+            && parsed.is_incomplete()
+            && buf.windows(2).any(|w| w == b"\r\n")
+        {
+            return Err(Refused::Proxy(
+                "a PROXY v1 line with fields missing".to_owned(),
+            ));
+        }
         if parsed.is_incomplete() {
             if buf.len() >= MAX_PROXY_HEADER {
                 return Err(Refused::Proxy(format!(
