@@ -389,8 +389,8 @@ fn log_check(origin: &str, found: &OriginCheck) {
             answers = false,
             answers_over = "none",
             error = %error,
-            "digest origin {origin} does not answer (over {} nor {}): no digest comes from it \
-             until it does",
+            "digest origin {origin} does not answer, neither over {} nor over {}: no digest comes \
+             from it until it does",
             configured.as_str(),
             configured.other().as_str()
         ),
