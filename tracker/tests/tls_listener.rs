@@ -114,7 +114,9 @@ async fn a_node_with_an_unreadable_tracker_ca_does_not_start_and_says_why() {
         tracker_ca: Some(dir.path().join("no-such-ca.pem")),
         ..Default::default()
     };
-    let e = shoal::Node::start(config).await.err().expect("refused");
+    let Err(e) = shoal::Node::start(config).await else {
+        panic!("the node started with a tracker CA file that does not exist")
+    };
     let text = e.to_string();
     assert!(
         text.contains("tracker CA") && text.contains("no-such-ca.pem"),
