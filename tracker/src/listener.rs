@@ -22,7 +22,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 /// Time a connection has for its PROXY header and TLS handshake before it is closed.
@@ -164,6 +163,16 @@ pub struct Options {
     pub client_addrs: ClientAddrs,
 }
 
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("tls", &self.tls.is_some())
+            .field("proxy_protocol", &self.proxy_protocol)
+            .field("client_addrs", &self.client_addrs)
+            .finish()
+    }
+}
+
 /// A connection ready for HTTP: plain or TLS, over TCP (with any bytes read past a PROXY
 /// header put back in front).
 #[derive(Debug)]
@@ -283,32 +292,34 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// The listener axum serves: connections come from the accept task once they are ready.
+/// The listener axum serves. Plain connections are handed over as accepted; the others once
+/// their PROXY header and TLS handshake are done, in a task each. The TCP socket is this
+/// value's own, so the port closes when axum drops it (at shutdown), not later.
 #[derive(Debug)]
 pub struct TrackerListener {
-    ready: mpsc::Receiver<(Conn, SocketAddr)>,
+    tcp: TcpListener,
     local: SocketAddr,
-    accept: JoinHandle<()>,
+    options: Arc<Options>,
+    direct: bool,
+    pending: Arc<Semaphore>,
+    prepared: mpsc::Sender<(Conn, SocketAddr)>,
+    ready: mpsc::Receiver<(Conn, SocketAddr)>,
 }
 
 impl TrackerListener {
     /// Accepts on `tcp` and prepares each connection as `options` say.
     pub fn new(tcp: TcpListener, options: Options) -> io::Result<Self> {
         let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        let accept = tokio::spawn(accept_loop(tcp, Arc::new(options), tx));
+        let (prepared, ready) = mpsc::channel(64);
         Ok(Self {
-            ready,
+            tcp,
             local,
-            accept,
+            direct: options.tls.is_none() && !options.proxy_protocol,
+            options: Arc::new(options),
+            pending: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
+            prepared,
+            ready,
         })
-    }
-}
-
-impl Drop for TrackerListener {
-    fn drop(&mut self) {
-        // The server stopped accepting: close the port.
-        self.accept.abort();
     }
 }
 
@@ -316,11 +327,37 @@ impl axum::serve::Listener for TrackerListener {
     type Io = Conn;
     type Addr = SocketAddr;
 
+    // Cancel-safe: both branches are, and nothing is awaited between a TCP accept and handing
+    // the connection over or to its task.
     async fn accept(&mut self) -> (Conn, SocketAddr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept task is gone (it only ends when aborted): nothing more will come.
-            None => std::future::pending().await,
+        loop {
+            tokio::select! {
+                // Never `None`: this value holds a sender.
+                Some(conn) = self.ready.recv() => return conn,
+                accepted = self.tcp.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(e) if is_connection_error(&e) => continue,
+                        Err(e) => {
+                            // Out of file descriptors, most likely: wait for some to be freed.
+                            tracing::warn!(error = %e, "accepting a connection failed; retrying in 100 ms");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    // Small request/response pairs: send each at once rather than wait for Nagle.
+                    let _ = stream.set_nodelay(true);
+                    if self.direct {
+                        let conn = Conn::Plain(Prefixed {
+                            prefix: Vec::new(),
+                            pos: 0,
+                            inner: stream,
+                        });
+                        return (conn, peer);
+                    }
+                    self.start_handshake(stream, peer);
+                }
+            }
         }
     }
 
@@ -329,49 +366,23 @@ impl axum::serve::Listener for TrackerListener {
     }
 }
 
-async fn accept_loop(
-    tcp: TcpListener,
-    options: Arc<Options>,
-    ready: mpsc::Sender<(Conn, SocketAddr)>,
-) {
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    let direct = options.tls.is_none() && !options.proxy_protocol;
-    loop {
-        let (stream, peer) = match tcp.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) if is_connection_error(&e) => continue,
-            Err(e) => {
-                // Out of file descriptors, most likely: wait for some to be freed.
-                tracing::warn!(error = %e, "accepting a connection failed; retrying in 100 ms");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // Small request/response pairs: send each at once rather than wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        if direct {
-            let conn = Conn::Plain(Prefixed {
-                prefix: Vec::new(),
-                pos: 0,
-                inner: stream,
-            });
-            if ready.send((conn, peer)).await.is_err() {
-                return;
-            }
-            continue;
-        }
-        let Ok(permit) = pending.clone().try_acquire_owned() else {
+impl TrackerListener {
+    /// Reads the PROXY header and does the TLS handshake in a task of its own, bounded by
+    /// [`HANDSHAKE_TIMEOUT`]; the ready connection comes back through `accept`.
+    fn start_handshake(&self, stream: TcpStream, peer: SocketAddr) {
+        let Ok(permit) = self.pending.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "too many connections in their handshake; closed");
-            continue;
+            return;
         };
-        let (options, ready) = (options.clone(), ready.clone());
+        let (options, prepared) = (self.options.clone(), self.prepared.clone());
         tokio::spawn(async move {
-            let prepared = tokio::time::timeout(HANDSHAKE_TIMEOUT, prepare(stream, peer, &options));
-            let prepared = prepared.await;
+            let result =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, prepare(stream, peer, &options)).await;
             drop(permit);
-            match prepared {
+            match result {
                 Ok(Ok(conn)) => {
-                    let _ = ready.send(conn).await;
+                    // Fails only once the server has stopped: the connection is closed.
+                    let _ = prepared.send(conn).await;
                 }
                 Ok(Err(Refused::Proxy(why))) => {
                     tracing::warn!(%peer, %why, "closed a connection from a trusted proxy without a valid PROXY header (is the load balancer's PROXY protocol on?)");

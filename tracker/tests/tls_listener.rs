@@ -100,7 +100,26 @@ async fn a_client_trusting_the_ca_announces_and_one_without_it_is_told_why() {
     // Plain HTTP is not served on a TLS listener.
     let plain = format!("http://{}/healthz", tracker.addr());
     assert!(reqwest::get(&plain).await.is_err());
+
+    // Shut down, the port is free at once: a new tracker takes it (a restart in place).
+    let addr = tracker.addr();
     tracker.shutdown().await.unwrap();
+    let again = shoal_tracker::spawn(shoal_tracker::config::Config {
+        listen: addr,
+        tls_cert: Some(server.cert.clone()),
+        tls_key: Some(server.key.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("the port was released by the shutdown");
+    let r = ca
+        .client()
+        .get(format!("{}/healthz", again.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    again.shutdown().await.unwrap();
 }
 
 #[tokio::test]
