@@ -542,6 +542,7 @@ pub enum ConfigError {
     after_help = "Examples:\n  shoal-tracker                                   # memory store on 0.0.0.0:7070\n  \
                   shoal-tracker --store redis://127.0.0.1:6379    # share swarms with other instances\n  \
                   shoal-tracker --store redis+cluster://r1:6379,r2:6379,r3:6379   # on a Redis Cluster\n  \
+                  shoal-tracker --tls-cert tls.crt --tls-key tls.key   # HTTPS; SIGHUP re-reads both\n  \
                   shoal-tracker --print-config > tracker.toml     # a config file to edit"
 )]
 pub struct Cli {
