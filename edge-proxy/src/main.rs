@@ -78,9 +78,15 @@ struct Cli {
     /// [default: 3s]
     #[arg(long, env = "SHOAL_EDGE_DIRECT_WAIT", value_parser = humantime::parse_duration)]
     direct_wait: Option<Duration>,
-    /// Tracker base URL, e.g. http://tracker.example.com:7070. Without it: CDN only.
+    /// Tracker base URL, e.g. https://tracker.example.com or http://tracker.example.com:7070.
+    /// Without it: CDN only.
     #[arg(long, env = "SHOAL_EDGE_TRACKER")]
     tracker: Option<String>,
+    /// CA certificate(s), PEM, that an https:// tracker is verified against instead of the
+    /// system's roots and the Mozilla root set (a tracker with a private CA's certificate).
+    /// [default: none]
+    #[arg(long, env = "SHOAL_EDGE_TRACKER_CA")]
+    tracker_ca: Option<PathBuf>,
     /// Tracker access token signed by the content provider.
     #[arg(long, env = "SHOAL_EDGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -185,6 +191,7 @@ impl Cli {
             relay_ca,
             peer_advertise,
             tracker,
+            tracker_ca,
             token,
             digest_list_key,
             upload_limit,

@@ -46,6 +46,47 @@ fn flags_beat_env_which_beats_the_file() {
 }
 
 #[test]
+fn the_tracker_ca_is_set_by_file_env_or_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("edge.toml");
+    std::fs::write(
+        &file,
+        "origins = [\"o.example\"]\ntracker = \"https://t.example\"\ntracker_ca = \"/etc/shoal/file-ca.pem\"\n",
+    )
+    .unwrap();
+    let printed = |env: Option<&str>, flag: Option<&str>| {
+        let mut cmd = edge();
+        cmd.arg("--config").arg(&file).arg("--print-config");
+        if let Some(v) = env {
+            cmd.env("SHOAL_EDGE_TRACKER_CA", v);
+        }
+        if let Some(v) = flag {
+            cmd.args(["--tracker-ca", v]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let t: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        t["tracker_ca"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(printed(None, None), "/etc/shoal/file-ca.pem");
+    assert_eq!(
+        printed(Some("/etc/shoal/env-ca.pem"), None),
+        "/etc/shoal/env-ca.pem"
+    );
+    assert_eq!(
+        printed(
+            Some("/etc/shoal/env-ca.pem"),
+            Some("/etc/shoal/flag-ca.pem")
+        ),
+        "/etc/shoal/flag-ca.pem"
+    );
+}
+
+#[test]
 fn mistakes_get_errors_that_say_what_to_do() {
     let out = edge().args(["--listen", "127.0.0.1:0"]).output().unwrap();
     assert!(!out.status.success());

@@ -142,6 +142,10 @@ pub struct NodeConfig {
     pub direct_wait: Duration,
     /// Tracker base URL, e.g. `https://tracker.example.com`. Unset: CDN only, no P2P.
     pub tracker: Option<String>,
+    /// PEM file of the CA certificates an `https://` tracker is verified against, instead of
+    /// the system's roots and the Mozilla root set (a tracker with a private CA's
+    /// certificate).
+    pub tracker_ca: Option<PathBuf>,
     /// Access token for the tracker, signed by the content provider.
     pub token: Option<String>,
     /// The content provider's Ed25519 public key for signed digest lists: the line of the
@@ -234,6 +238,7 @@ impl Default for NodeConfig {
             port_mapping: true,
             direct_wait: Duration::from_secs(3),
             tracker: None,
+            tracker_ca: None,
             token: None,
             digest_list_key: None,
             digest_list_suffix: signed_list::DEFAULT_SUFFIX.into(),

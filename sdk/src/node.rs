@@ -649,7 +649,10 @@ impl Node {
         let peer_addr = peer_server.local_addr();
         let upload_slots = peer_server.upload_slots();
         let tracker = match &config.tracker {
-            Some(t) => Some(TrackerClient::new(t).map_err(|e| NodeError::Config(e.to_string()))?),
+            Some(t) => Some(
+                TrackerClient::with_ca(t, config.tracker_ca.as_deref())
+                    .map_err(|e| NodeError::Config(e.to_string()))?,
+            ),
             None => None,
         };
         let origin = OriginClient::new().map_err(|e| NodeError::Config(e.to_string()))?;

@@ -13,9 +13,21 @@ const MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// Why a tracker call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TrackerError {
-    /// The tracker could not be reached or did not answer in time; retry later.
-    #[error("tracker unreachable: {0}")]
+    /// The tracker could not be reached or did not answer in time; retry later. The message
+    /// carries the causes (refused, timed out, which TLS check failed).
+    #[error("tracker unreachable: {}", chain(.0))]
     Unreachable(#[source] reqwest::Error),
+    /// The tracker's TLS certificate did not verify against the roots in use.
+    #[error("the tracker's TLS certificate is not trusted ({0}): if it comes from a private CA, set tracker_ca (shoal-edge --tracker-ca FILE) to that CA's PEM certificate")]
+    Untrusted(String),
+    /// The configured tracker CA file is unreadable or holds no certificate.
+    #[error("tracker CA {path}: {why}")]
+    Ca {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The tracker refused the request; its message says why. Retrying unchanged will not help,
     /// except for 5xx.
     #[error("tracker answered {status}: {message}")]
@@ -39,15 +51,74 @@ pub struct TrackerClient {
     base: String,
 }
 
+/// An error with its causes, `outer: inner: innermost`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The rustls error under a failed request, when a certificate check failed. (An I/O error
+/// hides the error it wraps from `source()`: it is reached with `get_ref()`.)
+fn certificate_error(e: &reqwest::Error) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+            )
+            .then(|| tls.to_string());
+        }
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
 impl TrackerClient {
-    /// A client for the tracker at `base` (e.g. `http://127.0.0.1:7070`).
+    /// A client for the tracker at `base` (e.g. `http://127.0.0.1:7070`). An `https://`
+    /// tracker is verified against the system's roots and the Mozilla root set.
     pub fn new(base: &str) -> Result<Self, TrackerError> {
-        let http = reqwest::Client::builder()
+        Self::with_ca(base, None)
+    }
+
+    /// A client for the tracker at `base` that verifies an `https://` tracker against the
+    /// CA certificates in the PEM file `ca` only, when given (a private CA), else as
+    /// [`TrackerClient::new`].
+    pub fn with_ca(base: &str, ca: Option<&std::path::Path>) -> Result<Self, TrackerError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(TrackerError::Unreachable)?;
+            .pool_idle_timeout(Duration::from_secs(90));
+        if let Some(path) = ca {
+            let bad = |why: String| TrackerError::Ca {
+                path: path.to_owned(),
+                why,
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+            if roots.is_empty() {
+                return Err(bad("holds no PEM CERTIFICATE block".into()));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        let http = builder.build().map_err(TrackerError::Unreachable)?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -111,7 +182,10 @@ impl TrackerClient {
 
     /// Sends `req` and reads a bounded answer; non-2xx statuses become [`TrackerError::Refused`].
     async fn read(&self, req: reqwest::RequestBuilder) -> Result<bytes::Bytes, TrackerError> {
-        let mut resp = req.send().await.map_err(TrackerError::Unreachable)?;
+        let mut resp = req.send().await.map_err(|e| match certificate_error(&e) {
+            Some(why) => TrackerError::Untrusted(why),
+            None => TrackerError::Unreachable(e),
+        })?;
         let status = resp.status();
         let mut buf = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(TrackerError::Unreachable)? {

@@ -39,7 +39,7 @@ pub use live_dash::{LiveDash, LiveDashOpts};
 pub use nginx::{AccessLogEntry, Nginx};
 pub use poll::{eventually, poll_until};
 pub use recording_relay::{Record, RecordingRelay};
-pub use redis::RedisServer;
+pub use redis::{RedisServer, RedisTls};
 pub use redis_cluster::{ClusterMaster, RedisCluster, CLUSTER_NODES};
 pub use vod::{encode_vod_ladder, VodLadder};
 

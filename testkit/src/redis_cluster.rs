@@ -1,5 +1,6 @@
 //! A Redis Cluster of six `redis-server` processes: three masters, three replicas.
 
+use crate::redis::RedisTls;
 use crate::{free_port, io_err, which, ChildGuard, Error, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,10 +16,11 @@ pub const CLUSTER_NODES: usize = 6;
 /// each. Every process is killed on drop and its folder removed.
 #[derive(Debug)]
 pub struct RedisCluster {
-    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`: every node, in the form the tracker's
-    /// `--store` takes.
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...` (`rediss+cluster://` over TLS): every
+    /// node, in the form the tracker's `--store` takes.
     pub url: String,
     nodes: Vec<Node>,
+    tls: Option<RedisTls>,
     node_timeout: Duration,
     redis_server: PathBuf,
     redis_cli: PathBuf,
@@ -52,6 +54,16 @@ impl RedisCluster {
     /// before its replica takes over) and waits until every node says `cluster_state:ok`,
     /// knows all six nodes and every replica is in sync.
     pub fn start_with_node_timeout(node_timeout: Duration) -> Result<Self> {
+        Self::start_inner(node_timeout, None)
+    }
+
+    /// Starts the cluster as [`Self::start`] does, every node serving TLS only (clients, the
+    /// cluster bus and replication), and waits until it is ready.
+    pub fn start_tls(tls: &RedisTls) -> Result<Self> {
+        Self::start_inner(Duration::from_secs(5), Some(tls.clone()))
+    }
+
+    fn start_inner(node_timeout: Duration, tls: Option<RedisTls>) -> Result<Self> {
         let redis_server = which("redis-server", "redis-server")?;
         let redis_cli = which("redis-cli", "redis-tools")?;
         let dir = tempfile::tempdir().map_err(io_err("creating a temp dir"))?;
@@ -72,6 +84,7 @@ impl RedisCluster {
         let mut cluster = Self {
             url: String::new(),
             nodes,
+            tls,
             node_timeout,
             redis_server,
             redis_cli,
@@ -107,7 +120,12 @@ impl RedisCluster {
             }
         }
         cluster.url = format!(
-            "redis+cluster://{}",
+            "{}://{}",
+            if cluster.tls.is_some() {
+                "rediss+cluster"
+            } else {
+                "redis+cluster"
+            },
             cluster
                 .nodes
                 .iter()
@@ -116,6 +134,9 @@ impl RedisCluster {
                 .join(",")
         );
         let mut create = Command::new(&cluster.redis_cli);
+        if let Some(tls) = &cluster.tls {
+            create.args(tls.cli_args());
+        }
         create.arg("--cluster").arg("create");
         for n in &cluster.nodes {
             create.arg(format!("127.0.0.1:{}", n.port));
@@ -178,8 +199,17 @@ impl RedisCluster {
         let timeout_ms = self.node_timeout.as_millis().to_string();
         let n = &mut self.nodes[i];
         let log = n.dir.join("redis.log");
-        let child = Command::new(&self.redis_server)
-            .args(["--port", &n.port.to_string()])
+        let mut command = Command::new(&self.redis_server);
+        match &self.tls {
+            Some(tls) => command.args(tls.server_args(n.port)).args([
+                "--tls-cluster",
+                "yes",
+                "--tls-replication",
+                "yes",
+            ]),
+            None => command.args(["--port", &n.port.to_string()]),
+        };
+        let child = command
             .args(["--cluster-port", &n.bus_port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes"])
@@ -200,7 +230,11 @@ impl RedisCluster {
 
     /// Runs `redis-cli -p PORT ARGS...` and returns what it printed.
     fn cli(&self, port: u16, args: &[&str]) -> Result<String> {
-        let out = Command::new(&self.redis_cli)
+        let mut command = Command::new(&self.redis_cli);
+        if let Some(tls) = &self.tls {
+            command.args(tls.cli_args());
+        }
+        let out = command
             .args(["-h", "127.0.0.1", "-p", &port.to_string()])
             .args(args)
             .stdin(Stdio::null())

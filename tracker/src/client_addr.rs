@@ -31,7 +31,8 @@ impl ClientAddrs {
         Self { trusted, header }
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.trusted.iter().any(|n| n.contains(&ip))
     }

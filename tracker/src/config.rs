@@ -71,6 +71,20 @@ pub struct Config {
     /// The header the trusted proxies append the client's address to: `x-forwarded-for` or
     /// `forwarded` (RFC 7239).
     pub forwarded_header: ForwardedHeader,
+    /// PEM certificate chain (leaf first) to serve HTTPS with; needs `tls_key`. Re-read on
+    /// SIGHUP. Unset: plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1). Re-read on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Connections from `trusted_proxies` start with a PROXY protocol header (v1 or v2) naming
+    /// the client; connections from other peers are served as direct clients.
+    pub proxy_protocol: bool,
+    /// PEM file of the CA certificates a `rediss://` or `rediss+cluster://` store is verified
+    /// against. Unset: the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_ca: Option<PathBuf>,
 }
 
 /// One line of documentation per config key, in file order, for `--print-config`.
@@ -141,6 +155,22 @@ const FIELD_DOCS: &[(&str, &str)] = &[
         "forwarded_header",
         "Header the trusted proxies append the client's address to: \"x-forwarded-for\" or \"forwarded\" (RFC 7239).",
     ),
+    (
+        "tls_cert",
+        "PEM certificate chain (leaf first) to serve HTTPS with; needs tls_key; re-read on SIGHUP. Unset: plain HTTP.",
+    ),
+    (
+        "tls_key",
+        "PEM private key of tls_cert (PKCS#8, PKCS#1 or SEC1); re-read on SIGHUP.",
+    ),
+    (
+        "proxy_protocol",
+        "Connections from trusted_proxies start with a PROXY protocol v1/v2 header naming the client; others are direct clients.",
+    ),
+    (
+        "redis_ca",
+        "PEM file of the CA certificates a rediss:// or rediss+cluster:// store is verified against. Unset: the system's roots.",
+    ),
 ];
 
 impl Default for Config {
@@ -164,6 +194,10 @@ impl Default for Config {
             log_format: LogFormat::Text,
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
+            tls_cert: None,
+            tls_key: None,
+            proxy_protocol: false,
+            redis_ca: None,
         }
     }
 }
@@ -215,6 +249,15 @@ impl Config {
         }
         if self.auth_required && self.auth_keys_file.is_none() {
             return Err(ConfigError::AuthWithoutKeys);
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::TlsPair);
+        }
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return Err(ConfigError::ProxyProtocolWithoutProxies);
+        }
+        if self.redis_ca.is_some() && !self.store.is_tls() {
+            return Err(ConfigError::RedisCaWithoutTls);
         }
         self.policies()?;
         self.client_addrs()?;
@@ -307,18 +350,38 @@ pub enum StoreSpec {
 
 /// Scheme of a Redis Cluster store URL.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+/// Scheme of a Redis Cluster store URL reached over TLS.
+pub const TLS_CLUSTER_SCHEME: &str = "rediss+cluster://";
+
+impl StoreSpec {
+    /// Whether the store is reached over TLS (`rediss://`, `rediss+cluster://`).
+    pub fn is_tls(&self) -> bool {
+        match self {
+            Self::Memory => false,
+            Self::Redis(url) => url.starts_with("rediss://"),
+            Self::RedisCluster(url) => url.starts_with(TLS_CLUSTER_SCHEME),
+        }
+    }
+}
 
 /// The seed nodes of a `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]` URL, each as
-/// `redis://[USER:PASSWORD@]HOST:PORT` (the credentials apply to every node). The client
-/// discovers the other nodes from any seed that answers.
+/// `redis://[USER:PASSWORD@]HOST:PORT` (the credentials apply to every node); of a
+/// `rediss+cluster://` URL, each as `rediss://...` (TLS to every node). The client discovers
+/// the other nodes from any seed that answers.
 pub fn cluster_nodes(url: &str) -> Result<Vec<String>, ConfigError> {
     let bad = |why: &str| ConfigError::ClusterUrl {
         url: url.to_owned(),
         why: why.to_owned(),
     };
-    let rest = url
-        .strip_prefix(CLUSTER_SCHEME)
-        .ok_or_else(|| bad("it must start with redis+cluster://"))?;
+    let (rest, node_scheme) = if let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) {
+        (rest, "redis://")
+    } else if let Some(rest) = url.strip_prefix(TLS_CLUSTER_SCHEME) {
+        (rest, "rediss://")
+    } else {
+        return Err(bad(
+            "it must start with redis+cluster:// (or rediss+cluster:// for TLS)",
+        ));
+    };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let (auth, hosts) = match rest.rsplit_once('@') {
         Some((auth, hosts)) => (format!("{auth}@"), hosts),
@@ -340,7 +403,7 @@ pub fn cluster_nodes(url: &str) -> Result<Vec<String>, ConfigError> {
         if port.parse::<u16>().map_or(true, |p| p == 0) {
             return Err(bad(&format!("node {node:?} has no valid port")));
         }
-        nodes.push(format!("redis://{auth}{host}:{port}"));
+        nodes.push(format!("{node_scheme}{auth}{host}:{port}"));
     }
     Ok(nodes)
 }
@@ -352,16 +415,9 @@ impl FromStr for StoreSpec {
             Ok(Self::Memory)
         } else if s.starts_with("redis://") || s.starts_with("rediss://") {
             Ok(Self::Redis(s.to_owned()))
-        } else if s.starts_with(CLUSTER_SCHEME) {
+        } else if s.starts_with(CLUSTER_SCHEME) || s.starts_with(TLS_CLUSTER_SCHEME) {
             cluster_nodes(s)?;
             Ok(Self::RedisCluster(s.to_owned()))
-        } else if s.starts_with("rediss+cluster://") {
-            Err(ConfigError::ClusterUrl {
-                url: s.to_owned(),
-                why: "TLS to a Redis Cluster is not supported yet; use redis+cluster:// on a \
-                      private network (or redis+cluster:// behind a TLS tunnel)"
-                    .to_owned(),
-            })
         } else {
             Err(ConfigError::Store(s.to_owned()))
         }
@@ -444,6 +500,23 @@ pub enum ConfigError {
     /// A `trusted_proxies` entry is neither a CIDR nor an address.
     #[error("trusted proxy {0:?} is neither a CIDR (10.0.0.0/8, fd00::/8) nor an IP address")]
     TrustedProxy(String),
+    /// The `redis_ca` file could not be read.
+    #[error("cannot read the redis_ca file {path}: {source}")]
+    RedisCaRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Only one of `tls_cert` and `tls_key` is set.
+    #[error("tls_cert and tls_key go together: give both (the certificate chain and its private key) or neither")]
+    TlsPair,
+    /// `proxy_protocol` without proxies to accept the header from.
+    #[error("proxy_protocol is set but trusted_proxies is empty: list the load balancers that send the PROXY header (--trusted-proxies CIDR,...)")]
+    ProxyProtocolWithoutProxies,
+    /// `redis_ca` with a store that does not use TLS.
+    #[error("redis_ca is set but the store is not reached over TLS: use a rediss:// or rediss+cluster:// store URL")]
+    RedisCaWithoutTls,
     /// `auth_required` without keys to check tokens with.
     #[error("auth_required is set but no auth_keys_file is given: the tracker could not verify any token")]
     AuthWithoutKeys,
@@ -469,6 +542,7 @@ pub enum ConfigError {
     after_help = "Examples:\n  shoal-tracker                                   # memory store on 0.0.0.0:7070\n  \
                   shoal-tracker --store redis://127.0.0.1:6379    # share swarms with other instances\n  \
                   shoal-tracker --store redis+cluster://r1:6379,r2:6379,r3:6379   # on a Redis Cluster\n  \
+                  shoal-tracker --tls-cert tls.crt --tls-key tls.key   # HTTPS; SIGHUP re-reads both\n  \
                   shoal-tracker --print-config > tracker.toml     # a config file to edit"
 )]
 pub struct Cli {
@@ -480,7 +554,7 @@ pub struct Cli {
     pub listen: Option<SocketAddr>,
     /// Where swarms live: "memory", or to share them between instances "redis://HOST:PORT" (one
     /// Redis server) or "redis+cluster://HOST:PORT,HOST:PORT,..." (seed nodes of a Redis
-    /// Cluster) [default: memory].
+    /// Cluster); "rediss://" and "rediss+cluster://" for TLS [default: memory].
     #[arg(
         long,
         env = "SHOAL_TRACKER_STORE",
@@ -536,6 +610,22 @@ pub struct Cli {
     /// Header the trusted proxies append the client's address to [default: x-forwarded-for].
     #[arg(long, env = "SHOAL_TRACKER_FORWARDED_HEADER", value_enum)]
     pub forwarded_header: Option<ForwardedHeader>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key. Send SIGHUP
+    /// to re-read both files after renewing them [default: plain HTTP].
+    #[arg(long, env = "SHOAL_TRACKER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SHOAL_TRACKER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Connections from --trusted-proxies start with a PROXY protocol header (v1 or v2) that
+    /// names the client (an L4 load balancer's send-proxy); other peers are direct clients
+    /// [default: false].
+    #[arg(long, env = "SHOAL_TRACKER_PROXY_PROTOCOL", value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub proxy_protocol: Option<bool>,
+    /// CA certificates (PEM) that a rediss:// or rediss+cluster:// store is verified against
+    /// [default: the system's roots].
+    #[arg(long, env = "SHOAL_TRACKER_REDIS_CA", value_name = "FILE")]
+    pub redis_ca: Option<PathBuf>,
     /// Print the effective configuration as a commented TOML file and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -660,6 +750,18 @@ impl Cli {
         if let Some(v) = self.forwarded_header {
             c.forwarded_header = v;
         }
+        if let Some(v) = self.tls_cert {
+            c.tls_cert = Some(v);
+        }
+        if let Some(v) = self.tls_key {
+            c.tls_key = Some(v);
+        }
+        if let Some(v) = self.proxy_protocol {
+            c.proxy_protocol = v;
+        }
+        if let Some(v) = self.redis_ca {
+            c.redis_ca = Some(v);
+        }
         c.check()?;
         Ok(c)
     }
@@ -701,6 +803,10 @@ mod tests {
             log_format: LogFormat::Json,
             trusted_proxies: vec!["10.0.0.0/8".into(), "fd00::1".into()],
             forwarded_header: ForwardedHeader::Forwarded,
+            tls_cert: Some("/etc/shoal/tls/cert.pem".into()),
+            tls_key: Some("/etc/shoal/tls/key.pem".into()),
+            proxy_protocol: true,
+            redis_ca: None,
         };
         let text = c.to_documented_toml();
         assert_eq!(Config::from_toml(&text).unwrap(), c);
@@ -767,6 +873,13 @@ mod tests {
         assert!(e.to_string().contains("out of range"), "{e}");
         let e = Config::from_toml("origin_schemes = [\"a.example=http\"]").unwrap_err();
         assert!(e.to_string().contains("origin list"), "{e}");
+        let e = Config::from_toml("tls_cert = \"c.pem\"").unwrap_err();
+        assert!(e.to_string().contains("tls_key"), "{e}");
+        let e = Config::from_toml("proxy_protocol = true").unwrap_err();
+        assert!(e.to_string().contains("trusted_proxies"), "{e}");
+        let e = Config::from_toml("redis_ca = \"ca.pem\"\nstore = \"redis://h:1\"").unwrap_err();
+        assert!(e.to_string().contains("rediss://"), "{e}");
+        Config::from_toml("redis_ca = \"ca.pem\"\nstore = \"rediss+cluster://h:1\"").unwrap();
         let e = Config::from_toml("auth_required = true").unwrap_err();
         assert!(e.to_string().contains("auth_keys_file"), "{e}");
         let e = Config::from_toml("trusted_proxies = [\"10.0.0.0/33\"]").unwrap_err();
@@ -780,7 +893,7 @@ mod tests {
             ("redis+cluster://a:1,b", "no :PORT"),
             ("redis+cluster://a:0", "valid port"),
             ("redis+cluster://a:1/2", "no databases"),
-            ("rediss+cluster://a:1", "not supported yet"),
+            ("rediss+cluster://a:1/0", "no databases"),
         ] {
             let e = url.parse::<StoreSpec>().unwrap_err();
             assert!(e.to_string().contains(says), "{url}: {e}");
@@ -803,6 +916,13 @@ mod tests {
                 "redis://u:p@r3.example:7002"
             ]
         );
+        let tls: StoreSpec = "rediss+cluster://h:1,h:2".parse().unwrap();
+        assert!(tls.is_tls());
+        assert_eq!(
+            cluster_nodes(&tls.to_string()).unwrap(),
+            ["rediss://h:1", "rediss://h:2"]
+        );
+        assert!(!spec.is_tls());
         let c = Config::from_toml("store = \"redis+cluster://h:1,h:2\"").unwrap();
         assert_eq!(c.store.to_string(), "redis+cluster://h:1,h:2");
     }

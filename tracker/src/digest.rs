@@ -222,6 +222,181 @@ impl DigestService {
     }
 }
 
+/// How long the start-up check waits for an origin's answer over one scheme.
+pub const ORIGIN_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+
+    fn other(self) -> Self {
+        match self {
+            Self::Http => Self::Https,
+            Self::Https => Self::Http,
+        }
+    }
+}
+
+/// What the start-up check found for one allow-listed origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginCheck {
+    /// It answered (any HTTP status) over the scheme the digest service uses for it.
+    Answers {
+        /// That scheme.
+        scheme: Scheme,
+        /// The status of `HEAD /`.
+        status: u16,
+    },
+    /// It did not answer over the configured scheme, but did over the other one.
+    OtherScheme {
+        /// The scheme the digest service uses for it.
+        configured: Scheme,
+        /// Why that failed.
+        error: String,
+        /// The status of `HEAD /` over the other scheme.
+        status: u16,
+    },
+    /// It answered over neither scheme.
+    Silent {
+        /// The scheme the digest service uses for it.
+        configured: Scheme,
+        /// Why that failed.
+        error: String,
+    },
+}
+
+/// `HEAD {scheme}://{origin}/` within [`ORIGIN_CHECK_TIMEOUT`]: the status, or why none came.
+async fn probe(client: &reqwest::Client, origin: &str, scheme: Scheme) -> Result<u16, String> {
+    let url = format!("{}://{origin}/", scheme.as_str());
+    match client.head(&url).send().await {
+        Ok(r) => Ok(r.status().as_u16()),
+        Err(e) => Err(error_chain(&e)),
+    }
+}
+
+/// An error with its causes, `outer: inner: innermost` (reqwest's own message names only the
+/// URL; the cause says refused, timed out, or which TLS check failed).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Checks one origin: over its configured scheme, and over the other one if that fails.
+pub async fn check_origin(client: &reqwest::Client, origin: &str, scheme: Scheme) -> OriginCheck {
+    match probe(client, origin, scheme).await {
+        Ok(status) => OriginCheck::Answers { scheme, status },
+        Err(error) => match probe(client, origin, scheme.other()).await {
+            Ok(status) => OriginCheck::OtherScheme {
+                configured: scheme,
+                error,
+                status,
+            },
+            Err(_) => OriginCheck::Silent {
+                configured: scheme,
+                error,
+            },
+        },
+    }
+}
+
+/// Checks every allow-listed origin at once (`HEAD /`, a few seconds at most each) and logs
+/// one line per origin: whether it answers, and over which scheme. Meant to run in the
+/// background at start: a digest service pointed at an origin over the wrong scheme, or at
+/// one it cannot reach, gets no digest, and nothing else would say so before peers do.
+pub async fn check_origins(origins: Vec<(String, Scheme)>) {
+    if origins.is_empty() {
+        return;
+    }
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(ORIGIN_CHECK_TIMEOUT)
+        .timeout(ORIGIN_CHECK_TIMEOUT)
+        .user_agent(concat!(
+            "shoal-tracker/",
+            env!("CARGO_PKG_VERSION"),
+            " (origin check)"
+        ))
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check the digest origins: no HTTP client");
+            return;
+        }
+    };
+    let mut checks = tokio::task::JoinSet::new();
+    for (origin, scheme) in origins {
+        let client = client.clone();
+        checks.spawn(async move {
+            let found = check_origin(&client, &origin, scheme).await;
+            (origin, found)
+        });
+    }
+    while let Some(done) = checks.join_next().await {
+        let Ok((origin, found)) = done else { continue };
+        log_check(&origin, &found);
+    }
+}
+
+fn log_check(origin: &str, found: &OriginCheck) {
+    match found {
+        OriginCheck::Answers { scheme, status } => tracing::info!(
+            origin,
+            scheme = scheme.as_str(),
+            answers = true,
+            answers_over = scheme.as_str(),
+            status,
+            "digest origin {origin} answers over {}",
+            scheme.as_str()
+        ),
+        OriginCheck::OtherScheme {
+            configured,
+            error,
+            status,
+        } => {
+            let other = configured.other().as_str();
+            tracing::warn!(
+                origin,
+                scheme = configured.as_str(),
+                answers = false,
+                answers_over = other,
+                status,
+                error = %error,
+                "digest origin {origin} does not answer over {}, the scheme the digest service \
+                 uses for it, but answers over {other}: no digest comes from it until the \
+                 scheme is right ({})",
+                configured.as_str(),
+                match configured {
+                    Scheme::Https => format!("add --origin-scheme {origin}=http"),
+                    Scheme::Http => format!("drop {origin}=http from --origin-scheme"),
+                }
+            );
+        }
+        OriginCheck::Silent { configured, error } => tracing::warn!(
+            origin,
+            scheme = configured.as_str(),
+            answers = false,
+            answers_over = "none",
+            error = %error,
+            "digest origin {origin} does not answer, neither over {} nor over {}: no digest comes \
+             from it until it does",
+            configured.as_str(),
+            configured.other().as_str()
+        ),
+    }
+}
+
 fn check_status(status: StatusCode, ranged: bool) -> Result<(), DigestError> {
     match status {
         StatusCode::OK => Ok(()),

@@ -9,6 +9,7 @@ pub mod client_addr;
 pub mod clock;
 pub mod config;
 pub mod digest;
+pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod signed_digests;
@@ -18,6 +19,7 @@ pub mod token;
 use crate::api::AppState;
 use crate::config::{Config, ConfigError, StoreSpec};
 use crate::digest::DigestService;
+use crate::listener::{TlsCerts, TlsError, TrackerListener};
 use crate::metrics::Metrics;
 use crate::store::{MemoryStore, Observed, RedisStore, Store, StoreError};
 use crate::token::Keys;
@@ -48,6 +50,9 @@ pub enum Error {
     /// The HTTP client of the digest service could not be built (no TLS roots).
     #[error("cannot build the digest service's HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The server failed while running.
     #[error("server failed: {0}")]
     Serve(std::io::Error),
@@ -60,6 +65,7 @@ pub struct RunningTracker {
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     sweeper: JoinHandle<()>,
+    tls: Option<Arc<TlsCerts>>,
 }
 
 impl RunningTracker {
@@ -68,13 +74,28 @@ impl RunningTracker {
         self.addr
     }
 
-    /// Its base URL, e.g. `http://127.0.0.1:7070` (loopback when listening on all addresses).
+    /// Its base URL, e.g. `http://127.0.0.1:7070` (`https://` when serving TLS; loopback
+    /// when listening on all addresses).
     pub fn url(&self) -> String {
         let mut addr = self.addr;
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        format!("http://{addr}")
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{addr}")
+    }
+
+    /// Re-reads the TLS certificate and key files (what SIGHUP does): new handshakes get the
+    /// new certificate, open connections go on. On an error the old certificate stays in use.
+    /// `Ok(false)`: the tracker serves plain HTTP, there is nothing to re-read.
+    pub fn reload_tls(&self) -> Result<bool, Error> {
+        match &self.tls {
+            Some(tls) => {
+                tls.reload()?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Stops accepting connections, lets in-flight requests finish, then returns.
@@ -107,14 +128,25 @@ impl Drop for RunningTracker {
 /// Opens the configured store and serves the API on `config.listen` until shut down.
 pub async fn spawn(config: Config) -> Result<RunningTracker, Error> {
     config.check()?;
+    let ca = match &config.redis_ca {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|source| ConfigError::RedisCaRead {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let store: Arc<dyn Store> = match &config.store {
         StoreSpec::Memory => Arc::new(MemoryStore::new(config.announce_interval)),
         StoreSpec::Redis(url) => {
-            Arc::new(RedisStore::connect(url, config.announce_interval).await?)
+            Arc::new(RedisStore::connect_with_ca(url, config.announce_interval, ca).await?)
         }
         StoreSpec::RedisCluster(url) => {
             let nodes = config::cluster_nodes(url)?;
-            Arc::new(RedisStore::connect_cluster(&nodes, config.announce_interval).await?)
+            Arc::new(
+                RedisStore::connect_cluster_with_ca(&nodes, config.announce_interval, ca).await?,
+            )
         }
     };
     spawn_with_store(config, store).await
@@ -139,12 +171,32 @@ pub async fn spawn_with_store(
         addr: config.listen,
         source,
     })?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(TlsCerts::load(cert, key)?)),
+        _ => None,
+    };
+    let acceptor = match &tls {
+        Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls.server_config()?)),
+        None => None,
+    };
+    let listener = TrackerListener::new(
+        listener,
+        listener::Options {
+            tls: acceptor,
+            proxy_protocol: config.proxy_protocol,
+            client_addrs: config.client_addrs()?,
+        },
+    )
+    .map_err(|source| Error::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let sweeper = tokio::spawn(sweep_forever(store, metrics, config.announce_interval));
+    // In the background: start-up does not wait for origins, a few seconds at most anyway.
+    tokio::spawn(digest::check_origins(config.digest().origins));
     let (stop, stopped) = oneshot::channel::<()>();
-    // Small request/response pairs: send each at once rather than wait for Nagle.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    // A no-op tap: axum's connect info (the client's address) is defined for tapped listeners.
+    let listener = listener.tap_io(|_| {});
     let server = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -155,12 +207,20 @@ pub async fn spawn_with_store(
         })
         .await
     });
-    tracing::info!(%addr, store = %config.store, interval = ?config.announce_interval, "tracker listening");
+    tracing::info!(
+        %addr,
+        store = %config.store,
+        interval = ?config.announce_interval,
+        tls = tls.is_some(),
+        proxy_protocol = config.proxy_protocol,
+        "tracker listening"
+    );
     Ok(RunningTracker {
         addr,
         stop: Some(stop),
         server: Some(server),
         sweeper,
+        tls,
     })
 }
 

@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if healthcheck {
-        match probe_healthz(config.listen).await {
+        match probe_healthz(config.listen, config.tls_cert.is_some()).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 eprintln!("unhealthy: {e:#}");
@@ -65,12 +65,30 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    // Handlers first: a SIGTERM that arrives once the port is open must mean a clean stop.
+    // Handlers first: a SIGTERM that arrives once the port is open must mean a clean stop,
+    // and a SIGHUP a reload (its default action would end the process).
     let stop = shutdown_signal()?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let tracker = shoal_tracker::spawn(config)
         .await
         .context("starting the tracker")?;
-    stop.await;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hangup.recv() => match tracker.reload_tls() {
+                Ok(true) => tracing::info!(
+                    "SIGHUP: TLS certificate and key re-read; new connections get them, open ones keep theirs"
+                ),
+                Ok(false) => tracing::info!("SIGHUP: nothing to re-read (the tracker serves plain HTTP)"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS certificate not re-read; still serving the previous one (fix the files and send SIGHUP again)"
+                ),
+            },
+        }
+    }
     tracing::info!("shutting down: finishing in-flight requests");
     tracker.shutdown().await?;
     tracing::info!("stopped");
@@ -151,8 +169,12 @@ fn write_new(path: &Path, line: &str, mode: u32) -> anyhow::Result<()> {
 }
 
 /// GETs `/healthz` from a tracker listening on `listen` (an unspecified address is asked on
-/// loopback) and succeeds on a 200 answer, within a few seconds.
-async fn probe_healthz(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+/// loopback; over HTTPS when `tls`) and succeeds on a 200 answer, within a few seconds.
+///
+/// Over HTTPS the tracker's certificate is not verified: the probe asks its own host's
+/// loopback, sends nothing secret and only reads a status, and the certificate names the
+/// public host name, not loopback (nor is its CA necessarily known here).
+async fn probe_healthz(listen: std::net::SocketAddr, tls: bool) -> anyhow::Result<()> {
     let mut addr = listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
@@ -160,9 +182,11 @@ async fn probe_healthz(listen: std::net::SocketAddr) -> anyhow::Result<()> {
             std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    let url = format!("http://{addr}/healthz");
+    let scheme = if tls { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}/healthz");
     let answer = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(3))
+        .danger_accept_invalid_certs(tls)
         .build()?
         .get(&url)
         .send()

@@ -1668,20 +1668,26 @@ fn systemd_units_verify_and_are_sandboxed() {
         let src = repo().join("deploy/systemd").join(unit);
         let text = std::fs::read_to_string(&src).unwrap();
         std::fs::write(etc.join(unit), &text).unwrap();
-        let exec = text
-            .lines()
-            .find_map(|l| l.strip_prefix("ExecStart="))
-            .unwrap_or_else(|| panic!("{unit} has no ExecStart"));
-        let bin = root.path().join(
-            exec.split_whitespace()
-                .next()
-                .unwrap()
-                .trim_start_matches('/'),
+        assert!(
+            text.lines().any(|l| l.starts_with("ExecStart=")),
+            "{unit} has no ExecStart"
         );
-        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
-        std::fs::write(&bin, "#!/bin/sh\nexit 0\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // ExecStart, and ExecReload where there is one.
+        for exec in text.lines().filter_map(|l| {
+            l.strip_prefix("ExecStart=")
+                .or_else(|| l.strip_prefix("ExecReload="))
+        }) {
+            let bin = root.path().join(
+                exec.split_whitespace()
+                    .next()
+                    .unwrap()
+                    .trim_start_matches('/'),
+            );
+            std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+            std::fs::write(&bin, "#!/bin/sh\nexit 0\n").unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         // The variables the unit sets are ones the binaries read.
         let env: Vec<&str> = text
             .lines()
@@ -1704,6 +1710,12 @@ fn systemd_units_verify_and_are_sandboxed() {
             .unwrap()
             .contains("StateDirectory=shoal-edge"),
         "the edge keeps its node key in a StateDirectory"
+    );
+    assert!(
+        std::fs::read_to_string(etc.join("shoal-tracker.service"))
+            .unwrap()
+            .contains("ExecReload=/bin/kill -HUP $MAINPID"),
+        "systemctl reload sends the tracker SIGHUP (re-reads its TLS certificate)"
     );
 
     // verify: exit 0 and nothing printed (systemd only warns about unknown or bad keys).

@@ -19,6 +19,8 @@ const UNSIGNED: &[u8] = b"segment bytes without a header";
 struct Seen {
     head: AtomicUsize,
     get: AtomicUsize,
+    /// The tracker's start-up check of the origin (`HEAD /`), counted apart.
+    checks: AtomicUsize,
 }
 
 async fn origin(seen: Arc<Seen>) -> String {
@@ -26,6 +28,7 @@ async fn origin(seen: Arc<Seen>) -> String {
         let seen = seen.clone();
         async move {
             match method {
+                Method::HEAD if uri.path() == "/" => seen.checks.fetch_add(1, Ordering::SeqCst),
                 Method::HEAD => seen.head.fetch_add(1, Ordering::SeqCst),
                 _ => seen.get.fetch_add(1, Ordering::SeqCst),
             };
@@ -82,4 +85,15 @@ async fn a_repr_digest_on_head_saves_the_body_fetch_and_its_absence_falls_back_t
     assert_eq!(v["sha256"], hex::encode(Sha256::digest(UNSIGNED)));
     assert_eq!(seen.head.load(Ordering::SeqCst), 2);
     assert_eq!(seen.get.load(Ordering::SeqCst), 1);
+    // The start-up check runs in the background: wait for it (bounded).
+    let checked = shoal_testkit::poll_until(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(20),
+        || {
+            let n = seen.checks.load(Ordering::SeqCst);
+            async move { (n > 0).then_some(n) }
+        },
+    )
+    .await;
+    assert_eq!(checked, Some(1), "one start-up check");
 }

@@ -6,7 +6,7 @@ mod common;
 use common::{Harness, StoreKind};
 use reqwest::StatusCode;
 use shoal_proto::DigestResponse;
-use shoal_testkit::{sha256_hex, Nginx};
+use shoal_testkit::{sha256_hex, AccessLogEntry, Nginx};
 use std::time::Duration;
 
 struct Setup {
@@ -32,6 +32,12 @@ async fn setup() -> Setup {
         c.origin_schemes = vec![format!("{origin}=http")];
     })
     .await;
+    // The tracker's start-up check of the origin (`HEAD /`) lands first; it is left out of
+    // the counts below.
+    nginx
+        .wait_for_requests(1, Duration::from_secs(10))
+        .await
+        .unwrap();
     let joined = h.join("asker", "s").await;
     let creds = format!("peer_id=asker&peer_key={}", joined.peer_key);
     Setup {
@@ -52,6 +58,28 @@ impl Setup {
     fn key(&self, path: &str) -> String {
         format!("{}{path}", self.nginx.host_port())
     }
+
+    /// What the digest service fetched: nginx's log less the start-up check.
+    fn fetches(&self) -> Vec<AccessLogEntry> {
+        let all = self.nginx.requests().unwrap();
+        let checks = all.iter().filter(|r| is_origin_check(r)).count();
+        assert_eq!(checks, 1, "one start-up check of the origin: {all:?}");
+        all.into_iter().filter(|r| !is_origin_check(r)).collect()
+    }
+
+    /// Waits until the digest service has fetched at least `n` times.
+    async fn wait_for_fetches(&self, n: usize) -> Vec<AccessLogEntry> {
+        shoal_testkit::poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            let log = self.fetches();
+            async move { (log.len() >= n).then_some(log) }
+        })
+        .await
+        .unwrap_or_else(|| panic!("{n} origin fetches: {:?}", self.fetches()))
+    }
+}
+
+fn is_origin_check(r: &AccessLogEntry) -> bool {
+    r.method == "HEAD" && r.uri == "/"
 }
 
 #[tokio::test]
@@ -72,11 +100,7 @@ async fn digest_of_a_whole_segment_and_of_a_byte_range_and_the_second_ask_is_cac
     assert_eq!(d.sha256, sha256_hex(&s.body[4096..5096]));
     assert_eq!(d.size, 1000);
 
-    let log = s
-        .nginx
-        .wait_for_requests(2, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let log = s.wait_for_fetches(2).await;
     assert_eq!(log[1].range.as_deref(), Some("bytes=4096-5095"));
     assert_eq!(log[1].status, 206);
 
@@ -84,7 +108,7 @@ async fn digest_of_a_whole_segment_and_of_a_byte_range_and_the_second_ask_is_cac
     let (status, again) = s.h.get(&s.path(&key)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(again["sha256"], sha256_hex(&s.body));
-    assert_eq!(s.nginx.requests().unwrap().len(), 2);
+    assert_eq!(s.fetches().len(), 2);
     let m = s.h.metrics().await;
     assert_eq!(
         common::metric(&m, "shoal_tracker_digest_requests_total{result=\"miss\"}"),
@@ -114,11 +138,7 @@ async fn twenty_concurrent_asks_for_one_segment_make_one_origin_fetch() {
         assert_eq!(*status, StatusCode::OK, "{v}");
         assert_eq!(v["sha256"], sha256_hex(&s.body));
     }
-    let log = s
-        .nginx
-        .wait_for_requests(1, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let log = s.wait_for_fetches(1).await;
     assert_eq!(log.len(), 1, "one origin fetch for 20 asks: {log:?}");
 }
 
@@ -159,11 +179,7 @@ async fn hosts_off_the_allow_list_unknown_segments_and_hashed_keys_are_refused()
         assert!(!v["message"].as_str().unwrap().is_empty());
     }
     // Only the missing segment reached nginx; the others never left the tracker.
-    let log = s
-        .nginx
-        .wait_for_requests(1, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let log = s.wait_for_fetches(1).await;
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].status, 404);
 }
@@ -199,5 +215,5 @@ async fn only_members_of_the_swarm_may_ask() {
         assert_eq!(got, status, "{query}: {v}");
         assert_eq!(v["error"], error, "{query}: {v}");
     }
-    assert!(s.nginx.requests().unwrap().is_empty());
+    assert!(s.fetches().is_empty());
 }

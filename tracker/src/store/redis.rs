@@ -422,7 +422,26 @@ impl RedisStore {
     /// Connects to one server at `url` (`redis://HOST:PORT[/DB]`); peers silent for more than
     /// `2 * interval` expire. The connection reconnects by itself after Redis restarts.
     pub async fn connect(url: &str, interval: Duration) -> Result<Self, StoreError> {
-        let client = ::redis::Client::open(url)?;
+        Self::connect_with_ca(url, interval, None).await
+    }
+
+    /// Like [`RedisStore::connect`]; a `rediss://` server is verified against the PEM CA
+    /// certificates `ca` (the system's roots when `None`).
+    pub async fn connect_with_ca(
+        url: &str,
+        interval: Duration,
+        ca: Option<Vec<u8>>,
+    ) -> Result<Self, StoreError> {
+        let client = match ca {
+            Some(root_cert) => ::redis::Client::build_with_tls(
+                url,
+                ::redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )?,
+            None => ::redis::Client::open(url)?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)));
@@ -434,14 +453,30 @@ impl RedisStore {
     /// up) belong to. Redirections (MOVED, ASK), reconnects and failovers are the client's: a
     /// request retries a few times within about three seconds, then fails.
     pub async fn connect_cluster(nodes: &[String], interval: Duration) -> Result<Self, StoreError> {
-        let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+        Self::connect_cluster_with_ca(nodes, interval, None).await
+    }
+
+    /// Like [`RedisStore::connect_cluster`]; `rediss://` nodes are verified against the PEM
+    /// CA certificates `ca` (the system's roots when `None`).
+    pub async fn connect_cluster_with_ca(
+        nodes: &[String],
+        interval: Duration,
+        ca: Option<Vec<u8>>,
+    ) -> Result<Self, StoreError> {
+        let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
             .connection_timeout(Duration::from_secs(1))
             .response_timeout(Duration::from_secs(1))
             .overall_response_timeout(Some(Duration::from_secs(3)))
             .retries(4)
             .min_retry_wait(50)
-            .max_retry_wait(800)
-            .build()?;
+            .max_retry_wait(800);
+        if let Some(root_cert) = ca {
+            builder = builder.certs(::redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            });
+        }
+        let client = builder.build()?;
         let conn = client.get_async_connection().await?;
         let stats = Stats::PerSlot {
             tags: slot_tags(),

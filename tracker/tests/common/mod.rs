@@ -2,6 +2,8 @@
 //! talks to it.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shoal_proto::AnnounceResponse;
