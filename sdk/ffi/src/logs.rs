@@ -107,8 +107,12 @@ impl Logs {
             None => EnvFilter::new("off"),
         };
         *self.sink.write().unwrap_or_else(PoisonError::into_inner) = sink;
-        self.filter
-            .reload(filter)
+        // The reload makes tracing recompute which call sites are enabled. While this is the
+        // only subscriber the process has, tracing asks only the calling thread's default
+        // subscriber, so this one must be the default here; else every call site would be
+        // cached as disabled (for the app's thread's no-op default) and the node would log
+        // nothing.
+        tracing::dispatcher::with_default(&self.dispatch, || self.filter.reload(filter))
             .map_err(|e| format!("setting the log filter: {e}"))
     }
 }

@@ -7,7 +7,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// The static library built with this test. `cargo test -p shoal-ffi` builds every crate
 /// type of the library in one go, into the folder of the test binaries (`target/debug/deps`;
