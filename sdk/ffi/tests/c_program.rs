@@ -159,6 +159,23 @@ async fn a_c_app_plays_a_live_stream_with_bytes_from_its_neighbour() {
         );
     }
 
+    // From inside its callback the app may read stats, but a stop (which would wait for the
+    // very thread the callback runs on) is refused, and the node plays on.
+    let reentry = |what: &str| {
+        app.seen
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("REENTRY {what} ")))
+            .unwrap_or_else(|| panic!("no reentry {what} line: {:?}", app.seen))
+            .to_string()
+    };
+    assert_eq!(reentry("stats"), format!("{} json", ShoalStatus::Ok as i32));
+    let stop = reentry("stop");
+    assert!(
+        stop.starts_with(&format!("{} ", ShoalStatus::WrongThread as i32))
+            && stop.contains("inside a Shoal callback"),
+        "{stop}"
+    );
+
     // A graceful stop: the last run's totals stay readable, the log callback saw lines, and
     // free returns.
     app.send("stop");

@@ -7,7 +7,10 @@
  *       stats -> "STATS <json>"
  *       stop  -> stops, prints "STOPPED", "STATS <json>" (the last run's totals),
  *                "LOG_LINES <n>", frees the node, prints "FREED" and exits 0.
- *     Events are printed as "EVENT <kind> <json>"; log lines go to stderr.
+ *     Events are printed as "EVENT <kind> <json>"; log lines go to stderr. On the first
+ *     swarm_joined event the callback calls shoal_node_stats_json and shoal_node_stop on
+ *     its node and prints "REENTRY stats <status> json|null" and "REENTRY stop <status>
+ *     <message>".
  *
  *   driver errors ORIGIN_HOST_PORT BUSY_ADDR
  *     Makes calls that must fail and prints "RESULT <case> <status> <message>" for each.
@@ -41,10 +44,26 @@ static const char *kind_name(ShoalEventKind kind) {
     return "unknown";
 }
 
+/* What the event callback gets as user_data. */
+struct app {
+    ShoalNode *node;
+    int reentered;
+};
+
 static void on_event(void *user_data, ShoalEventKind kind, const char *json) {
-    FILE *out = user_data;
-    fprintf(out, "EVENT %s %s\n", kind_name(kind), json);
-    fflush(out);
+    struct app *app = user_data;
+    printf("EVENT %s %s\n", kind_name(kind), json);
+    /* Calls back into the node from its own callback: stats are allowed, stop is not. */
+    if (kind == SHOAL_EVENT_KIND_SWARM_JOINED && app->node && !app->reentered) {
+        app->reentered = 1;
+        char *stats = NULL;
+        ShoalStatus s = shoal_node_stats_json(app->node, &stats);
+        printf("REENTRY stats %d %s\n", (int)s, stats ? "json" : "null");
+        shoal_string_free(stats);
+        s = shoal_node_stop(app->node);
+        printf("REENTRY stop %d %s\n", (int)s, shoal_last_error_message());
+    }
+    fflush(stdout);
 }
 
 static char *read_file(const char *path) {
@@ -89,9 +108,13 @@ static int play(const char *config_file, const char *manifest) {
     ShoalStatus s = shoal_node_new(config, &node);
     free(config);
     if (s != SHOAL_STATUS_OK) return fail("new", s);
-    s = shoal_node_set_log_callback(node, "info,shoal=debug", on_log, &log_lines);
+    /* DRIVER_LOG=debug shows each segment's way in the test's output. */
+    const char *filter = getenv("DRIVER_LOG") ? getenv("DRIVER_LOG") : "info";
+    s = shoal_node_set_log_callback(node, filter, on_log, &log_lines);
     if (s != SHOAL_STATUS_OK) return fail("set_log_callback", s);
-    s = shoal_node_set_event_callback(node, on_event, stdout);
+    static struct app app;
+    app.node = node;
+    s = shoal_node_set_event_callback(node, on_event, &app);
     if (s != SHOAL_STATUS_OK) return fail("set_event_callback", s);
     s = shoal_node_start(node);
     if (s != SHOAL_STATUS_OK) return fail("start", s);

@@ -27,34 +27,46 @@ pub fn static_lib() -> PathBuf {
     lib
 }
 
-/// What gcc needs beside the static library: the system libraries the Rust standard library
-/// and the SDK's dependencies call into.
-pub const SYSTEM_LIBS: &[&str] = &["-lpthread", "-ldl", "-lm", "-lrt", "-lgcc_s", "-lc"];
+/// What gcc needs beside the static library, as docs/sdk.md and the header say: the system
+/// libraries the Rust standard library and the SDK's dependencies call into (glibc 2.34 and
+/// later hold most of them in libc; older ones need them named).
+pub const SYSTEM_LIBS: &[&str] = &["-lpthread", "-ldl", "-lm"];
 
-/// Compiles `tests/c/<name>.c` into `out_dir/<name>` with `extra` gcc flags; every warning is
-/// an error, so the header must compile cleanly as C11.
+/// Compiles `tests/c/<name>.c` into `out_dir/<name>` with `extra` gcc flags.
 pub fn compile(name: &str, out_dir: &Path, extra: &[&str]) -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    compile_source(
+        &crate_dir.join(format!("tests/c/{name}.c")),
+        &out_dir.join(name),
+        extra,
+    )
+}
+
+/// Compiles the C file `source` into the program `out` with `extra` gcc flags, against the
+/// header and the static library; every warning is an error, so the header must compile
+/// cleanly as C11.
+pub fn compile_source(source: &Path, out: &Path, extra: &[&str]) -> PathBuf {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let gcc = shoal_testkit::which("gcc", "gcc").expect("gcc is installed");
-    let out = out_dir.join(name);
     let result = Command::new(gcc)
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1"])
         .args(extra)
         .arg("-I")
         .arg(crate_dir.join("include"))
-        .arg(crate_dir.join(format!("tests/c/{name}.c")))
+        .arg(source)
         .arg(static_lib())
         .args(SYSTEM_LIBS)
         .arg("-o")
-        .arg(&out)
+        .arg(out)
         .output()
         .expect("running gcc");
     assert!(
         result.status.success(),
-        "gcc failed on {name}.c:\n{}",
+        "gcc failed on {}:\n{}",
+        source.display(),
         String::from_utf8_lossy(&result.stderr)
     );
-    out
+    out.to_path_buf()
 }
 
 /// A running C program whose stdout lines arrive on a channel.
