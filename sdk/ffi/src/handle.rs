@@ -167,13 +167,15 @@ impl Handle {
             }
         };
         watcher.abort();
-        self.block_on(async {
+        let last = self.block_on(async move {
+            // The watcher ends at its next await (or after the callback it is in).
             let _ = watcher.await;
+            let node = Arc::try_unwrap(node)
+                .unwrap_or_else(|_| unreachable!("only the state and the stopped watcher held it"));
+            let last = stats_value(&node, false);
+            node.shutdown().await;
+            last
         });
-        let node = Arc::try_unwrap(node)
-            .unwrap_or_else(|_| unreachable!("only the state and the stopped watcher held it"));
-        let last = stats_value(&node, false);
-        self.block_on(node.shutdown());
         *self.state() = State::Idle { last: Some(last) };
         self.events.emit(ShoalEventKind::NodeStopped, &json!({}));
         Ok(())
@@ -243,7 +245,13 @@ impl Drop for Handle {
         let _ = self.logs.set("off", None, std::ptr::null_mut());
         self.events.set(None, std::ptr::null_mut());
         if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(THREADS_GRACE);
+            // On a thread of its own: a runtime cannot be shut down from inside another (a
+            // Rust app freeing the node from its async code).
+            std::thread::scope(|s| {
+                let _ = std::thread::Builder::new()
+                    .name("shoal-free".into())
+                    .spawn_scoped(s, move || runtime.shutdown_timeout(THREADS_GRACE));
+            });
         }
     }
 }
@@ -284,4 +292,65 @@ fn stats_value(node: &Node, running: bool) -> Value {
         "peers": s.peers,
         "swarms": swarms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> String {
+        "origins = [\"cdn.example\"]\npeer_listen = \"127.0.0.1:0\"\n".into()
+    }
+
+    #[test]
+    fn calls_from_many_threads_meet_a_stop_without_harm() {
+        let handle = Handle::new(&config()).unwrap();
+        handle.start().unwrap();
+        std::thread::scope(|s| {
+            let readers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut answered = 0;
+                        for _ in 0..200 {
+                            match handle.stats_json() {
+                                Ok(json) => {
+                                    assert!(json.contains("\"bytes\""), "{json}");
+                                    answered += 1;
+                                }
+                                Err(e) => assert_eq!(e.status, ShoalStatus::NotRunning),
+                            }
+                            match handle.local_url("http://cdn.example/live/a.m3u8") {
+                                Ok(url) => assert!(url.ends_with("/cdn.example/live/a.m3u8")),
+                                Err(e) => assert_eq!(e.status, ShoalStatus::NotRunning),
+                            }
+                        }
+                        answered
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(20));
+            handle.stop().unwrap();
+            let answered: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+            assert!(answered > 0);
+        });
+        // Stopped: the last run's totals, and a second stop is a no-op.
+        assert!(handle.stats_json().unwrap().contains("\"running\":false"));
+        handle.stop().unwrap();
+        // And it starts again.
+        handle.start().unwrap();
+        assert!(handle.stats_json().unwrap().contains("\"running\":true"));
+    }
+
+    #[test]
+    fn a_node_started_inside_a_tokio_runtime_still_starts_and_stops() {
+        // A Rust app calling from its own runtime: the calls run on a thread of their own.
+        let outer = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        outer.block_on(async {
+            let handle = Handle::new(&config()).unwrap();
+            handle.start().unwrap();
+            handle.stop().unwrap();
+        });
+    }
 }

@@ -61,6 +61,13 @@ pub struct ShoalNode {
     inner: handle::Handle,
 }
 
+// The threading rules let any thread use a node, and several at once: the compiler checks
+// that everything the handle holds allows it.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<ShoalNode>();
+};
+
 /// Reads a C string argument.
 ///
 /// # Safety
