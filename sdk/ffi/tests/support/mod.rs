@@ -46,6 +46,29 @@ pub fn compile(name: &str, out_dir: &Path, extra: &[&str]) -> PathBuf {
 /// header and the static library; every warning is an error, so the header must compile
 /// cleanly as C11.
 pub fn compile_source(source: &Path, out: &Path, extra: &[&str]) -> PathBuf {
+    let lib = static_lib();
+    compile_with(source, out, extra, &[lib.as_os_str()])
+}
+
+/// The folder the shared library `libshoal_ffi.so` is in (beside the static one), to link
+/// with `-L` and run with `LD_LIBRARY_PATH`.
+pub fn shared_lib_dir() -> PathBuf {
+    let dir = static_lib().parent().unwrap().to_path_buf();
+    assert!(
+        dir.join("libshoal_ffi.so").is_file(),
+        "no libshoal_ffi.so in {}",
+        dir.display()
+    );
+    dir
+}
+
+/// [`compile_source`] against the shared library instead.
+pub fn compile_source_shared(source: &Path, out: &Path) -> PathBuf {
+    let dir = format!("-L{}", shared_lib_dir().display());
+    compile_with(source, out, &[], &[dir.as_ref(), "-lshoal_ffi".as_ref()])
+}
+
+fn compile_with(source: &Path, out: &Path, extra: &[&str], libs: &[&std::ffi::OsStr]) -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let gcc = shoal_testkit::which("gcc", "gcc").expect("gcc is installed");
     let result = Command::new(gcc)
@@ -54,7 +77,7 @@ pub fn compile_source(source: &Path, out: &Path, extra: &[&str]) -> PathBuf {
         .arg("-I")
         .arg(crate_dir.join("include"))
         .arg(source)
-        .arg(static_lib())
+        .args(libs)
         .args(SYSTEM_LIBS)
         .arg("-o")
         .arg(out)
