@@ -11,7 +11,7 @@ need=()
 for pair in redis-server:redis-server nginx:nginx-light ffmpeg:ffmpeg chromium:chromium \
     prometheus:prometheus promtool:prometheus ip:iproute2 tc:iproute2 \
     iptables-legacy:iptables miniupnpd:miniupnpd-iptables natpmpc:natpmpc upnpc:miniupnpc \
-    buildah:buildah podman:podman systemd-analyze:systemd; do
+    buildah:buildah podman:podman systemd-analyze:systemd gcc:gcc; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
