@@ -314,67 +314,6 @@ impl ReachReport {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use HomeKind::*;
-
-    #[test]
-    fn theory_matches_the_lab_pairs() {
-        assert!(theory_direct(Public, Public, false));
-        assert!(theory_direct(SharedLan, SharedLan, true));
-        assert!(theory_direct(Eim, Eim, false));
-        assert!(theory_direct(Upnp, Eim, false));
-        assert!(theory_direct(Symmetric, Public, false));
-        assert!(theory_direct(Symmetric, Upnp, false));
-        assert!(!theory_direct(Symmetric, Symmetric, false));
-        assert!(!theory_direct(Symmetric, Eim, false));
-        assert!(!theory_direct(UdpBlocked, Public, false));
-    }
-
-    #[test]
-    fn mixes_parse_and_draw_by_weight() {
-        let m: NatMix = "public=1,sym=3".parse().unwrap();
-        assert_eq!(m.pick(0.0), Public);
-        assert_eq!(m.pick(0.24), Public);
-        assert_eq!(m.pick(0.26), Symmetric);
-        assert_eq!(m.pick(0.999), Symmetric);
-        assert!("teleport=1".parse::<NatMix>().is_err());
-        assert!("public=0".parse::<NatMix>().is_err());
-        assert!("public".parse::<NatMix>().is_err());
-        let d = NatMix::default();
-        assert_eq!(d.weights.iter().map(|(_, w)| w).sum::<f64>(), 100.0);
-    }
-
-    #[test]
-    fn pairs_are_counted_once_with_the_best_outcome_either_side_saw() {
-        let node = |id: &str, kind, home, attempts: &[(&str, &'static str)]| Placed {
-            endpoint: id.into(),
-            kind,
-            home,
-            attempts: attempts.iter().map(|(r, o)| (r.to_string(), *o)).collect(),
-        };
-        let nodes = [
-            node("a", Eim, 0, &[("b", "punched"), ("c", "no_direct_path")]),
-            node("b", Eim, 1, &[("a", "no_direct_path")]),
-            node(
-                "c",
-                Symmetric,
-                2,
-                &[("a", "no_direct_path"), ("d", "no_direct_path")],
-            ),
-            node("d", Symmetric, 3, &[]),
-        ];
-        let r = ReachReport::from_nodes(&NatMix::default(), &nodes);
-        assert_eq!(r.pairs_tried, 3);
-        assert_eq!(r.pairs_direct_in_theory, 1, "only a-b");
-        assert_eq!(r.pairs_direct_in_theory_connected, 1);
-        assert_eq!(r.direct_by_path.get("punched"), Some(&1));
-        assert_eq!(r.not_connected, 2);
-        assert_eq!(r.direct_share(), 1.0);
-    }
-}
-
 /// The port the origin listens on, on the services server.
 pub const ORIGIN_PORT: u16 = 8000;
 /// The tracker's port there.
@@ -469,5 +408,66 @@ impl Drop for LabRun {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use HomeKind::*;
+
+    #[test]
+    fn theory_matches_the_lab_pairs() {
+        assert!(theory_direct(Public, Public, false));
+        assert!(theory_direct(SharedLan, SharedLan, true));
+        assert!(theory_direct(Eim, Eim, false));
+        assert!(theory_direct(Upnp, Eim, false));
+        assert!(theory_direct(Symmetric, Public, false));
+        assert!(theory_direct(Symmetric, Upnp, false));
+        assert!(!theory_direct(Symmetric, Symmetric, false));
+        assert!(!theory_direct(Symmetric, Eim, false));
+        assert!(!theory_direct(UdpBlocked, Public, false));
+    }
+
+    #[test]
+    fn mixes_parse_and_draw_by_weight() {
+        let m: NatMix = "public=1,sym=3".parse().unwrap();
+        assert_eq!(m.pick(0.0), Public);
+        assert_eq!(m.pick(0.24), Public);
+        assert_eq!(m.pick(0.26), Symmetric);
+        assert_eq!(m.pick(0.999), Symmetric);
+        assert!("teleport=1".parse::<NatMix>().is_err());
+        assert!("public=0".parse::<NatMix>().is_err());
+        assert!("public".parse::<NatMix>().is_err());
+        let d = NatMix::default();
+        assert_eq!(d.weights.iter().map(|(_, w)| w).sum::<f64>(), 100.0);
+    }
+
+    #[test]
+    fn pairs_are_counted_once_with_the_best_outcome_either_side_saw() {
+        let node = |id: &str, kind, home, attempts: &[(&str, &'static str)]| Placed {
+            endpoint: id.into(),
+            kind,
+            home,
+            attempts: attempts.iter().map(|(r, o)| (r.to_string(), *o)).collect(),
+        };
+        let nodes = [
+            node("a", Eim, 0, &[("b", "punched"), ("c", "no_direct_path")]),
+            node("b", Eim, 1, &[("a", "no_direct_path")]),
+            node(
+                "c",
+                Symmetric,
+                2,
+                &[("a", "no_direct_path"), ("d", "no_direct_path")],
+            ),
+            node("d", Symmetric, 3, &[]),
+        ];
+        let r = ReachReport::from_nodes(&NatMix::default(), &nodes);
+        assert_eq!(r.pairs_tried, 3);
+        assert_eq!(r.pairs_direct_in_theory, 1, "only a-b");
+        assert_eq!(r.pairs_direct_in_theory_connected, 1);
+        assert_eq!(r.direct_by_path.get("punched"), Some(&1));
+        assert_eq!(r.not_connected, 2);
+        assert_eq!(r.direct_share(), 1.0);
     }
 }
