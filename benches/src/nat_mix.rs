@@ -141,7 +141,9 @@ impl Lab {
             what: "a temp dir for the lab CA".into(),
             source: e,
         })?;
-        let (ca, relay_cert, relay_key) = make_pki(dir.path(), &services);
+        let pki = shoal_testkit::pki::LabCa::new(dir.path(), "Shoal benchmark lab CA")?;
+        let leaf = pki.leaf_for(services.ip.into())?;
+        let (ca, relay_cert, relay_key) = (pki.ca_path(), leaf.cert, leaf.key);
         Ok(Lab {
             lab: std::sync::Mutex::new(lab),
             services,
@@ -176,39 +178,6 @@ impl Lab {
         }
         Ok((home.index, home.hosts[0].clone()))
     }
-}
-
-fn make_pki(dir: &std::path::Path, relay: &Host) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose, SanType,
-    };
-    let ca_key = KeyPair::generate().expect("key generation");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Shoal benchmark lab CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let key = KeyPair::generate().expect("key generation");
-    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.subject_alt_names = vec![SanType::IpAddress(relay.ip.into())];
-    p.distinguished_name
-        .push(DnType::CommonName, relay.ip.to_string());
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf = p.signed_by(&key, &ca, &ca_key).expect("leaf certificate");
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("relay.crt"),
-        dir.join("relay.key"),
-    );
-    let write = |p: &PathBuf, s: String| std::fs::write(p, s).expect("writing the lab PKI");
-    write(&paths.0, ca.pem());
-    write(&paths.1, leaf.pem());
-    write(&paths.2, key.serialize_pem());
-    paths
 }
 
 /// One node of the run as the reach report sees it.

@@ -18,14 +18,9 @@
 
 mod support;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use shoal_testkit::netlab::{Home, HomeKind, Host, NatLab, Netns};
 use shoal_testkit::{
-    metrics_text, which, ChildGuard, Error, FfmpegPlayer, LiveHls, LiveHlsOpts, Nginx, PlayerOpts,
-    RecordingRelay,
+    metrics_text, ChildGuard, FfmpegPlayer, LiveHls, LiveHlsOpts, Nginx, PlayerOpts, RecordingRelay,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,18 +35,6 @@ const ORIGIN_PORT: u16 = 8000;
 /// Where each edge's player front listens, on its own host's loopback.
 const FRONT: &str = "127.0.0.1:8080";
 const PLAY: Duration = Duration::from_secs(30);
-
-fn lab() -> Option<NatLab> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    match which("miniupnpd", "miniupnpd-iptables").and_then(|_| NatLab::new()) {
-        Ok(lab) => Some(lab),
-        Err(e @ (Error::NotRoot { .. } | Error::MissingProgram { .. })) if !ci => {
-            eprintln!("skipping the NAT lab edge test: {e}");
-            None
-        }
-        Err(e) => panic!("the NAT lab cannot run: {e}"),
-    }
-}
 
 /// A tokio runtime whose worker threads live in `netns`: whatever it binds or dials is
 /// inside the lab. Shut down in the background when dropped (the test's own runtime may not
@@ -87,35 +70,6 @@ impl Drop for RuntimeIn {
             rt.shutdown_background();
         }
     }
-}
-
-/// The lab CA and a leaf for the relay's IP address, as PEM files.
-fn make_pki(dir: &Path, relay: &Host) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Shoal NAT lab CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.subject_alt_names = vec![SanType::IpAddress(relay.ip.into())];
-    p.distinguished_name
-        .push(DnType::CommonName, relay.ip.to_string());
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf = p.signed_by(&key, &ca, &ca_key).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("relay.crt"),
-        dir.join("relay.key"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, leaf.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
 }
 
 /// One viewer: its edge process (in its host's namespace), the recording relay its player
@@ -236,7 +190,9 @@ struct Pair {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn homes_behind_nat_routers_share_a_live_stream() {
-    let Some(mut lab) = lab() else { return };
+    let Some(mut lab) = NatLab::for_test("the NAT lab edge test") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let www = dir.path().join("www");
     std::fs::create_dir_all(&www).unwrap();
@@ -248,7 +204,9 @@ async fn homes_behind_nat_routers_share_a_live_stream() {
     let nginx = Nginx::start_in(&origin_host, ORIGIN_PORT, &www).unwrap();
     let origin = nginx.host_port();
 
-    let (ca, cert, key) = make_pki(dir.path(), &tracker_host);
+    let pki = shoal_testkit::pki::LabCa::new(dir.path(), "Shoal NAT lab CA").unwrap();
+    let leaf = pki.leaf_for(tracker_host.ip.into()).unwrap();
+    let (ca, cert, key) = (pki.ca_path(), leaf.cert, leaf.key);
     let services = RuntimeIn::new(&tracker_host.netns);
     let tracker = services
         .run(shoal_tracker::spawn(shoal_tracker::config::Config {

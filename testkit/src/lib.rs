@@ -27,6 +27,7 @@ mod live_dash;
 pub mod metrics_text;
 pub mod netlab;
 mod nginx;
+pub mod pki;
 mod poll;
 mod recording_relay;
 mod redis;

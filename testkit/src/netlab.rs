@@ -324,6 +324,21 @@ pub struct NatLab {
 }
 
 impl NatLab {
+    /// A lab with `miniupnpd` on the machine, for a test named `what`: under `CI=true` any
+    /// reason it cannot be built fails the test (panics); elsewhere, not being root or a
+    /// missing program prints why the test skips and gives `None`.
+    pub fn for_test(what: &str) -> Option<NatLab> {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        match crate::which("miniupnpd", "miniupnpd-iptables").and_then(|_| NatLab::new()) {
+            Ok(lab) => Some(lab),
+            Err(e @ (Error::NotRoot { .. } | Error::MissingProgram { .. })) if !ci => {
+                eprintln!("skipping {what}: {e}");
+                None
+            }
+            Err(e) => panic!("the NAT lab for {what} cannot run: {e}"),
+        }
+    }
+
     /// Creates the internet namespace with its bridge and gateway. Removes leftover
     /// namespaces of lab processes that no longer run first.
     ///

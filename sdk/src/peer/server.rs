@@ -286,6 +286,34 @@ fn http_builder(config: &PeerServerConfig) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// What both accept loops serve connections with: the HTTP builder, the connection cap, and
+/// the watcher of connections for a graceful stop.
+struct Serving {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    connections: Arc<Semaphore>,
+    graceful: GracefulShutdown,
+}
+
+impl Serving {
+    fn new(config: &PeerServerConfig) -> Serving {
+        Serving {
+            builder: Arc::new(http_builder(config)),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            graceful: GracefulShutdown::new(),
+        }
+    }
+}
+
+/// Lets in-flight uploads finish, for at most `grace`.
+async fn finish(graceful: GracefulShutdown, grace: Duration) {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("peer server shutdown grace elapsed with uploads in flight");
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -293,9 +321,11 @@ async fn accept_loop(
     config: PeerServerConfig,
     mut closing: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(http_builder(&config));
-    let connections = Arc::new(Semaphore::new(config.max_connections));
-    let graceful = GracefulShutdown::new();
+    let Serving {
+        builder,
+        connections,
+        graceful,
+    } = Serving::new(&config);
     loop {
         let accepted = tokio::select! {
             // A dropped `PeerServer` closes the channel: stop as on shutdown.
@@ -334,12 +364,7 @@ async fn accept_loop(
         ));
     }
     drop(listener);
-    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::debug!("peer server shutdown grace elapsed with uploads in flight");
-    }
+    finish(graceful, config.shutdown_grace).await;
 }
 
 /// The v2 accept loop: neighbours arrive authenticated, with their stream open
@@ -350,9 +375,11 @@ async fn quic_accept_loop(
     config: PeerServerConfig,
     mut closing: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(http_builder(&config));
-    let connections = Arc::new(Semaphore::new(config.max_connections));
-    let graceful = GracefulShutdown::new();
+    let Serving {
+        builder,
+        connections,
+        graceful,
+    } = Serving::new(&config);
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let acceptor = {
         let (quic, refused) = (quic.clone(), config.refused.clone());
@@ -380,12 +407,7 @@ async fn quic_accept_loop(
         ));
     }
     acceptor.abort();
-    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::debug!("peer server shutdown grace elapsed with uploads in flight");
-    }
+    finish(graceful, config.shutdown_grace).await;
     // Tells every neighbour the node is gone (bounded by iroh), so none waits out a timeout.
     let _ = tokio::time::timeout(Duration::from_secs(2), quic.close()).await;
 }

@@ -21,13 +21,9 @@
 //! Needs root (network namespaces, iptables) and miniupnpd. Under `CI=true` it runs or
 //! fails; elsewhere it says why it skips. Every wait is bounded.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use serde_json::Value;
 use shoal_testkit::netlab::{Home, HomeKind, Host, NatLab};
-use shoal_testkit::{which, ChildGuard, Error};
+use shoal_testkit::ChildGuard;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -40,18 +36,6 @@ const QUIC: u16 = 7842;
 /// Bound on any one line a node must print.
 const LINE_WAIT: Duration = Duration::from_secs(40);
 const BYTES: usize = 1 << 20;
-
-fn lab() -> Option<NatLab> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    match which("miniupnpd", "miniupnpd-iptables").and_then(|_| NatLab::new()) {
-        Ok(lab) => Some(lab),
-        Err(e @ (Error::NotRoot { .. } | Error::MissingProgram { .. })) if !ci => {
-            eprintln!("skipping the NAT pairs test: {e}");
-            None
-        }
-        Err(e) => panic!("the NAT lab cannot run: {e}"),
-    }
-}
 
 /// A running node: its process and the JSON lines it prints.
 struct Node {
@@ -125,35 +109,17 @@ impl Node {
     }
 }
 
-/// The lab CA and one leaf per relay IP, written as PEM files.
+/// The lab CA (trusted by every node) and one leaf per relay IP, written as PEM files.
 struct Pki {
     ca: PathBuf,
 }
 
 fn make_pki(dir: &Path, relays: &[&Host]) -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Shoal NAT lab CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let ca = shoal_testkit::pki::LabCa::new(dir, "Shoal NAT lab CA").unwrap();
     for host in relays {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.subject_alt_names = vec![SanType::IpAddress(host.ip.into())];
-        p.distinguished_name
-            .push(DnType::CommonName, host.ip.to_string());
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let leaf = p.signed_by(&key, &ca, &ca_key).unwrap();
-        std::fs::write(dir.join(format!("{}.crt", host.ip)), leaf.pem()).unwrap();
-        std::fs::write(dir.join(format!("{}.key", host.ip)), key.serialize_pem()).unwrap();
+        ca.leaf_for(host.ip.into()).unwrap();
     }
-    Pki { ca: ca_path }
+    Pki { ca: ca.ca_path() }
 }
 
 fn start_relay(host: &Host, dir: &Path) -> Node {
@@ -327,7 +293,9 @@ fn kind_of(v: &Value) -> &str {
 
 #[test]
 fn nat_pairs_connect_by_the_expected_path() {
-    let Some(mut lab) = lab() else { return };
+    let Some(mut lab) = NatLab::for_test("the NAT pairs test") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let relay_a = lab.add_server("relay-a").unwrap();
     let relay_b = lab.add_server("relay-b").unwrap();
