@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use serde::Deserialize;
 use shoal::config::{IpNet, Rate};
 use shoal::{Node, NodeConfig};
 use shoal_proto::signed_list::ProviderKey;
@@ -11,12 +12,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Shoal edge proxy: peer-assisted delivery of HLS video for a local player.
+/// Shoal edge proxy: peer-assisted delivery of HLS and DASH video for a local player.
 ///
-/// Point the player at http://LISTEN/<origin-host>/<path-of-manifest>. Manifests are rewritten
-/// so every segment request comes back here; each segment is fetched from peers in the same
-/// swarm when one has it in time, else from the origin. Only origins given with --origin are
-/// ever fetched.
+/// Point the player at http://LISTEN/<origin-host>/<path-of-manifest> (an HLS .m3u8 or a
+/// DASH .mpd). Manifests are rewritten so every segment request comes back here; each segment
+/// is fetched from peers in the same swarm when one has it in time, else from the origin.
+/// Only origins given with --origin are ever fetched.
 ///
 /// Every flag can also be set with an environment variable SHOAL_EDGE_<FLAG> (e.g.
 /// SHOAL_EDGE_TRACKER) or in the TOML file given with --config (keys are the flag names with
@@ -145,28 +146,76 @@ struct Cli {
     /// run]
     #[arg(long, env = "SHOAL_EDGE_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Log format: text or json.
-    #[arg(long, env = "SHOAL_EDGE_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
+    /// A peer transfer with no progress for this long is abandoned, e.g. 2s. [default: 1s]
+    #[arg(long, env = "SHOAL_EDGE_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
+    stall_timeout: Option<Duration>,
+    /// Less time than this before the deadline is not worth starting a peer transfer, e.g.
+    /// 300ms. [default: 150ms]
+    #[arg(long, env = "SHOAL_EDGE_MIN_PEER_TIME", value_parser = humantime::parse_duration)]
+    min_peer_time: Option<Duration>,
+    /// Seeders per live segment (those that fetch it from the origin for the swarm); 0 sizes
+    /// them by the swarm. [default: 0]
+    #[arg(long, env = "SHOAL_EDGE_ORIGIN_SEEDERS")]
+    origin_seeders: Option<usize>,
+    /// VOD: segments ahead of the player fetched from peers (never the origin). [default: 4]
+    #[arg(long, env = "SHOAL_EDGE_VOD_READAHEAD")]
+    vod_readahead: Option<usize>,
+    /// A swarm with no player request for this long is left, e.g. 2m. [default: 60s]
+    #[arg(long, env = "SHOAL_EDGE_SWARM_IDLE", value_parser = humantime::parse_duration)]
+    swarm_idle: Option<Duration>,
+    /// Largest segment accepted from a peer or the origin, e.g. 32MiB. [default: 64MiB]
+    #[arg(long, env = "SHOAL_EDGE_MAX_SEGMENT_SIZE")]
+    max_segment_size: Option<bytesize::ByteSize>,
+    /// Largest manifest parsed and rewritten; larger ones pass through untouched, e.g. 4MiB.
+    /// [default: 8MiB]
+    #[arg(long, env = "SHOAL_EDGE_MAX_MANIFEST_SIZE")]
+    max_manifest_size: Option<bytesize::ByteSize>,
+    /// Log format: text or json. [default: text]
+    #[arg(long, env = "SHOAL_EDGE_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
 enum LogFormat {
     Text,
     Json,
 }
 
+/// The keys of the configuration file that are the edge's own, not the node's.
+const EDGE_KEYS: [&str; 1] = ["log_format"];
+
 impl Cli {
-    fn resolve(self) -> Result<NodeConfig> {
-        let mut c: NodeConfig = match &self.config {
+    /// The node's configuration and the log format: defaults, then the file, then the
+    /// environment and flags (clap reads both).
+    fn resolve(self) -> Result<(NodeConfig, LogFormat)> {
+        let (mut c, file_log_format): (NodeConfig, Option<LogFormat>) = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("parsing config file {}", path.display()))?
+                let mut table: toml::Table = toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?;
+                let log_format = match table.remove(EDGE_KEYS[0]) {
+                    Some(v) => Some(v.try_into::<LogFormat>().with_context(|| {
+                        format!(
+                            "config file {}: log_format must be \"text\" or \"json\"",
+                            path.display()
+                        )
+                    })?),
+                    None => None,
+                };
+                let node = NodeConfig::deserialize(table)
+                    .with_context(|| format!("parsing config file {}", path.display()))?;
+                (node, log_format)
             }
-            None => NodeConfig::default(),
+            None => (NodeConfig::default(), None),
         };
+        let log_format = self
+            .log_format
+            .or(file_log_format)
+            .unwrap_or(LogFormat::Text);
         macro_rules! set {
             ($($field:ident => $target:ident),* $(,)?) => {
                 $(if let Some(v) = self.$field { c.$target = v; })*
@@ -185,7 +234,10 @@ impl Cli {
              digest_list_suffix => digest_list_suffix,
              peer_transport => peer_transport, relay_quic_port => relay_quic_port,
              relay_media => relay_media, port_mapping => port_mapping,
-             direct_wait => direct_wait);
+             direct_wait => direct_wait, stall_timeout => stall_timeout,
+             min_peer_time => min_peer_time, origin_seeders => origin_seeders,
+             vod_readahead => vod_readahead, swarm_idle => swarm_idle,
+             max_segment_size => max_segment_size, max_manifest_size => max_manifest_size);
         set_opt!(
             relay,
             relay_ca,
@@ -199,7 +251,7 @@ impl Cli {
             node_id,
             data_dir
         );
-        Ok(c)
+        Ok((c, log_format))
     }
 }
 
@@ -271,12 +323,14 @@ async fn probe_healthz(listen: SocketAddr) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let log_format = cli.log_format;
     let print = cli.print_config;
     let healthcheck = cli.healthcheck;
-    let config = cli.resolve()?;
+    let (config, log_format) = cli.resolve()?;
     if print {
-        print!("{}", toml::to_string(&config)?);
+        // The node's keys and the edge's own, in one file that --config reads back.
+        let mut table = toml::Table::try_from(&config)?;
+        table.insert(EDGE_KEYS[0].into(), toml::Value::try_from(log_format)?);
+        print!("{}", toml::to_string(&table)?);
         return Ok(());
     }
     if healthcheck {

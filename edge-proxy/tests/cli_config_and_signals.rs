@@ -45,6 +45,133 @@ fn flags_beat_env_which_beats_the_file() {
     );
 }
 
+/// Every setting, the scheduler's and the log format too, is read from the file, the
+/// environment and flags alike, and `--print-config` writes a file `--config` reads back.
+#[test]
+fn every_setting_is_read_from_file_env_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("edge.toml");
+    std::fs::write(
+        &file,
+        "origins = [\"o.example\"]\nstall_timeout = \"2s\"\norigin_seeders = 3\n\
+         vod_readahead = 6\nswarm_idle = \"2m\"\nmin_peer_time = \"300ms\"\n\
+         max_segment_size = \"32MiB\"\nmax_manifest_size = \"4MiB\"\nlog_format = \"json\"\n",
+    )
+    .unwrap();
+    let print = |env: &[(&str, &str)], flags: &[&str]| -> toml::Table {
+        let mut cmd = edge();
+        cmd.arg("--config")
+            .arg(&file)
+            .args(flags)
+            .arg("--print-config");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap()
+    };
+    let from_file = print(&[], &[]);
+    for (key, want) in [
+        ("stall_timeout", "2s"),
+        ("swarm_idle", "2m"),
+        ("min_peer_time", "300ms"),
+        ("max_segment_size", "32.0 MiB"),
+        ("max_manifest_size", "4.0 MiB"),
+        ("log_format", "json"),
+    ] {
+        assert_eq!(from_file[key].as_str(), Some(want), "{key} from the file");
+    }
+    assert_eq!(from_file["origin_seeders"].as_integer(), Some(3));
+    assert_eq!(from_file["vod_readahead"].as_integer(), Some(6));
+
+    let env = [
+        ("SHOAL_EDGE_STALL_TIMEOUT", "3s"),
+        ("SHOAL_EDGE_ORIGIN_SEEDERS", "4"),
+        ("SHOAL_EDGE_VOD_READAHEAD", "7"),
+        ("SHOAL_EDGE_SWARM_IDLE", "90s"),
+        ("SHOAL_EDGE_MIN_PEER_TIME", "200ms"),
+        ("SHOAL_EDGE_MAX_SEGMENT_SIZE", "16MiB"),
+        ("SHOAL_EDGE_MAX_MANIFEST_SIZE", "2MiB"),
+        ("SHOAL_EDGE_LOG_FORMAT", "text"),
+    ];
+    let from_env = print(&env, &[]);
+    assert_eq!(from_env["stall_timeout"].as_str(), Some("3s"));
+    assert_eq!(from_env["origin_seeders"].as_integer(), Some(4));
+    assert_eq!(from_env["vod_readahead"].as_integer(), Some(7));
+    assert_eq!(from_env["swarm_idle"].as_str(), Some("1m 30s"));
+    assert_eq!(from_env["min_peer_time"].as_str(), Some("200ms"));
+    assert_eq!(from_env["max_segment_size"].as_str(), Some("16.0 MiB"));
+    assert_eq!(from_env["max_manifest_size"].as_str(), Some("2.0 MiB"));
+    assert_eq!(from_env["log_format"].as_str(), Some("text"));
+
+    let from_flags = print(
+        &env,
+        &[
+            "--stall-timeout",
+            "4s",
+            "--origin-seeders",
+            "5",
+            "--vod-readahead",
+            "8",
+            "--swarm-idle",
+            "3m",
+            "--min-peer-time",
+            "100ms",
+            "--max-segment-size",
+            "8MiB",
+            "--max-manifest-size",
+            "1MiB",
+            "--log-format",
+            "json",
+        ],
+    );
+    assert_eq!(from_flags["stall_timeout"].as_str(), Some("4s"));
+    assert_eq!(from_flags["origin_seeders"].as_integer(), Some(5));
+    assert_eq!(from_flags["vod_readahead"].as_integer(), Some(8));
+    assert_eq!(from_flags["swarm_idle"].as_str(), Some("3m"));
+    assert_eq!(from_flags["min_peer_time"].as_str(), Some("100ms"));
+    assert_eq!(from_flags["max_segment_size"].as_str(), Some("8.0 MiB"));
+    assert_eq!(from_flags["max_manifest_size"].as_str(), Some("1.0 MiB"));
+    assert_eq!(from_flags["log_format"].as_str(), Some("json"));
+
+    // What --print-config wrote is a file --config reads back to the same settings.
+    let again = dir.path().join("printed.toml");
+    std::fs::write(&again, toml::to_string(&from_flags).unwrap()).unwrap();
+    let out = edge()
+        .arg("--config")
+        .arg(&again)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(back, from_flags);
+
+    // A wrong log format in the file says what to write.
+    std::fs::write(&file, "origins = [\"o.example\"]\nlog_format = \"xml\"\n").unwrap();
+    let out = edge()
+        .arg("--config")
+        .arg(&file)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("log_format must be \"text\" or \"json\""),
+        "{err}"
+    );
+}
+
 #[test]
 fn the_tracker_ca_is_set_by_file_env_or_flag() {
     let dir = tempfile::tempdir().unwrap();
