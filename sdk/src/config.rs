@@ -102,6 +102,22 @@ impl std::str::FromStr for PeerTransport {
     }
 }
 
+/// The network a device is on, as the app tells the node ([`crate::Node::set_network`]): it
+/// decides whether the node uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkKind {
+    /// Wi-Fi: uploads allowed (unless `download_only`).
+    #[default]
+    Wifi,
+    /// Wired: uploads allowed (unless `download_only`).
+    Ethernet,
+    /// Mobile data, usually metered: uploads only with `upload_on_cellular`.
+    Cellular,
+    /// No network: nothing to upload to.
+    Offline,
+}
+
 /// Everything a node needs. Defaults suit a player on the same device.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -140,6 +156,12 @@ pub struct NodeConfig {
     /// `relay_media`).
     #[serde(with = "humantime_serde")]
     pub direct_wait: Duration,
+    /// Never upload: announce no address (the tracker then hands the node to nobody) and
+    /// refuse every neighbour. The node still downloads from peers.
+    pub download_only: bool,
+    /// Upload while the app says the device is on mobile data (`Node::set_network`). Off by
+    /// default: mobile data is metered, and viewers do not expect to pay for others' video.
+    pub upload_on_cellular: bool,
     /// Tracker base URL, e.g. `https://tracker.example.com`. Unset: CDN only, no P2P.
     pub tracker: Option<String>,
     /// PEM file of the CA certificates an `https://` tracker is verified against, instead of
@@ -237,6 +259,8 @@ impl Default for NodeConfig {
             relay_media: false,
             port_mapping: true,
             direct_wait: Duration::from_secs(3),
+            download_only: false,
+            upload_on_cellular: false,
             tracker: None,
             tracker_ca: None,
             token: None,

@@ -106,6 +106,11 @@ pub struct Shared {
     pub upload_backlog: Arc<AtomicU64>,
     /// The peer server's upload slots: all free when no upload is running.
     pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Whether the node serves neighbours now (false: download-only, mobile data, offline);
+    /// the peer server follows it at once, the tracker at the next announce.
+    pub serving: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The network the app last said the device is on.
+    pub network: std::sync::Mutex<crate::config::NetworkKind>,
 }
 
 /// How neighbours reach this node, by peer protocol version.
@@ -259,7 +264,12 @@ async fn announce(
         proto: PROTOCOL_VERSION,
         peer_id: swarm.peer_id.clone(),
         swarm_id: swarm.id.clone(),
-        addrs: shared.reach.announced(),
+        // A node that serves nobody announces no address: the tracker hands it to nobody.
+        addrs: if *shared.serving.borrow() {
+            shared.reach.announced()
+        } else {
+            Vec::new()
+        },
         fingerprint: shared.fingerprint.clone(),
         counters,
         connections,
@@ -584,7 +594,12 @@ impl Node {
         let cache = SegmentCache::new(config.cache_size.as_u64());
         let joined = Arc::new(DashSet::new());
         let upload_backlog = Arc::new(AtomicU64::new(0));
+        let serving = Arc::new(
+            tokio::sync::watch::channel(uploads_on(&config, crate::config::NetworkKind::default()))
+                .0,
+        );
         let server_config = PeerServerConfig {
+            serving: serving.clone(),
             upload_limit_bytes_per_sec: config.upload_limit.map(|r| r.bytes_per_sec()),
             max_concurrent_uploads: config.max_uploads,
             max_connections: config.max_peers * 4,
@@ -680,6 +695,8 @@ impl Node {
             dash: Default::default(),
             upload_backlog,
             upload_slots,
+            serving,
+            network: std::sync::Mutex::new(crate::config::NetworkKind::default()),
         });
         let front = tokio::spawn(crate::front::serve(shared.clone(), front_listener));
         tracing::info!(player = %player_addr, peer = %peer_addr, transport = ?shared.config.peer_transport, key = %shared.fingerprint, "node started");
@@ -736,6 +753,42 @@ impl Node {
     /// SHA-256 of the node's peer certificate (v1).
     pub fn fingerprint(&self) -> &str {
         &self.shared.fingerprint
+    }
+
+    /// Tells the node which network the device is on now. On mobile data (unless
+    /// `upload_on_cellular`) and offline it stops serving neighbours at once: new connections
+    /// and requests are refused and `haves` streams end, so neighbours stop asking; its next
+    /// announce carries no address, so the tracker hands it to nobody. Back on Wi-Fi or a
+    /// wire, it serves and announces again. Downloads go on throughout. Any thread may call it.
+    pub fn set_network(&self, network: crate::config::NetworkKind) {
+        let before = {
+            let mut n = self
+                .shared
+                .network
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *n, network)
+        };
+        let serve = uploads_on(&self.shared.config, network);
+        let was = self.shared.serving.send_replace(serve);
+        if before != network || was != serve {
+            tracing::info!(?network, uploads = serve, "network policy changed");
+        }
+    }
+
+    /// The network the app last set ([`Node::set_network`]; Wi-Fi until then).
+    pub fn network(&self) -> crate::config::NetworkKind {
+        *self
+            .shared
+            .network
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the node serves neighbours now (see [`Node::set_network`] and
+    /// `download_only`).
+    pub fn uploads(&self) -> bool {
+        *self.shared.serving.borrow()
     }
 
     /// The swarms this node is in now, with its peer id in each and the neighbours it
@@ -845,6 +898,17 @@ async fn log_what_was_found(quic: QuicPeers) {
              addresses only; set --relay to reach viewers behind other home routers"
         );
     }
+}
+
+/// Whether a node with `config` on `network` serves neighbours.
+fn uploads_on(config: &NodeConfig, network: crate::config::NetworkKind) -> bool {
+    use crate::config::NetworkKind;
+    !config.download_only
+        && match network {
+            NetworkKind::Wifi | NetworkKind::Ethernet => true,
+            NetworkKind::Cellular => config.upload_on_cellular,
+            NetworkKind::Offline => false,
+        }
 }
 
 fn random_node_id() -> String {

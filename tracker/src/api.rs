@@ -546,7 +546,7 @@ mod tests {
             neighbours: vec![
                 n("p-1", &["203.0.113.5:2"], "ab12"),
                 n("p.2", &["h\"q\\x.example:9"], ""),
-                n("p_3", &[], "ff"),
+                // p_3 announced no address (download-only): handed to nobody.
             ],
             policy: policies.for_swarm(&swarm).policy.clone(),
         };

@@ -149,13 +149,16 @@ impl<'a> Applied<'a> {
         ip.is_some_and(|ip| self.nets.iter().any(|n| n.contains(&ip)))
     }
 
-    /// Whether `n` may be handed out, and with which of its addresses: none without P2P;
-    /// otherwise its addresses that are not excluded, unless it had some and all are excluded.
+    /// Whether `n` may be handed out, and with which of its addresses: nobody without P2P, and
+    /// never a peer with no address; otherwise its addresses that are not excluded, unless
+    /// all its IPs are excluded.
     pub fn admit<'n>(
         self,
         n: &NeighbourRef<'n>,
     ) -> Option<impl Iterator<Item = &'n str> + Clone + use<'a, 'n>> {
-        if !self.policy.p2p {
+        // Without P2P nobody is handed out; a peer with no address (download-only, or not
+        // uploading now) is handed to nobody: nobody could fetch from it.
+        if !self.policy.p2p || n.addrs().next().is_none() {
             return None;
         }
         let kept = n.addrs().filter(move |a| !self.excludes(a));
@@ -242,16 +245,15 @@ mod tests {
             Default::default(),
         )
         .unwrap();
+        // `d` announced no address (download-only): nobody could fetch from it, and as a
+        // rendezvous member it could be ranked a seeder whose `have` never comes.
         assert_eq!(
             admitted(&p, "s"),
-            [
-                ("b".to_string(), vec!["203.0.113.5:2".to_string()]),
-                ("d".to_string(), vec![])
-            ]
+            [("b".to_string(), vec!["203.0.113.5:2".to_string()])]
         );
         assert!(admitted(&p, "off").is_empty(), "no P2P: no neighbours");
         let open = Policies::new(&[], Default::default()).unwrap();
-        assert_eq!(admitted(&open, "s").len(), 4);
+        assert_eq!(admitted(&open, "s").len(), 3);
     }
 
     #[test]

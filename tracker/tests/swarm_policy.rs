@@ -74,7 +74,24 @@ async fn excluded_addresses_are_never_handed_out(kind: StoreKind) {
     );
 }
 
+/// A download-only peer (or one that stopped uploading) announces no address: it is a member
+/// of the swarm, but the tracker hands it to nobody, since nobody could fetch from it.
+async fn peers_with_no_address_are_handed_to_nobody(kind: StoreKind) {
+    let h = start(kind).await;
+    join_at(&h, "leech", "s", &[]).await;
+    join_at(&h, "seed", "s", &["198.51.100.2:9000"]).await;
+    let r = join_at(&h, "asker", "s", &["198.51.100.3:9000"]).await;
+    let got: Vec<String> = r.neighbours.iter().map(|n| n.peer_id.to_string()).collect();
+    assert_eq!(got, ["seed"]);
+    // A download-only peer still gets neighbours to download from (not the other one).
+    let r = join_at(&h, "leech-2", "s", &[]).await;
+    let mut got: Vec<String> = r.neighbours.iter().map(|n| n.peer_id.to_string()).collect();
+    got.sort();
+    assert_eq!(got, ["asker", "seed"]);
+}
+
 each_store!(
     p2p_can_be_off_for_some_swarms,
-    excluded_addresses_are_never_handed_out
+    excluded_addresses_are_never_handed_out,
+    peers_with_no_address_are_handed_to_nobody
 );

@@ -81,6 +81,10 @@ pub struct PeerServerConfig {
     /// Bytes of admitted uploads not yet sent under the upload cap; shared so that the node
     /// can tell whether its uplink would take one more upload now (see [`ADMIT_BACKLOG`]).
     pub backlog: Arc<AtomicU64>,
+    /// Whether the node serves neighbours now (the node turns it off for download-only, on
+    /// mobile data, offline). Turned off: new connections are refused, every request gets
+    /// 404 at once, and `haves` streams end, so neighbours stop asking.
+    pub serving: Arc<watch::Sender<bool>>,
 }
 
 impl Default for PeerServerConfig {
@@ -97,6 +101,7 @@ impl Default for PeerServerConfig {
             shutdown_grace: Duration::from_secs(5),
             refused: super::Exclusions::default(),
             backlog: Arc::default(),
+            serving: Arc::new(watch::channel(true).0),
         }
     }
 }
@@ -117,6 +122,8 @@ struct Shared {
     closing: watch::Receiver<bool>,
     /// Tells the `haves` streams when the uplink takes uploads again after a "busy".
     free: Arc<FreeSignal>,
+    /// Whether the node serves neighbours now ([`PeerServerConfig::serving`]).
+    serving: Arc<watch::Sender<bool>>,
 }
 
 impl Shared {
@@ -144,6 +151,7 @@ impl Shared {
             uploaded: config.uploaded.clone(),
             closing,
             free: Arc::new(FreeSignal::new()),
+            serving: config.serving.clone(),
         })
     }
 }
@@ -345,6 +353,10 @@ async fn accept_loop(
             tracing::debug!(%remote, "peer connection refused: address excluded");
             continue;
         }
+        if !*config.serving.borrow() {
+            tracing::debug!(%remote, "peer connection refused: not serving neighbours now");
+            continue;
+        }
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
             tracing::debug!(%remote, "peer connection refused: at the connection cap");
             continue;
@@ -391,6 +403,10 @@ async fn quic_accept_loop(
             accepted = rx.recv() => accepted,
         };
         let Some(accepted) = accepted else { break };
+        if !*config.serving.borrow() {
+            tracing::debug!(client = %accepted.client, "peer connection refused: not serving neighbours now");
+            continue;
+        }
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
             tracing::debug!(client = %accepted.client, "peer connection refused: at the connection cap");
             continue;
@@ -508,6 +524,9 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<RespBody> {
         Ok(r) => r,
         Err(code) => return status(code, "no such resource\n"),
     };
+    if !*shared.serving.borrow() {
+        return status(StatusCode::NOT_FOUND, "not serving neighbours now\n");
+    }
     match route {
         Route::Haves(swarm) => {
             if !shared.swarms.contains(&swarm) {
@@ -781,6 +800,8 @@ struct Haves {
     done: bool,
     /// Moves when the uplink has room again after a "busy" (see [`FreeSignal`]).
     free: watch::Receiver<u64>,
+    /// Turns false when the node stops serving neighbours: the stream ends.
+    serving: watch::Receiver<bool>,
 }
 
 impl Haves {
@@ -832,6 +853,7 @@ impl Haves {
             }
             let event = tokio::select! {
                 _ = self.closing.wait_for(|c| *c) => return None,
+                _ = self.serving.wait_for(|s| !*s) => return None,
                 event = self.events.recv() => event,
                 // The sender lives as long as the server, which outlives its streams.
                 Ok(()) = self.free.changed() => {
@@ -860,6 +882,7 @@ fn haves_response(shared: &Shared, swarm: SwarmId) -> Response<RespBody> {
         pending,
         done: false,
         free: shared.free.generation.subscribe(),
+        serving: shared.serving.subscribe(),
     };
     let stream = futures::stream::unfold(state, Haves::next_chunk)
         .map(|chunk| Ok::<_, std::io::Error>(Frame::data(chunk)));
