@@ -1046,15 +1046,41 @@ fn compose_file_parses_and_its_topology_runs_on_loopback() {
         got.sort_unstable();
         assert_eq!(got, peers[..i], "{peer}'s neighbours through the LB");
     }
-    for name in ["tracker-1", "tracker-2"] {
+    // Round robin reaches both instances. On a loaded machine nginx may have set one aside
+    // for `fail_timeout` after a slow or failed answer, so a few more viewers
+    // join, boundedly, until both have answered.
+    let answered = |name: &str| {
         let (status, m) = http(addrs[name], "GET", "/metrics", None);
         assert_eq!(status, 200);
         let ok = common::metric(&m, "shoal_tracker_announces_total{result=\"ok\"}");
-        assert!(ok >= 1.0, "{name} answered no announce behind the LB:\n{m}");
+        (ok, m)
+    };
+    let mut joined = peers.len();
+    while ["tracker-1", "tracker-2"]
+        .iter()
+        .any(|n| answered(n).0 < 1.0)
+        && joined < 24
+    {
+        announce(lb_addr, &format!("lb-extra-{joined}"), "compose/live");
+        joined += 1;
+        if joined % 4 == 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    for name in ["tracker-1", "tracker-2"] {
+        let (ok, m) = answered(name);
+        assert!(
+            ok >= 1.0,
+            "{name} answered none of {joined} announces behind the LB:\n{m}"
+        );
     }
     let (status, m) = http(lb_addr, "GET", "/metrics", None);
     assert_eq!(status, 200, "/metrics through the LB");
-    assert_eq!(common::metric(&m, "shoal_tracker_peers"), 4.0, "{m}");
+    assert_eq!(
+        common::metric(&m, "shoal_tracker_peers"),
+        joined as f64,
+        "{m}"
+    );
     let (status, _) = http(lb_addr, "POST", "/v1/announce", Some(&json!({"proto": 1})));
     assert_eq!(
         status, 400,
