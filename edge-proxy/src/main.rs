@@ -170,6 +170,14 @@ struct Cli {
     /// [default: 8MiB]
     #[arg(long, env = "SHOAL_EDGE_MAX_MANIFEST_SIZE")]
     max_manifest_size: Option<bytesize::ByteSize>,
+    /// Never upload: announce no address (the tracker hands this node to nobody) and refuse
+    /// every neighbour; downloads from peers go on. [default: false]
+    #[arg(long, env = "SHOAL_EDGE_DOWNLOAD_ONLY", num_args = 0..=1, default_missing_value = "true")]
+    download_only: Option<bool>,
+    /// Upload while on mobile data, for apps that tell the node its network (the SDK's
+    /// set_network; the edge itself always counts as Wi-Fi). [default: false]
+    #[arg(long, env = "SHOAL_EDGE_UPLOAD_ON_CELLULAR", num_args = 0..=1, default_missing_value = "true")]
+    upload_on_cellular: Option<bool>,
     /// Log format: text or json. [default: text]
     #[arg(long, env = "SHOAL_EDGE_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -237,7 +245,8 @@ impl Cli {
              direct_wait => direct_wait, stall_timeout => stall_timeout,
              min_peer_time => min_peer_time, origin_seeders => origin_seeders,
              vod_readahead => vod_readahead, swarm_idle => swarm_idle,
-             max_segment_size => max_segment_size, max_manifest_size => max_manifest_size);
+             max_segment_size => max_segment_size, max_manifest_size => max_manifest_size,
+             download_only => download_only, upload_on_cellular => upload_on_cellular);
         set_opt!(
             relay,
             relay_ca,

@@ -128,8 +128,11 @@ fn every_setting_is_read_from_file_env_and_flags() {
             "1MiB",
             "--log-format",
             "json",
+            "--download-only",
         ],
     );
+    assert_eq!(from_flags["download_only"].as_bool(), Some(true));
+    assert_eq!(from_env["download_only"].as_bool(), Some(false));
     assert_eq!(from_flags["stall_timeout"].as_str(), Some("4s"));
     assert_eq!(from_flags["origin_seeders"].as_integer(), Some(5));
     assert_eq!(from_flags["vod_readahead"].as_integer(), Some(8));
