@@ -1063,7 +1063,7 @@ fn compose_file_parses_and_its_topology_runs_on_loopback() {
     {
         announce(lb_addr, &format!("lb-extra-{joined}"), "compose/live");
         joined += 1;
-        if joined % 4 == 0 {
+        if joined.is_multiple_of(4) {
             std::thread::sleep(Duration::from_secs(1));
         }
     }
