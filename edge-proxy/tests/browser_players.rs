@@ -103,16 +103,7 @@ async fn hls_js_and_dash_js_in_chromium_play_live_through_proxies_and_every_pane
         .unwrap();
     let origin = nginx.host_port();
 
-    let tracker = shoal_tracker::spawn(shoal_tracker::config::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        announce_interval: Duration::from_secs(2),
-        // The digest service vouches for segments of this origin only.
-        origins: vec![origin.clone()],
-        origin_schemes: vec![format!("{origin}=http")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let tracker = support::tracker_for(&origin, Duration::from_secs(2)).await;
     // Four: each proxy seeds about a quarter of the segments from the origin, so every one
     // of them stays well above half offload whatever the draw.
     let edges: Vec<Edge> = (0..4)

@@ -3,21 +3,12 @@
 //! at once while its player plays on, and serves again once back on Wi-Fi. Real nodes (the
 //! SDK in-process), the real tracker, nginx with a live ffmpeg encode, ffmpeg players.
 
+mod support;
+
 use shoal::config::NetworkKind;
 use shoal::{Node, NodeConfig};
 use shoal_testkit::{FfmpegPlayer, LiveHls, LiveHlsOpts, Nginx, PlayerOpts};
 use std::time::Duration;
-
-fn config(origin: &str, tracker: &str) -> NodeConfig {
-    NodeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        peer_listen: "127.0.0.1:0".parse().unwrap(),
-        tracker: Some(tracker.into()),
-        origins: vec![origin.into()],
-        origin_schemes: vec![format!("{origin}=http")],
-        ..Default::default()
-    }
-}
 
 fn play(node: &Node, origin: &str, secs: u64) -> FfmpegPlayer {
     let url = url::Url::parse(&format!("http://{origin}{}", LiveHls::MASTER)).unwrap();
@@ -36,20 +27,14 @@ async fn download_only_and_mobile_data_nodes_upload_nothing_and_keep_playing() {
     let nginx = Nginx::start(dir.path()).unwrap();
     live.wait_ready(3, Duration::from_secs(60)).await.unwrap();
     let origin = nginx.host_port();
-    let tracker = shoal_tracker::spawn(shoal_tracker::config::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        announce_interval: Duration::from_secs(2),
-        origins: vec![origin.clone()],
-        origin_schemes: vec![format!("{origin}=http")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let tracker = support::tracker_for(&origin, Duration::from_secs(2)).await;
 
-    let seeder = Node::start(config(&origin, &tracker.url())).await.unwrap();
+    let seeder = Node::start(support::node_config(&origin, &tracker.url()))
+        .await
+        .unwrap();
     let leech = Node::start(NodeConfig {
         download_only: true,
-        ..config(&origin, &tracker.url())
+        ..support::node_config(&origin, &tracker.url())
     })
     .await
     .unwrap();

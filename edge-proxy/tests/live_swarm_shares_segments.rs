@@ -18,16 +18,7 @@ async fn live_swarm_delivers_identical_bytes_mostly_from_peers() {
     live.wait_ready(3, Duration::from_secs(60)).await.unwrap();
     let origin = nginx.host_port();
 
-    let tracker = shoal_tracker::spawn(shoal_tracker::config::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        announce_interval: Duration::from_secs(2),
-        // The digest service vouches for segments of this origin only.
-        origins: vec![origin.clone()],
-        origin_schemes: vec![format!("{origin}=http")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let tracker = support::tracker_for(&origin, Duration::from_secs(2)).await;
     let tracker_url = tracker.url();
 
     let mut edges: Vec<Edge> = (0..4)

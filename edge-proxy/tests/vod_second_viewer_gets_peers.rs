@@ -14,16 +14,7 @@ async fn second_viewer_of_each_rendition_is_served_by_peers() {
     let ladder = encode_vod_ladder(dir.path()).unwrap();
     let nginx = Nginx::start(dir.path()).unwrap();
     let origin = nginx.host_port();
-    let tracker = shoal_tracker::spawn(shoal_tracker::config::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        announce_interval: Duration::from_secs(2),
-        // The digest service vouches for segments of this origin only.
-        origins: vec![origin.clone()],
-        origin_schemes: vec![format!("{origin}=http")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let tracker = support::tracker_for(&origin, Duration::from_secs(2)).await;
     let first = Edge::start(&origin, Some(&tracker.url()), &[]);
     let second = Edge::start(&origin, Some(&tracker.url()), &[]);
     let relay_first = RecordingRelay::start(first.addr).unwrap();
