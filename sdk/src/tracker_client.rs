@@ -15,7 +15,7 @@ const MAX_RESPONSE_BYTES: usize = 1 << 20;
 pub enum TrackerError {
     /// The tracker could not be reached or did not answer in time; retry later. The message
     /// carries the causes (refused, timed out, which TLS check failed).
-    #[error("tracker unreachable: {}", chain(.0))]
+    #[error("tracker unreachable: {}", shoal_core::error_text::chain(.0))]
     Unreachable(#[source] reqwest::Error),
     /// The tracker's TLS certificate did not verify against the roots in use.
     #[error("the tracker's TLS certificate is not trusted ({0}): if it comes from a private CA, set tracker_ca (shoal-edge --tracker-ca FILE) to that CA's PEM certificate")]
@@ -49,18 +49,6 @@ pub enum TrackerError {
 pub struct TrackerClient {
     http: reqwest::Client,
     base: String,
-}
-
-/// An error with its causes, `outer: inner: innermost`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The rustls error under a failed request, when a certificate check failed. (An I/O error

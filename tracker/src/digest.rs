@@ -275,21 +275,8 @@ async fn probe(client: &reqwest::Client, origin: &str, scheme: Scheme) -> Result
     let url = format!("{}://{origin}/", scheme.as_str());
     match client.head(&url).send().await {
         Ok(r) => Ok(r.status().as_u16()),
-        Err(e) => Err(error_chain(&e)),
+        Err(e) => Err(shoal_core::error_text::chain(&e)),
     }
-}
-
-/// An error with its causes, `outer: inner: innermost` (reqwest's own message names only the
-/// URL; the cause says refused, timed out, or which TLS check failed).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Checks one origin: over its configured scheme, and over the other one if that fails.

@@ -11,6 +11,7 @@
 //! are return values (decisions, keys to prefetch, whether waiters should wake).
 #![warn(missing_docs)]
 
+pub mod error_text;
 pub mod manifest;
 pub mod scheduler;
 pub mod source;
